@@ -1,0 +1,15 @@
+//! Confab's protocol core: everything about XMPP that can be decided without I/O.
+//!
+//! This crate owns the framer, the stanza views, JIDs, SASL mechanisms, the client stream
+//! state machine, routing rules, limits and the durable record types. It deliberately owns no
+//! sockets, files, clocks or threads: bytes and `now` are passed in, events and actions come
+//! out, so every protocol edge case is a fast, exact unit test (the quinn-proto model).
+
+pub mod framer;
+pub mod jid;
+pub mod limits;
+pub mod records;
+pub mod routing;
+pub mod sasl;
+pub mod stream;
+pub mod xml;

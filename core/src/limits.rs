@@ -1,0 +1,72 @@
+//! Every limit of the protocol core, as a named constant with its unit and what it costs.
+//!
+//! These are the defaults; the runtime's configuration may override the ones marked
+//! "config key". Nothing here reads configuration itself: this module only states the numbers
+//! and the relations between them that must hold.
+
+/// Largest top-level element (or stream header) accepted before authentication, in bytes.
+/// Config key `limits.stanza_bytes_preauth`. An unauthenticated peer can make us buffer this
+/// much per connection, so it is small (RFC 6120 §13.12 ¶4 asks servers to limit it).
+pub const STANZA_BYTES_PREAUTH_MAX: usize = 8 * 1024;
+
+/// Largest stanza accepted from an authenticated user, in bytes (config key
+/// `limits.stanza_bytes`). Bounds the per-connection receive buffer while a stanza is partial.
+pub const STANZA_BYTES_MAX: usize = 256 * 1024;
+
+/// Deepest element nesting accepted inside a stanza (the stanza itself is depth 1).
+/// Real payloads (pubsub items, data forms) stay well below 20; this bounds the parser's stack.
+pub const ELEMENT_DEPTH_MAX: usize = 64;
+
+/// Most attributes accepted on one element, namespace declarations included.
+pub const ATTRIBUTES_MAX: usize = 64;
+
+/// Most namespace declarations accepted on one element.
+pub const NAMESPACE_DECLARATIONS_MAX: usize = 16;
+
+/// Time a connection may take from accept to successful authentication, in milliseconds
+/// (config key `limits.preauth_timeout_ms`). Bounds how long a silent peer holds a socket.
+pub const PREAUTH_TIMEOUT_MS: u64 = 30_000;
+
+/// Time an authenticated connection may stay silent before it is closed, in milliseconds
+/// (config key `limits.idle_timeout_ms`). Any byte, including a whitespace keepalive
+/// (RFC 6120 §4.6.1), resets it.
+pub const IDLE_TIMEOUT_MS: u64 = 600_000;
+
+/// Most simultaneous sessions (bound resources) per account (config key
+/// `limits.sessions_per_user`). RFC 6120 §7.6.2.1: past it, bind answers `resource-constraint`.
+pub const SESSIONS_PER_USER_MAX: usize = 16;
+
+/// SASL attempts allowed on one stream before it is closed (RFC 6120 §6.4.5 asks for a
+/// configurable number, at least 2).
+pub const SASL_ATTEMPTS_MAX: u32 = 3;
+
+/// Bytes read from a socket in one go; the framer's buffer is bounded by this plus the
+/// stanza limit.
+pub const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// Stanzas that may wait in one session's inbox for its connection task to write them.
+/// Past it the sender gets `resource-constraint` (RFC 6120 §8.3.3.18): a slow reader never
+/// makes the server buffer without bound.
+pub const SESSION_INBOX_STANZAS_MAX: usize = 1024;
+
+/// Messages that may wait in one shard's inbox from other shards and the admin thread.
+pub const SHARD_INBOX_MESSAGES_MAX: usize = 8192;
+
+/// Failed authentications from one address before it is banned (config key
+/// `security.auth_failures_before_ban`).
+pub const AUTH_FAILURES_BEFORE_BAN: u32 = 5;
+
+/// How long an address stays banned after too many failures, in milliseconds (config key
+/// `security.ban_ms`).
+pub const AUTH_BAN_MS: u64 = 300_000;
+
+/// Addresses whose failure counts are remembered per shard; the oldest are forgotten first,
+/// so a flood of spoofed sources cannot grow this table without bound.
+pub const AUTH_FAILURE_ADDRESSES_MAX: usize = 65_536;
+
+/// Length of a resource part the server generates when the client lets it choose.
+pub const GENERATED_RESOURCE_CHARS: usize = 16;
+
+const _: () = assert!(STANZA_BYTES_PREAUTH_MAX <= STANZA_BYTES_MAX);
+const _: () = assert!(SASL_ATTEMPTS_MAX >= 2);
+const _: () = assert!(READ_CHUNK_BYTES <= STANZA_BYTES_MAX);

@@ -1,0 +1,163 @@
+//! Durable records: every mutation of stored state is one `Record`, serialised with rkyv.
+//!
+//! The same bytes go to the local store's log and, later, to the peer node for replication and
+//! catch-up, so a record is self-contained (it names the account it touches). This module owns
+//! the record types and their (checked) encoding; it does not know where records are stored.
+
+use rkyv::{rancor, Archive, Deserialize, Serialize};
+
+use crate::sasl::{ScramCredentials, ScramHash};
+
+/// SCRAM secrets for one hash (RFC 5802 §3): never the password itself.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct StoredCredentials {
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
+/// One account: its local part and its SCRAM secrets for both supported hashes.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    /// Local part of the bare JID, already prepared (RFC 7622 §3.3).
+    pub user: String,
+    pub sha1: StoredCredentials,
+    pub sha256: StoredCredentials,
+    /// Milliseconds since the Unix epoch when the account was created.
+    pub created_ms: u64,
+}
+
+/// A durable mutation.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+pub enum Record {
+    /// Create or replace an account (register, change_password).
+    AccountPut(Account),
+    /// Remove an account (unregister).
+    AccountDelete { user: String },
+}
+
+/// A record's bytes could not be read back: corrupt or from an incompatible version.
+#[derive(Debug, thiserror::Error)]
+#[error("record bytes are invalid: {0}")]
+pub struct RecordError(String);
+
+impl Record {
+    /// The account a record touches; the store partitions by it.
+    pub fn user(&self) -> &str {
+        match self {
+            Record::AccountPut(account) => &account.user,
+            Record::AccountDelete { user } => user,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        // Serialising plain owned data into a growable buffer cannot fail: rkyv only errors
+        // on allocation failure or on types with fallible serialisers, which we do not use.
+        match rkyv::to_bytes::<rancor::Error>(self) {
+            Ok(bytes) => bytes.into_vec(),
+            Err(error) => unreachable!("rkyv serialisation of owned data failed: {error}"),
+        }
+    }
+
+    /// Decodes through rkyv's checked access: bytes from disk or the network are never trusted.
+    /// They need not be aligned (a store or a socket buffer gives no such guarantee).
+    pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
+        rkyv::from_bytes::<Record, rancor::Error>(&aligned(bytes)).map_err(|e| RecordError(e.to_string()))
+    }
+}
+
+impl Account {
+    pub fn encode(&self) -> Vec<u8> {
+        match rkyv::to_bytes::<rancor::Error>(self) {
+            Ok(bytes) => bytes.into_vec(),
+            Err(error) => unreachable!("rkyv serialisation of owned data failed: {error}"),
+        }
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Account, RecordError> {
+        rkyv::from_bytes::<Account, rancor::Error>(&aligned(bytes)).map_err(|e| RecordError(e.to_string()))
+    }
+
+    /// Builds an account from credentials derived for both hashes.
+    pub fn new(user: String, sha1: &ScramCredentials, sha256: &ScramCredentials, created_ms: u64) -> Account {
+        debug_assert_eq!(sha1.hash, ScramHash::Sha1);
+        debug_assert_eq!(sha256.hash, ScramHash::Sha256);
+        Account { user, sha1: StoredCredentials::from(sha1), sha256: StoredCredentials::from(sha256), created_ms }
+    }
+
+    pub fn credentials(&self, hash: ScramHash) -> ScramCredentials {
+        let stored = match hash {
+            ScramHash::Sha1 => &self.sha1,
+            ScramHash::Sha256 => &self.sha256,
+        };
+        ScramCredentials {
+            hash,
+            salt: stored.salt.clone(),
+            iterations: stored.iterations,
+            stored_key: stored.stored_key.clone(),
+            server_key: stored.server_key.clone(),
+        }
+    }
+}
+
+/// rkyv's archived types need their natural alignment; copy into an aligned buffer.
+fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
+    let mut buffer = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
+    buffer.extend_from_slice(bytes);
+    buffer
+}
+
+impl From<&ScramCredentials> for StoredCredentials {
+    fn from(credentials: &ScramCredentials) -> Self {
+        StoredCredentials {
+            salt: credentials.salt.clone(),
+            iterations: credentials.iterations,
+            stored_key: credentials.stored_key.clone(),
+            server_key: credentials.server_key.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn account() -> Account {
+        let creds = |hash| ScramCredentials {
+            hash,
+            salt: vec![1, 2, 3],
+            iterations: 4096,
+            stored_key: vec![4; 32],
+            server_key: vec![5; 32],
+        };
+        Account::new("alice".into(), &creds(ScramHash::Sha1), &creds(ScramHash::Sha256), 7)
+    }
+
+    #[test]
+    fn record_round_trips() {
+        for record in [Record::AccountPut(account()), Record::AccountDelete { user: "bob".into() }] {
+            let bytes = record.encode();
+            assert_eq!(Record::decode(&bytes).expect("decodes"), record);
+        }
+    }
+
+    #[test]
+    fn unaligned_bytes_decode() {
+        let bytes = Record::AccountPut(account()).encode();
+        let mut shifted = vec![0u8];
+        shifted.extend_from_slice(&bytes);
+        assert_eq!(Record::decode(&shifted[1..]).expect("decodes"), Record::AccountPut(account()));
+    }
+
+    #[test]
+    fn corrupt_record_is_an_error_not_a_panic() {
+        let mut bytes = Record::AccountPut(account()).encode();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        bytes.truncate(last - 3);
+        assert!(Record::decode(&bytes).is_err());
+        assert!(Record::decode(&[]).is_err());
+        assert!(Account::decode(&[0xff; 7]).is_err());
+    }
+}
