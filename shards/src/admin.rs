@@ -1,0 +1,250 @@
+//! The admin HTTP API, compatible with ejabberd's mod_http_api so existing ops scripts work:
+//! `POST /api/<command>` with a JSON object body, answered with ejabberd's shapes (a JSON
+//! value on success; `{"status":"error","code":…,"message":…}` with a 4xx/5xx on failure).
+//!
+//! It runs on its own threads (tiny_http), off the shards: password hashing (PBKDF2) happens
+//! here, and requests reach the account's home shard through its bounded inbox. Loopback
+//! clients are trusted; anyone else needs the configured bearer token. This module does not
+//! touch accounts directly; shards do.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use confab_core::jid::{prepare_local, BareJid};
+use confab_core::records::Account;
+use confab_core::sasl::{ScramCredentials, ScramHash, SCRAM_SALT_BYTES};
+use futures_channel::oneshot;
+use rand::RngCore as _;
+use serde_json::{json, Value};
+
+use crate::shard::{AdminReply, AdminRequest, ShardMessage, Shared};
+
+/// Threads serving the admin API; each handles one request at a time.
+pub const ADMIN_THREADS: usize = 4;
+/// Largest request body accepted, in bytes.
+pub const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
+/// The commands the API knows, with their argument names in `confab ctl` order.
+pub const COMMANDS: &[(&str, &[&str])] = &[
+    ("register", &["user", "host", "password"]),
+    ("unregister", &["user", "host"]),
+    ("change_password", &["user", "host", "newpass"]),
+    ("check_account", &["user", "host"]),
+    ("registered_users", &["host"]),
+    ("connected_users_number", &[]),
+    ("status", &[]),
+];
+
+/// Starts the admin API threads on `address`.
+pub fn start(address: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
+    let server = Arc::new(tiny_http::Server::http(address).map_err(|e| std::io::Error::other(e.to_string()))?);
+    tracing::info!(%address, "admin API listening");
+    for n in 0..ADMIN_THREADS {
+        let server = server.clone();
+        let shared = shared.clone();
+        std::thread::Builder::new().name(format!("admin-{n}")).spawn(move || {
+            for request in server.incoming_requests() {
+                serve(request, &shared);
+            }
+        })?;
+    }
+    Ok(())
+}
+
+fn serve(mut request: tiny_http::Request, shared: &Shared) {
+    let peer = request.remote_addr().map(|a| a.ip());
+    let authorized = peer.is_some_and(|ip: IpAddr| ip.is_loopback()) && shared.config.admin.token.is_none()
+        || bearer_ok(&request, shared.config.admin.token.as_deref(), peer);
+    let path = request.url().split('?').next().unwrap_or("").to_owned();
+    let (status, body) = if !authorized {
+        error(401, 10, "You are not authorized to call this command.")
+    } else if *request.method() != tiny_http::Method::Post {
+        error(405, 40, "Use POST")
+    } else if let Some(command) = path.strip_prefix("/api/") {
+        let mut text = String::new();
+        let limited = std::io::Read::take(request.as_reader(), ADMIN_BODY_BYTES_MAX as u64 + 1);
+        match std::io::Read::read_to_string(&mut { limited }, &mut text) {
+            Ok(n) if n > ADMIN_BODY_BYTES_MAX => error(413, 40, "Request body too large"),
+            Ok(_) => {
+                let args = if text.trim().is_empty() { Ok(json!({})) } else { serde_json::from_str::<Value>(&text) };
+                match args {
+                    Ok(Value::Object(args)) => {
+                        tracing::info!(command, peer = ?peer, "admin API call");
+                        run(command, &args, shared)
+                    }
+                    _ => error(400, 31, "Body must be a JSON object"),
+                }
+            }
+            Err(_) => error(400, 31, "Body must be UTF-8 JSON"),
+        }
+    } else {
+        error(404, 40, "Unknown path; use /api/<command>")
+    };
+    let response = tiny_http::Response::from_string(body.to_string())
+        .with_status_code(status)
+        .with_header(tiny_http::Header::from_bytes("Content-Type", "application/json").expect("static header is valid"));
+    let _ = request.respond(response);
+}
+
+/// With a token configured, every caller (loopback included) must present it.
+fn bearer_ok(request: &tiny_http::Request, token: Option<&str>, peer: Option<IpAddr>) -> bool {
+    let Some(token) = token else { return peer.is_some_and(|ip| ip.is_loopback()) };
+    request.headers().iter().any(|h| {
+        h.field.equiv("Authorization")
+            && h.value.as_str().strip_prefix("Bearer ").is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
+    })
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error(status: u16, code: u32, message: &str) -> (u16, Value) {
+    (status, json!({"status": "error", "code": code, "message": message}))
+}
+
+fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) -> (u16, Value) {
+    let text = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_owned);
+    let host_ok = |host: Option<String>| host.as_deref().map(|h| h.to_ascii_lowercase()) == Some(shared.config.domain.clone());
+    let user = || -> Result<(String, BareJid), (u16, Value)> {
+        let raw = text("user").ok_or_else(|| error(400, 31, "Missing argument: user"))?;
+        if !host_ok(text("host")) {
+            return Err(error(400, 31, "Unknown host"));
+        }
+        let local = prepare_local(&raw).map_err(|_| error(400, 31, "Invalid user name"))?;
+        let bare = BareJid::new(Some(&local), &shared.config.domain).map_err(|_| error(400, 31, "Invalid user name"))?;
+        Ok((local, bare))
+    };
+    match command {
+        "register" | "change_password" => {
+            let (local, bare) = match user() {
+                Ok(user) => user,
+                Err(e) => return e,
+            };
+            let key = if command == "register" { "password" } else { "newpass" };
+            let Some(password) = text(key).filter(|p| !p.is_empty()) else {
+                return error(400, 31, &format!("Missing argument: {key}"));
+            };
+            let account = match make_account(&local, &password, shared.config.security.scram_iterations) {
+                Ok(account) => account,
+                Err(message) => return error(400, 31, &message),
+            };
+            let request = if command == "register" { AdminRequest::Register(account) } else { AdminRequest::ChangePassword(account) };
+            match ask(shared, shared.home_of(&bare), request) {
+                AdminReply::Done if command == "register" => (200, json!(format!("User {bare} successfully registered"))),
+                AdminReply::Done => (200, json!(0)),
+                AdminReply::AlreadyExists => error(409, 10090, &format!("User {bare} already registered")),
+                AdminReply::NoSuchAccount => (200, json!(1)),
+                other => failed(other),
+            }
+        }
+        "unregister" | "check_account" => {
+            let (local, bare) = match user() {
+                Ok(user) => user,
+                Err(e) => return e,
+            };
+            let request = if command == "unregister" { AdminRequest::Unregister(local) } else { AdminRequest::CheckAccount(local) };
+            match ask(shared, shared.home_of(&bare), request) {
+                AdminReply::Done => (200, json!(0)),
+                // ejabberd's unregister answers 0 for an absent user too (nothing to remove).
+                AdminReply::NoSuchAccount if command == "unregister" => (200, json!(0)),
+                AdminReply::NoSuchAccount => (200, json!(1)),
+                other => failed(other),
+            }
+        }
+        "registered_users" => {
+            if !host_ok(text("host")) {
+                return error(400, 31, "Unknown host");
+            }
+            let mut users = Vec::new();
+            for shard in 0..shared.shard_count() {
+                match ask(shared, shard, AdminRequest::RegisteredUsers) {
+                    AdminReply::Users(list) => users.extend(list),
+                    other => return failed(other),
+                }
+            }
+            users.sort();
+            (200, json!(users))
+        }
+        "connected_users_number" => {
+            let mut total = 0;
+            for shard in 0..shared.shard_count() {
+                match ask(shared, shard, AdminRequest::SessionCount) {
+                    AdminReply::Count(n) => total += n,
+                    other => return failed(other),
+                }
+            }
+            // ejabberd 23.01 (API v0) wraps integer results in their name.
+            (200, json!({"num_sessions": total}))
+        }
+        "status" => (
+            200,
+            json!(format!(
+                "The node confab@{} is started with status: started\nconfab {} is running in that node",
+                shared.config.domain,
+                env!("CARGO_PKG_VERSION")
+            )),
+        ),
+        _ => error(404, 40, &format!("Unknown command: {command}")),
+    }
+}
+
+fn failed(reply: AdminReply) -> (u16, Value) {
+    match reply {
+        AdminReply::Failed(message) => error(500, 1, &message),
+        other => error(500, 1, &format!("unexpected reply {other:?}")),
+    }
+}
+
+/// Sends a request to a shard and waits for its answer (this is an admin thread, not a shard).
+fn ask(shared: &Shared, shard: usize, request: AdminRequest) -> AdminReply {
+    let (reply, answer) = oneshot::channel();
+    if shared.inboxes[shard].send_blocking(ShardMessage::Admin(request, reply)).is_err() {
+        return AdminReply::Failed("shard unavailable".into());
+    }
+    futures_lite::future::block_on(answer).unwrap_or_else(|_| AdminReply::Failed("shard dropped the request".into()))
+}
+
+/// Derives the stored SCRAM secrets for both hashes (RFC 5802 §3) with fresh salts.
+pub fn make_account(local: &str, password: &str, iterations: u32) -> Result<Account, String> {
+    let mut rng = rand::rng();
+    let mut salt = |_: ()| {
+        let mut salt = vec![0u8; SCRAM_SALT_BYTES];
+        rng.fill_bytes(&mut salt);
+        salt
+    };
+    let sha1 = ScramCredentials::derive(ScramHash::Sha1, password, &salt(()), iterations).map_err(|_| "Invalid password".to_owned())?;
+    let sha256 = ScramCredentials::derive(ScramHash::Sha256, password, &salt(()), iterations).map_err(|_| "Invalid password".to_owned())?;
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+    Ok(Account::new(local.to_owned(), &sha1, &sha256, now))
+}
+
+/// `confab ctl`: calls the API like ejabberdctl, with positional arguments.
+pub fn ctl(url: &str, token: Option<&str>, command: &str, args: &[String]) -> Result<String, String> {
+    let Some((_, names)) = COMMANDS.iter().find(|(name, _)| *name == command) else {
+        let known: Vec<&str> = COMMANDS.iter().map(|(name, _)| *name).collect();
+        return Err(format!("unknown command {command:?}; known: {}", known.join(", ")));
+    };
+    if args.len() != names.len() {
+        return Err(format!("usage: confab ctl {command} {}", names.iter().map(|n| n.to_uppercase()).collect::<Vec<_>>().join(" ")));
+    }
+    let body: serde_json::Map<String, Value> = names.iter().zip(args).map(|(k, v)| ((*k).to_owned(), json!(v))).collect();
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut request = agent.post(&format!("{}/api/{command}", url.trim_end_matches('/')));
+    if let Some(token) = token {
+        request = request.header("Authorization", &format!("Bearer {token}"));
+    }
+    let mut response = request.send_json(Value::Object(body)).map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let status = response.status().as_u16();
+    let value: Value = response.body_mut().read_json().map_err(|e| format!("bad response: {e}"))?;
+    match (status, value) {
+        (200, Value::String(text)) => Ok(text),
+        (200, Value::Number(n)) if n.as_u64() == Some(0) => Ok(String::new()),
+        (200, Value::Number(n)) => Err(format!("{command} failed (result {n})")),
+        (200, Value::Array(items)) => Ok(items.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("\n")),
+        (200, Value::Object(map)) if map.len() == 1 => Ok(map.values().next().map(|v| v.to_string()).unwrap_or_default()),
+        (200, other) => Ok(other.to_string()),
+        (_, Value::Object(map)) => Err(map.get("message").and_then(Value::as_str).unwrap_or("error").to_owned()),
+        (status, other) => Err(format!("HTTP {status}: {other}")),
+    }
+}

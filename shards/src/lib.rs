@@ -1,0 +1,145 @@
+//! Confab's runtime: shards (glommio executors), sockets, TLS, storage and the admin API.
+//!
+//! `serve` loads what every shard shares, opens the store partitions, starts one executor per
+//! shard and the admin threads, and waits. Protocol decisions live in `confab-core`; this
+//! crate only moves bytes, owns state per shard and talks to the operating system.
+
+pub mod admin;
+pub mod config;
+pub mod connection;
+pub mod shard;
+pub mod storage;
+pub mod tls;
+
+use std::cell::RefCell;
+use std::io::Write as _;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Instant;
+
+use confab_core::limits::SHARD_INBOX_MESSAGES_MAX;
+use confab_core::routing;
+use confab_core::stream::StreamConfig;
+use glommio::{LocalExecutorBuilder, Placement};
+
+use crate::config::Config;
+use crate::shard::{AdminReply, Shard, ShardMessage, ShardRef, Shared};
+use crate::storage::Partition;
+
+/// Bytes of the server secret that keys fake SCRAM salts (kept in the data directory so the
+/// fake salts stay stable across restarts).
+pub const SERVER_SECRET_BYTES: usize = 32;
+
+/// Runs the server until the process is stopped.
+pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    std::fs::create_dir_all(&config.data_dir)?;
+    let secret = server_secret(&config.data_dir)?;
+    let tls = tls::TlsContext::load(config.tls.cert.as_deref(), config.tls.key.as_deref(), &config.domain, &config.data_dir)?;
+    let shards = config.shards;
+    let domain = config.domain.clone();
+    let partitions = storage::open_partitions(&config.data_dir, shards, |user| {
+        routing::home_shard(&format!("{user}@{domain}"), shards)
+    })?;
+    let mut stream = StreamConfig::new(config.domain.clone(), secret);
+    stream.tls_required = config.tls.required;
+    stream.scram_iterations = config.security.scram_iterations;
+    stream.sasl_attempts_max = config.security.sasl_attempts;
+    stream.reject_channel_binding_downgrade = config.security.reject_channel_binding_downgrade;
+    let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| async_channel::bounded(SHARD_INBOX_MESSAGES_MAX)).unzip();
+    let shared = Arc::new(Shared { config, stream, tls, inboxes: senders, started: Instant::now() });
+
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let mut handles = Vec::with_capacity(shards);
+    for (k, ((database, accounts), inbox)) in partitions.into_iter().zip(receivers).enumerate() {
+        let shared = shared.clone();
+        let placement = if shared.config.pin_shards && shards <= cpus { Placement::Fixed(k) } else { Placement::Unbound };
+        let handle = LocalExecutorBuilder::new(placement)
+            .name(&format!("shard-{k}"))
+            .io_memory(shared.config.io_memory_bytes)
+            .spawn(move || async move {
+                let shard = Rc::new(RefCell::new(Shard::new(k, shared.clone(), accounts)));
+                run_shard(shard, Partition::new(database), inbox).await;
+            })?;
+        handles.push(handle);
+    }
+    if let Some(address) = shared.config.listen.http {
+        admin::start(address, shared.clone())?;
+    }
+    tracing::info!(domain = %shared.config.domain, shards, c2s = ?shared.config.listen.c2s, c2s_tls = ?shared.config.listen.c2s_tls, "confab started");
+    for handle in handles {
+        handle.join()?;
+    }
+    Ok(())
+}
+
+/// One shard's life: listeners (SO_REUSEPORT spreads accepts over shards), and the inbox.
+async fn run_shard(shard: ShardRef, partition: Partition, inbox: async_channel::Receiver<ShardMessage>) {
+    let shared = shard.borrow().shared.clone();
+    for (address, direct_tls) in [(shared.config.listen.c2s, false), (shared.config.listen.c2s_tls, true)] {
+        let Some(address) = address else { continue };
+        let listener = match glommio::net::TcpListener::bind(address) {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::error!(%address, %error, "cannot listen");
+                std::process::exit(1);
+            }
+        };
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                match listener.accept().await {
+                    Ok(socket) => {
+                        glommio::spawn_local(connection::accept(shard.clone(), socket, direct_tls)).detach();
+                    }
+                    Err(error) => {
+                        // EMFILE and friends: back off briefly instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        glommio::timer::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        })
+        .detach();
+    }
+    while let Ok(message) = inbox.recv().await {
+        match message {
+            ShardMessage::Adopt(migrant) => {
+                glommio::spawn_local(connection::adopt(shard.clone(), migrant)).detach();
+            }
+            ShardMessage::Deliver(envelope) => shard::dispatch_now(&shard, envelope),
+            ShardMessage::AuthFailure(address) => connection::handle_auth_failure(&shard, address),
+            ShardMessage::Ban(address, until) => shard.borrow_mut().ban(address, until),
+            ShardMessage::Admin(request, reply) => {
+                let (record, answer) = shard.borrow_mut().admin(&request);
+                let answer = match record {
+                    None => answer,
+                    Some(record) => match partition.apply(record.clone()).await {
+                        Ok(()) => {
+                            shard.borrow_mut().applied(record);
+                            answer
+                        }
+                        Err(error) => AdminReply::Failed(error.to_string()),
+                    },
+                };
+                let _ = reply.send(answer);
+            }
+        }
+    }
+}
+
+/// Reads the server secret, creating it on first start.
+fn server_secret(data_dir: &Path) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let path = data_dir.join("secret");
+    if let Ok(secret) = std::fs::read(&path) {
+        if secret.len() == SERVER_SECRET_BYTES {
+            return Ok(secret);
+        }
+    }
+    let mut secret = vec![0u8; SERVER_SECRET_BYTES];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut secret);
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&path)?;
+    file.write_all(&secret)?;
+    Ok(secret)
+}
