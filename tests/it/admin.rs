@@ -1,0 +1,106 @@
+//! The ejabberd-compatible admin API and `confab ctl`.
+
+use serde_json::json;
+
+use crate::support::{binary, Client, Server, DOMAIN};
+
+#[test]
+fn api_commands_answer_like_ejabberd() {
+    let server = Server::start();
+    let (status, body) = server.api("register", json!({"user": "Zed", "host": DOMAIN, "password": "pw"}));
+    assert_eq!((status, body), (200, json!("User zed@localhost successfully registered")));
+    let (status, body) = server.api("register", json!({"user": "zed", "host": DOMAIN, "password": "pw2"}));
+    assert_eq!(status, 409);
+    assert_eq!(body["status"], "error");
+    assert_eq!(server.api("check_account", json!({"user": "zed", "host": DOMAIN})), (200, json!(0)));
+    assert_eq!(server.api("check_account", json!({"user": "nobody", "host": DOMAIN})), (200, json!(1)));
+    server.register("amy", "pw");
+    assert_eq!(server.api("registered_users", json!({"host": DOMAIN})), (200, json!(["amy", "zed"])));
+    assert_eq!(server.api("change_password", json!({"user": "zed", "host": DOMAIN, "newpass": "new"})), (200, json!(0)));
+    let mut client = Client::connect(&server);
+    client.starttls();
+    assert!(client.scram("SCRAM-SHA-256", "zed", "pw").contains("<failure"), "old password no longer works");
+    let _zed = Client::login(&server, "zed", "new", "r");
+    assert_eq!(server.api("connected_users_number", json!({})), (200, json!({"num_sessions": 1})));
+    let (status, body) = server.api("status", json!({}));
+    assert_eq!(status, 200);
+    assert!(body.as_str().is_some_and(|s| s.contains("started")), "{body}");
+    let (status, body) = server.api("register", json!({"user": "x", "host": "other.example", "password": "pw"}));
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = server.api("no_such_command", json!({}));
+    assert_eq!(status, 404);
+    assert_eq!(server.api("unregister", json!({"user": "amy", "host": DOMAIN})), (200, json!(0)));
+    assert_eq!(server.api("registered_users", json!({"host": DOMAIN})), (200, json!(["zed"])));
+}
+
+#[test]
+fn unregister_ends_the_users_sessions() {
+    let server = Server::start();
+    server.register("gone", "pw");
+    let mut client = Client::login(&server, "gone", "pw", "r");
+    assert_eq!(server.api("unregister", json!({"user": "gone", "host": DOMAIN})), (200, json!(0)));
+    let seen = client.read_to_close().join("");
+    assert!(seen.contains("<not-authorized"), "{seen}");
+}
+
+#[test]
+fn accounts_survive_a_restart() {
+    let mut server = Server::start();
+    server.register("durable", "pw");
+    let config = server.data_dir.join("confab.toml");
+    // Restart the same data directory with the same config.
+    let _ = std::process::Command::new("kill").arg("-9").arg(child_pid(&mut server).to_string()).status();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let mut child = std::process::Command::new(binary())
+        .args(["serve", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("restart");
+    let start = std::time::Instant::now();
+    loop {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        if let Ok(mut response) = agent.post(&format!("http://127.0.0.1:{}/api/check_account", server.http)).send_json(json!({"user": "durable", "host": DOMAIN})) {
+            let body: serde_json::Value = response.body_mut().read_json().expect("json");
+            assert_eq!(body, json!(0), "account still there after kill -9 and restart");
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 10, "restart failed");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn child_pid(server: &mut Server) -> u32 {
+    assert!(server.is_running());
+    let data_dir = server.data_dir.display().to_string();
+    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(&data_dir) {
+            return pid;
+        }
+    }
+    panic!("server not found");
+}
+
+#[test]
+fn ctl_calls_the_api() {
+    let server = Server::start();
+    let url = format!("http://127.0.0.1:{}", server.http);
+    let ctl = |args: &[&str]| {
+        let output = std::process::Command::new(binary()).args(["ctl", "--url", &url]).args(args).output().expect("ctl runs");
+        (output.status.success(), String::from_utf8_lossy(&output.stdout).trim().to_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+    };
+    let (ok, out, _) = ctl(&["register", "ctluser", DOMAIN, "pw"]);
+    assert!(ok && out.contains("successfully registered"), "{out}");
+    let (ok, _, err) = ctl(&["register", "ctluser", DOMAIN, "pw"]);
+    assert!(!ok && err.contains("already registered"), "{err}");
+    let _session = Client::login(&server, "ctluser", "pw", "r");
+    let (ok, out, _) = ctl(&["connected_users_number"]);
+    assert!(ok);
+    assert_eq!(out, "1");
+    let (ok, _, err) = ctl(&["register", "only-two-args"]);
+    assert!(!ok && err.contains("usage"), "{err}");
+}

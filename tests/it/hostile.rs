@@ -1,0 +1,148 @@
+//! Hostile input: each gets the RFC's stream error, and the server keeps serving others.
+
+use crate::support::{Client, Server, DOMAIN};
+
+const HEADER: &str = "<?xml version='1.0'?><stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>";
+
+/// Sends `input` on a fresh connection (after STARTTLS and a stream header when `tls`, so
+/// the input continues an open stream) and returns all it saw.
+fn attack(server: &Server, tls: bool, input: &[u8]) -> String {
+    let mut client = Client::connect(server);
+    if tls {
+        client.starttls();
+    }
+    client.send_bytes(input);
+    client.read_to_close().join("")
+}
+
+fn assert_condition(seen: &str, condition: &str) {
+    assert!(
+        seen.contains(&format!("<{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>")),
+        "expected <{condition}/>, saw {seen}"
+    );
+    assert!(seen.ends_with("</stream:stream>"), "stream closed properly: {seen}");
+}
+
+/// Two logged-in users can still talk: the attacks did not hurt anyone else.
+fn still_serving(server: &Server, a: &mut Client, b: &mut Client, marker: &str) {
+    let _ = server;
+    a.send(&format!("<message to='hostile-b@{DOMAIN}' type='chat'><body>{marker}</body></message>"));
+    b.expect(marker);
+}
+
+#[test]
+fn hostile_inputs_get_their_stream_errors_and_others_keep_talking() {
+    let server = Server::start();
+    server.register("hostile-a", "pw");
+    server.register("hostile-b", "pw");
+    let mut a = Client::login(&server, "hostile-a", "pw", "r");
+    let mut b = Client::login(&server, "hostile-b", "pw", "r");
+
+    let bomb = "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;'>]>";
+    let cases: Vec<(&str, bool, Vec<u8>, &str)> = vec![
+        ("entity bomb in a DOCTYPE", false, format!("{bomb}<stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>&lol2;").into_bytes(), "restricted-xml"),
+        ("DOCTYPE after the header", false, format!("{HEADER}<!DOCTYPE x>").into_bytes(), "restricted-xml"),
+        ("comment", false, format!("{HEADER}<!-- hello -->").into_bytes(), "restricted-xml"),
+        ("processing instruction", false, format!("{HEADER}<?evil data?>").into_bytes(), "restricted-xml"),
+        ("undefined entity", true, format!("<message><body>&xxe;</body></message>").into_bytes(), "restricted-xml"),
+        ("invalid UTF-8", false, [HEADER.as_bytes(), b"<message><body>\xff\xfe</body></message>"].concat(), "not-well-formed"),
+        ("mismatched tags", false, format!("{HEADER}<message><body></message>").into_bytes(), "not-well-formed"),
+        ("oversized stanza before auth", true, format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{}</auth>", "A".repeat(9 * 1024)).into_bytes(), "policy-violation"),
+        ("stanza before auth", true, format!("<message to='hostile-b@localhost'><body>sneak</body></message>").into_bytes(), "not-authorized"),
+        ("stanza before TLS", false, format!("{HEADER}<message to='hostile-b@localhost'><body>sneak</body></message>").into_bytes(), "not-authorized"),
+        ("wrong host", false, HEADER.replace("to='localhost'", "to='evil.example'").into_bytes(), "host-unknown"),
+        ("wrong namespace", false, HEADER.replace("jabber:client", "jabber:server").into_bytes(), "invalid-namespace"),
+        ("deep nesting", true, "<a>".repeat(100).into_bytes(), "policy-violation"),
+        ("text at stream level", false, format!("{HEADER}hello").into_bytes(), "bad-format"),
+    ];
+    for (name, tls, input, condition) in cases {
+        let seen = attack(&server, tls, &input);
+        assert!(seen.contains(&format!("<{condition} ")), "{name}: expected {condition}, saw {seen}");
+        assert_condition(&seen, condition);
+        still_serving(&server, &mut a, &mut b, name);
+    }
+    // Nothing of the sneaked message reached b.
+    b.send("<iq type='get' id='last'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let next = b.next().expect("ping answer");
+    assert!(next.contains("id='last'"), "{next}");
+}
+
+#[test]
+fn oversized_stanza_after_auth_is_a_policy_violation() {
+    let server = Server::start();
+    server.register("big", "pw");
+    server.register("hostile-b", "pw");
+    let mut big = Client::login(&server, "big", "pw", "r");
+    let body = "x".repeat(257 * 1024);
+    big.send(&format!("<message to='hostile-b@localhost'><body>{body}</body></message>"));
+    let seen = big.read_to_close().join("");
+    assert_condition(&seen, "policy-violation");
+    // Just under the limit passes.
+    let mut big = Client::login(&server, "big", "pw", "r2");
+    let mut b = Client::login(&server, "hostile-b", "pw", "r");
+    let body = "y".repeat(250 * 1024);
+    big.send(&format!("<message to='hostile-b@localhost'><body>{body}</body></message>"));
+    let got = b.expect("yyyy");
+    assert!(got.len() > 250 * 1024);
+}
+
+#[test]
+fn a_byte_at_a_time_still_works() {
+    let server = Server::start();
+    server.register("slow", "pw");
+    let mut client = Client::connect(&server);
+    for byte in HEADER.as_bytes() {
+        client.send_bytes(std::slice::from_ref(byte));
+    }
+    client.expect("<stream:stream");
+    let features = client.expect("<stream:features");
+    assert!(features.contains("starttls"), "{features}");
+}
+
+#[test]
+fn many_partial_stanzas_keep_memory_bounded() {
+    let server = Server::start();
+    let pid = server_pid(&server);
+    let before = rss_kib(pid);
+    // 200 connections each parked mid-stanza, just under the pre-auth limit.
+    let mut clients = Vec::new();
+    for _ in 0..200 {
+        let mut client = Client::connect(&server);
+        client.send(HEADER);
+        client.send(&format!("<message><body>{}", "z".repeat(7 * 1024)));
+        clients.push(client);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let during = rss_kib(pid);
+    // Each connection may hold its 8 KiB stanza buffer plus a read chunk; far less than
+    // 100 KiB each means nothing grows without bound.
+    assert!(during.saturating_sub(before) < 200 * 100, "RSS grew from {before} KiB to {during} KiB");
+    drop(clients);
+}
+
+fn server_pid(server: &Server) -> u32 {
+    let log = server.log();
+    let _ = log;
+    // The server is the child of this test process listening on our port: find it via /proc.
+    let port_hex = format!("{:04X}", server.c2s);
+    for entry in std::fs::read_dir("/proc").expect("proc") {
+        let Ok(entry) = entry else { continue };
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains("confab") && cmdline.contains(&server.data_dir.display().to_string()) {
+            let _ = &port_hex;
+            return pid;
+        }
+    }
+    panic!("server process not found");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS")
+}

@@ -1,0 +1,360 @@
+//! Test support: start the real `confab` binary on free ports and talk XMPP to it over TCP
+//! and TLS, as a client would. Only the wire protocol is used (confab-core's framer splits
+//! what the server sends; its SCRAM client computes proofs).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use confab_core::framer::{Frame, Framer, FramerLimits};
+use confab_core::sasl::{ChannelBindingType, ClientBinding, ScramClient, ScramHash};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, ServerName};
+
+pub const DOMAIN: &str = "localhost";
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running server process, killed on drop.
+pub struct Server {
+    child: Child,
+    pub c2s: u16,
+    pub c2s_tls: u16,
+    pub http: u16,
+    pub data_dir: PathBuf,
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+pub fn binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let path = target.join("debug/confab");
+    assert!(path.exists(), "{} is missing: run `cargo build -p confab-shards` first (scripts/test does)", path.display());
+    path
+}
+
+impl Server {
+    pub fn start() -> Server {
+        Server::start_with("")
+    }
+
+    /// Starts with extra TOML appended to the generated configuration (top-level keys first).
+    pub fn start_with(extra: &str) -> Server {
+        let (c2s, c2s_tls, http) = (free_port(), free_port(), free_port());
+        let data_dir = std::env::temp_dir().join(format!("confab-it-{}-{}", std::process::id(), c2s));
+        let _ = std::fs::remove_dir_all(&data_dir);
+        std::fs::create_dir_all(&data_dir).expect("data dir");
+        let (top, sections) = match extra.find('[') {
+            Some(i) => (&extra[..i], &extra[i..]),
+            None => (extra, ""),
+        };
+        let config = format!(
+            "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nshards = 2\n{top}\n[listen]\nc2s = \"127.0.0.1:{c2s}\"\nc2s_tls = \"127.0.0.1:{c2s_tls}\"\nhttp = \"127.0.0.1:{http}\"\n{sections}\n",
+            data_dir.display()
+        );
+        let config_path = data_dir.join("confab.toml");
+        std::fs::write(&config_path, config).expect("write config");
+        let log = std::fs::File::create(data_dir.join("server.log")).expect("log file");
+        let child = Command::new(binary())
+            .args(["serve", "--config"])
+            .arg(&config_path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn confab");
+        let server = Server { child, c2s, c2s_tls, http, data_dir };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        for port in [self.c2s, self.c2s_tls, self.http] {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(start.elapsed() < TIMEOUT, "server did not start; log:\n{}", self.log());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Calls the admin API; returns (status, JSON body).
+    pub fn api(&self, command: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+        let mut response = agent
+            .post(&format!("http://127.0.0.1:{}/api/{command}", self.http))
+            .send_json(body)
+            .expect("admin API reachable");
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_json().expect("JSON body"))
+    }
+
+    pub fn register(&self, user: &str, password: &str) {
+        let (status, body) = self.api("register", serde_json::json!({"user": user, "host": DOMAIN, "password": password}));
+        assert_eq!(status, 200, "register {user}: {body}");
+    }
+
+    pub fn ca(&self) -> CertificateDer<'static> {
+        CertificateDer::from_pem_file(self.data_dir.join("cert.pem")).expect("generated certificate")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.data_dir);
+    }
+}
+
+enum Transport {
+    Plain(TcpStream),
+    Tls(Box<rustls::StreamOwned<rustls::ClientConnection, TcpStream>>),
+}
+
+/// A minimal XMPP client for tests.
+pub struct Client {
+    transport: Transport,
+    framer: Framer,
+    ca: CertificateDer<'static>,
+    pub jid: Option<String>,
+}
+
+fn client_limits() -> FramerLimits {
+    FramerLimits { stanza_bytes_max: 1 << 20, depth_max: 64, attributes_max: 64, namespace_declarations_max: 16 }
+}
+
+impl Client {
+    pub fn connect(server: &Server) -> Client {
+        let tcp = TcpStream::connect(("127.0.0.1", server.c2s)).expect("connect");
+        tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        Client { transport: Transport::Plain(tcp), framer: Framer::new(client_limits()), ca: server.ca(), jid: None }
+    }
+
+    pub fn connect_direct_tls(server: &Server) -> Client {
+        let mut client = Client::connect_port(server, server.c2s_tls);
+        client.wrap_tls();
+        client
+    }
+
+    fn connect_port(server: &Server, port: u16) -> Client {
+        let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
+        Client { transport: Transport::Plain(tcp), framer: Framer::new(client_limits()), ca: server.ca(), jid: None }
+    }
+
+    pub fn send(&mut self, data: &str) {
+        self.send_bytes(data.as_bytes());
+    }
+
+    pub fn send_bytes(&mut self, data: &[u8]) {
+        let result = match &mut self.transport {
+            Transport::Plain(tcp) => tcp.write_all(data).and_then(|_| tcp.flush()),
+            Transport::Tls(tls) => tls.write_all(data).and_then(|_| tls.flush()),
+        };
+        // A write may fail after the server closed on us; tests check what was read instead.
+        let _ = result;
+    }
+
+    /// The next frame from the server as text: the stream header, a top-level element, or
+    /// "</stream:stream>". `None` when the server closed the connection.
+    pub fn next(&mut self) -> Option<String> {
+        let deadline = Instant::now() + TIMEOUT;
+        loop {
+            match self.framer.next_frame() {
+                Ok(Some(Frame::StreamOpen(open))) => return Some(format!("<stream:stream from='{}'>", open.from.as_deref().unwrap_or(""))),
+                Ok(Some(Frame::Stanza(stanza))) => return Some(String::from_utf8_lossy(stanza.bytes()).into_owned()),
+                Ok(Some(Frame::StreamClose)) => return Some("</stream:stream>".into()),
+                Ok(Some(Frame::Whitespace)) => continue,
+                Ok(None) => {}
+                Err(error) => panic!("server sent bad XML: {error:?}"),
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for the server");
+            let mut buffer = [0u8; 16 * 1024];
+            let n = match &mut self.transport {
+                Transport::Plain(tcp) => tcp.read(&mut buffer),
+                Transport::Tls(tls) => tls.read(&mut buffer),
+            };
+            match n {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.framer.push(&buffer[..n]),
+            }
+        }
+    }
+
+    /// Reads frames until one contains `needle`; panics with what was seen otherwise.
+    pub fn expect(&mut self, needle: &str) -> String {
+        let mut seen = Vec::new();
+        while let Some(frame) = self.next() {
+            if frame.contains(needle) {
+                return frame;
+            }
+            seen.push(frame);
+        }
+        panic!("connection closed before {needle:?}; saw {seen:#?}");
+    }
+
+    /// Reads until the server closes the connection; returns everything seen.
+    pub fn read_to_close(&mut self) -> Vec<String> {
+        let mut seen = Vec::new();
+        while let Some(frame) = self.next() {
+            seen.push(frame);
+        }
+        seen
+    }
+
+    pub fn open_stream(&mut self) -> String {
+        self.send(&format!(
+            "<?xml version='1.0'?><stream:stream to='{DOMAIN}' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>"
+        ));
+        self.expect("<stream:stream");
+        self.expect("<stream:features")
+    }
+
+    pub fn starttls(&mut self) -> String {
+        self.open_stream();
+        self.send("<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>");
+        self.expect("<proceed");
+        self.wrap_tls();
+        self.open_stream()
+    }
+
+    fn wrap_tls(&mut self) {
+        let Transport::Plain(tcp) = &self.transport else { panic!("TLS twice") };
+        let tcp = tcp.try_clone().expect("clone");
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.ca.clone()).expect("add CA");
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let connection = rustls::ClientConnection::new(Arc::new(config), ServerName::try_from(DOMAIN).expect("name")).expect("client");
+        self.transport = Transport::Tls(Box::new(rustls::StreamOwned::new(connection, tcp)));
+        self.framer.restart(true);
+    }
+
+    /// Channel-binding data of this connection, as the server computes it.
+    pub fn binding(&self, kind: ChannelBindingType) -> Vec<u8> {
+        let Transport::Tls(tls) = &self.transport else { panic!("no TLS") };
+        match kind {
+            ChannelBindingType::TlsExporter => {
+                tls.conn.export_keying_material([0u8; 32], b"EXPORTER-Channel-Binding", None).expect("exporter").to_vec()
+            }
+            ChannelBindingType::TlsServerEndPoint => {
+                use sha2::Digest as _;
+                let certificate = &tls.conn.peer_certificates().expect("peer certificates")[0];
+                sha2::Sha256::digest(certificate.as_ref()).to_vec()
+            }
+        }
+    }
+
+    /// Runs a SCRAM exchange; returns the server's final answer element.
+    pub fn scram(&mut self, mechanism: &str, user: &str, password: &str) -> String {
+        let hash = if mechanism.starts_with("SCRAM-SHA-1") { ScramHash::Sha1 } else { ScramHash::Sha256 };
+        let binding = if mechanism.ends_with("-PLUS") {
+            let kind = ChannelBindingType::TlsExporter;
+            ClientBinding::Use(kind, self.binding(kind))
+        } else if matches!(self.transport, Transport::Tls(_)) {
+            // We see PLUS offered but do not use it here: the "n" flag says "client does not
+            // support channel binding" so the exchange is a plain SCRAM one.
+            ClientBinding::NotSupported
+        } else {
+            ClientBinding::NotSupported
+        };
+        self.scram_with(mechanism, hash, user, password, binding)
+    }
+
+    pub fn scram_with(&mut self, mechanism: &str, hash: ScramHash, user: &str, password: &str, binding: ClientBinding) -> String {
+        let mut client = ScramClient::new(hash, user, password, binding, "testclientnonce12345");
+        self.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{}</auth>",
+            BASE64.encode(client.client_first())
+        ));
+        let answer = self.next().expect("answer to auth");
+        if !answer.contains("<challenge") {
+            return answer;
+        }
+        let server_first = BASE64.decode(element_text(&answer)).expect("base64 challenge");
+        let Ok(client_final) = client.handle_server_first(&server_first) else { return "client rejected challenge".into() };
+        self.send(&format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", BASE64.encode(client_final)));
+        let answer = self.next().expect("answer to response");
+        if answer.contains("<success") {
+            // RFC 6120 §6.4.6: the server's next bytes start a new stream (and document).
+            self.framer.restart(false);
+            let server_final = BASE64.decode(element_text(&answer)).expect("base64 success");
+            client.verify_server_final(&server_final).expect("server signature verifies");
+        }
+        answer
+    }
+
+    pub fn plain(&mut self, user: &str, password: &str) -> String {
+        let payload = BASE64.encode(format!("\0{user}\0{password}"));
+        self.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"));
+        let answer = self.next().expect("answer to PLAIN");
+        if answer.contains("<success") {
+            self.framer.restart(false);
+        }
+        answer
+    }
+
+    /// Restarts the stream after SASL success and binds a resource; returns the full JID.
+    pub fn bind(&mut self, resource: &str) -> String {
+        let features = self.open_stream();
+        assert!(features.contains("urn:ietf:params:xml:ns:xmpp-bind"), "{features}");
+        self.send(&format!(
+            "<iq type='set' id='bind1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>"
+        ));
+        let result = self.expect("id='bind1'");
+        let jid = result.split("<jid>").nth(1).and_then(|s| s.split("</jid>").next()).expect("jid in bind result").to_owned();
+        self.jid = Some(jid.clone());
+        jid
+    }
+
+    /// STARTTLS + SCRAM-SHA-256 + bind + available presence.
+    pub fn login(server: &Server, user: &str, password: &str, resource: &str) -> Client {
+        let mut client = Client::connect(server);
+        client.starttls();
+        let answer = client.scram("SCRAM-SHA-256", user, password);
+        assert!(answer.contains("<success"), "login {user}: {answer}");
+        client.bind(resource);
+        client.send("<presence/>");
+        client.expect("<presence");
+        client
+    }
+}
+
+/// Text content of a simple element like `<challenge xmlns='…'>BASE64</challenge>`.
+pub fn element_text(element: &str) -> &str {
+    element.split_once('>').map(|(_, rest)| rest).and_then(|rest| rest.rsplit_once('<')).map(|(text, _)| text).unwrap_or("")
+}
+
+/// Picks `count` user names whose home shards (FNV-1a of the bare JID mod 2) are as asked.
+pub fn users_on_shards(prefix: &str, want: &[usize]) -> Vec<String> {
+    let mut out = Vec::new();
+    for &shard in want {
+        let name = (0..)
+            .map(|i| format!("{prefix}{i}"))
+            .find(|name| confab_core::routing::home_shard(&format!("{name}@{DOMAIN}"), 2) == shard && !out.contains(name))
+            .expect("some name hashes there");
+        out.push(name);
+    }
+    out
+}
