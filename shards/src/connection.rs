@@ -33,6 +33,9 @@ const READ_BUFFERS_POOLED_MAX: usize = 64;
 const INBOX_BATCH_MAX: usize = 64;
 /// Output buffer capacity kept between writes; larger buffers are released after use.
 const OUTPUT_CAPACITY_KEPT_BYTES: usize = 4096;
+/// A write the peer does not drain within this time fails and the connection closes, so a
+/// client that stops reading cannot hold its task (and its inbox) forever.
+const WRITE_TIMEOUT_MS: u64 = 30_000;
 
 /// A connection on its way to its user's home shard, mid-SASL.
 pub struct Migrant {
@@ -71,6 +74,7 @@ impl Entropy for ThreadEntropy {
 pub async fn accept(shard: ShardRef, socket: TcpStream, direct_tls: bool) {
     let Ok(peer) = socket.peer_addr() else { return };
     let _ = socket.set_nodelay(true);
+    let _ = socket.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)));
     let (shared, banned) = {
         let mut s = shard.borrow_mut();
         (s.shared.clone(), s.is_banned(peer.ip(), Instant::now()))
@@ -123,6 +127,7 @@ pub async fn adopt(shard: ShardRef, mut migrant: Box<Migrant>) {
     // original descriptor was closed on the sending shard, so this is the only owner.
     #[allow(unsafe_code)]
     let socket = unsafe { TcpStream::from_raw_fd(fd) };
+    let _ = socket.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)));
     let id = shard.borrow_mut().next_connection_id();
     let mut connection = Connection { socket, tls, framer, stream, peer, deadline, shard, id, inbox: None, output: Vec::new(), actions: vec![pending] };
     match connection.carry_out().await {
@@ -191,6 +196,8 @@ impl Connection {
     async fn run(mut self) {
         let shared = self.shard.borrow().shared.clone();
         let idle = Duration::from_millis(shared.config.limits.idle_timeout_ms);
+        // Only bytes from the peer count as activity (RFC 6120 §4.6.1: whitespace pings too).
+        let mut last_heard = Instant::now();
         loop {
             match self.process_frames().await {
                 Ok(Flow::Continue) => {}
@@ -205,14 +212,14 @@ impl Connection {
                 break;
             }
             let timeout = if self.stream.bound().is_some() {
-                idle
+                (last_heard + idle).saturating_duration_since(Instant::now())
             } else {
                 self.deadline.saturating_duration_since(Instant::now())
             };
             match self.wait(timeout).await {
                 Wake::Readable(Ok(0)) | Wake::Readable(Err(_)) => break,
                 Wake::Readable(Ok(_)) => match self.read().await {
-                    Ok(true) => {}
+                    Ok(true) => last_heard = Instant::now(),
                     Ok(false) => break,
                     Err(error) => {
                         tracing::debug!(peer = %self.peer, %error, "read failed");

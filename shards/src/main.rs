@@ -54,6 +54,7 @@ fn main() -> ExitCode {
             tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| config.log.level.as_str().into()))
                 .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             match confab_shards::serve(config) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -146,3 +146,24 @@ fn rss_kib(pid: u32) -> u64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .expect("VmRSS")
 }
+
+#[test]
+fn silent_peers_time_out_and_whitespace_keeps_a_session_alive() {
+    let server = Server::start_with("[limits]\npreauth_timeout_ms = 600\nidle_timeout_ms = 1500\n");
+    server.register("quiet", "pw");
+    // Pre-auth: a connection that never authenticates is closed.
+    let mut silent = Client::connect(&server);
+    let seen = silent.read_to_close().join("");
+    assert_condition(&seen, "connection-timeout");
+    // Authenticated and pinging with whitespace: survives past the idle timeout.
+    let mut pinging = Client::login(&server, "quiet", "pw", "pinging");
+    let mut idle = Client::login(&server, "quiet", "pw", "idle");
+    for _ in 0..8 {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        pinging.send(" ");
+    }
+    pinging.send("<iq type='get' id='alive'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert!(pinging.expect("id='alive'").contains("type='result'"));
+    let seen = idle.read_to_close().join("");
+    assert_condition(&seen, "connection-timeout");
+}
