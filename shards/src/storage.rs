@@ -37,10 +37,16 @@ pub enum StorageError {
     Read(String),
 }
 
+/// A record waiting for the next group commit, with whom to tell when it is durable.
+type PendingRecord = (Record, oneshot::Sender<Result<(), String>>);
+
+/// An opened partition and the accounts read from it.
+pub type OpenedPartition = (Arc<Database>, Vec<Account>);
+
 /// One shard's partition, owned by that shard's thread.
 pub struct Partition {
     database: Arc<Database>,
-    pending: Rc<RefCell<Vec<(Record, oneshot::Sender<Result<(), String>>)>>>,
+    pending: Rc<RefCell<Vec<PendingRecord>>>,
     writer_running: Rc<RefCell<bool>>,
 }
 
@@ -92,7 +98,7 @@ pub fn open_partitions(
     data_dir: &Path,
     shards: usize,
     home: impl Fn(&str) -> usize,
-) -> Result<Vec<(Arc<Database>, Vec<Account>)>, StorageError> {
+) -> Result<Vec<OpenedPartition>, StorageError> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| StorageError::Open { path: data_dir.into(), message: e.to_string() })?;
     let mut databases = Vec::with_capacity(shards);
@@ -185,16 +191,15 @@ fn commit(database: &Database, records: &[Record]) -> Result<(), StorageError> {
     {
         let mut log = txn.open_table(LOG).map_err(|e| write(&e))?;
         let mut accounts = txn.open_table(ACCOUNTS).map_err(|e| write(&e))?;
-        let mut next = match log.last().map_err(|e| write(&e))? {
+        let first = match log.last().map_err(|e| write(&e))? {
             Some((seq, _)) => seq.value() + 1,
             None => 1,
         };
-        for record in records {
+        for (next, record) in (first..).zip(records) {
             log.insert(next, record.encode().as_slice()).map_err(|e| write(&e))?;
             if next > LOG_RECORDS_KEPT {
                 log.remove(next - LOG_RECORDS_KEPT).map_err(|e| write(&e))?;
             }
-            next += 1;
             match record {
                 Record::AccountPut(account) => {
                     accounts.insert(account.user.as_str(), account.encode().as_slice()).map_err(|e| write(&e))?;
