@@ -6,6 +6,7 @@
 mod admin;
 mod hostile;
 mod layout;
+mod loadgen;
 mod login;
 mod routing;
 mod slixmpp;

@@ -1,0 +1,255 @@
+//! Measurements: HdrHistograms and counters per worker, their JSON form, and merging.
+//!
+//! Workers record into `Metrics`; the parent merges the workers' `Metrics` and adds what it
+//! sampled itself (server RSS and CPU from /proc, its own CPU) into a `Summary`, the JSON
+//! that `--json` writes and `compare` reads. This module does not schedule or talk XMPP.
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use crate::client::Stage;
+
+/// Highest value a histogram tracks: one hour in microseconds.
+pub const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
+/// Significant digits kept by histograms (HdrHistogram precision).
+pub const HISTOGRAM_SIGNIFICANT_DIGITS: u8 = 3;
+
+/// Monotonic clock in nanoseconds, shared by all processes of the machine (CLOCK_MONOTONIC),
+/// so a timestamp written by one worker is comparable in another.
+pub fn now_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes into the timespec we pass and nothing else.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts);
+    }
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+pub fn histogram() -> Histogram<u64> {
+    match Histogram::new_with_bounds(1, HISTOGRAM_MAX_US, HISTOGRAM_SIGNIFICANT_DIGITS) {
+        Ok(histogram) => histogram,
+        Err(error) => unreachable!("constant histogram bounds are valid: {error}"),
+    }
+}
+
+/// What one worker measured.
+pub struct Metrics {
+    pub login_us: Histogram<u64>,
+    pub stage_us: BTreeMap<Stage, Histogram<u64>>,
+    pub latency_us: Histogram<u64>,
+    pub storm_login_us: Histogram<u64>,
+    pub counters: Counters,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    pub logins_ok: u64,
+    pub logins_failed: u64,
+    pub failures_by_stage: BTreeMap<String, u64>,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub messages_duplicated: u64,
+    pub messages_reordered: u64,
+    pub message_errors: u64,
+    pub roster_unsupported: u64,
+    pub sessions_online: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// Storm: microseconds from the drop until the last session was back.
+    pub storm_recovery_us: u64,
+}
+
+/// A histogram as (value, count) pairs, mergeable by the parent.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct Buckets(pub Vec<(u64, u64)>);
+
+/// A worker's final report, as JSON on its stdout.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct WorkerReport {
+    pub login_us: Buckets,
+    pub stage_us: BTreeMap<String, Buckets>,
+    pub latency_us: Buckets,
+    pub storm_login_us: Buckets,
+    pub counters: Counters,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            login_us: histogram(),
+            stage_us: Stage::ALL.iter().map(|s| (*s, histogram())).collect(),
+            latency_us: histogram(),
+            storm_login_us: histogram(),
+            counters: Counters::default(),
+        }
+    }
+
+    pub fn error(&mut self, kind: &str) {
+        *self.counters.errors.entry(kind.to_owned()).or_default() += 1;
+    }
+
+    pub fn report(&self) -> WorkerReport {
+        WorkerReport {
+            login_us: buckets(&self.login_us),
+            stage_us: self.stage_us.iter().map(|(s, h)| (s.name().to_owned(), buckets(h))).collect(),
+            latency_us: buckets(&self.latency_us),
+            storm_login_us: buckets(&self.storm_login_us),
+            counters: self.counters.clone(),
+        }
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+pub fn record(histogram: &mut Histogram<u64>, us: u64) {
+    histogram.saturating_record(us.clamp(1, HISTOGRAM_MAX_US));
+}
+
+fn buckets(histogram: &Histogram<u64>) -> Buckets {
+    Buckets(histogram.iter_recorded().map(|v| (v.value_iterated_to(), v.count_at_value())).collect())
+}
+
+/// Adds a worker's buckets into a histogram.
+pub fn merge_into(histogram: &mut Histogram<u64>, buckets: &Buckets) {
+    for (value, count) in &buckets.0 {
+        let _ = histogram.record_n((*value).clamp(1, HISTOGRAM_MAX_US), *count);
+    }
+}
+
+/// Adds counters (sums; the storm recovery is a maximum).
+pub fn merge_counters(into: &mut Counters, from: &Counters) {
+    into.logins_ok += from.logins_ok;
+    into.logins_failed += from.logins_failed;
+    for (k, v) in &from.failures_by_stage {
+        *into.failures_by_stage.entry(k.clone()).or_default() += v;
+    }
+    into.messages_sent += from.messages_sent;
+    into.messages_received += from.messages_received;
+    into.messages_duplicated += from.messages_duplicated;
+    into.messages_reordered += from.messages_reordered;
+    into.message_errors += from.message_errors;
+    into.roster_unsupported += from.roster_unsupported;
+    into.sessions_online += from.sessions_online;
+    for (k, v) in &from.errors {
+        *into.errors.entry(k.clone()).or_default() += v;
+    }
+    into.storm_recovery_us = into.storm_recovery_us.max(from.storm_recovery_us);
+}
+
+/// Percentiles of a histogram in milliseconds (what people read).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct Percentiles {
+    pub count: u64,
+    pub mean: f64,
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+pub fn percentiles_ms(histogram: &Histogram<u64>) -> Percentiles {
+    if histogram.is_empty() {
+        return Percentiles::default();
+    }
+    let ms = |us: u64| us as f64 / 1000.0;
+    Percentiles {
+        count: histogram.len(),
+        mean: histogram.mean() / 1000.0,
+        p50: ms(histogram.value_at_quantile(0.50)),
+        p90: ms(histogram.value_at_quantile(0.90)),
+        p99: ms(histogram.value_at_quantile(0.99)),
+        p999: ms(histogram.value_at_quantile(0.999)),
+        max: ms(histogram.max()),
+    }
+}
+
+/// One second of the run, as the parent saw it.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Tick {
+    pub t_s: f64,
+    pub logins_per_s: f64,
+    pub messages_per_s: f64,
+    pub sessions: u64,
+    pub server_rss_bytes: u64,
+    pub server_cpu_percent: f64,
+}
+
+/// The merged result of a run: what `--json` writes and `compare` reads.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Summary {
+    pub scenario: String,
+    pub label: String,
+    pub server: String,
+    pub command: String,
+    pub started_unix_s: u64,
+    pub users: u64,
+    pub procs: u64,
+    pub rate: f64,
+    pub duration_s: f64,
+    pub logins_ok: u64,
+    pub logins_failed: u64,
+    pub login_failures_by_stage: BTreeMap<String, u64>,
+    pub login_ms: Percentiles,
+    pub stage_ms: BTreeMap<String, Percentiles>,
+    pub logins_per_s: f64,
+    pub storm_login_ms: Percentiles,
+    pub storm_recovery_ms: f64,
+    pub messages_sent: u64,
+    pub messages_received: u64,
+    pub messages_lost: u64,
+    pub messages_duplicated: u64,
+    pub messages_reordered: u64,
+    pub message_errors: u64,
+    pub messages_per_s: f64,
+    pub latency_ms: Percentiles,
+    pub sessions_peak: u64,
+    pub roster_unsupported: u64,
+    pub server_rss_bytes: u64,
+    pub server_rss_baseline_bytes: u64,
+    pub server_rss_bytes_per_session: f64,
+    pub server_cpu_seconds: f64,
+    pub server_cpu_us_per_message: f64,
+    pub server_cpu_us_per_login: f64,
+    pub loadgen_cpu_seconds: f64,
+    pub errors: BTreeMap<String, u64>,
+    pub timeline: Vec<Tick>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_merge_back_to_the_same_percentiles() {
+        let mut a = histogram();
+        for v in 1..=1000 {
+            record(&mut a, v * 10);
+        }
+        let mut merged = histogram();
+        merge_into(&mut merged, &buckets(&a));
+        merge_into(&mut merged, &buckets(&a));
+        assert_eq!(merged.len(), 2000);
+        let p = percentiles_ms(&merged);
+        assert!((p.p50 - 5.0).abs() < 0.05, "{p:?}");
+        assert!((p.max - 10.0).abs() < 0.02, "{p:?}");
+    }
+
+    #[test]
+    fn counters_add_up() {
+        let mut total = Counters::default();
+        let one = Counters { logins_ok: 2, messages_sent: 5, storm_recovery_us: 7, ..Counters::default() };
+        merge_counters(&mut total, &one);
+        merge_counters(&mut total, &Counters { storm_recovery_us: 3, ..one.clone() });
+        assert_eq!((total.logins_ok, total.messages_sent, total.storm_recovery_us), (4, 10, 7));
+    }
+}
