@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use confab_core::framer::{Framer, Frame, Stanza};
 use confab_core::jid::{FullJid, Jid};
-use confab_core::limits::{READ_CHUNK_BYTES, SESSION_INBOX_STANZAS_MAX};
+use confab_core::limits::READ_CHUNK_BYTES;
 use confab_core::routing::{self, StanzaKind};
 use confab_core::stream::{Action, C2sStream, Entropy, StreamError};
 use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -536,7 +536,10 @@ impl Connection {
                     }
                 }
                 Action::Bind { jid, id } => {
-                    let (sender, receiver) = local_channel::new_bounded(SESSION_INBOX_STANZAS_MAX);
+                    // Unbounded in type, bounded in use (`shard::offer` checks the length):
+                    // glommio's bounded channel preallocates its whole capacity, which would
+                    // cost every idle session tens of KiB.
+                    let (sender, receiver) = local_channel::new_unbounded();
                     let result = self.shard.borrow_mut().bind(&jid, self.id, sender);
                     match result {
                         Ok(()) => {

@@ -208,7 +208,7 @@ impl Shard {
         let sessions_max = self.shared.config.limits.sessions_per_user;
         let sessions = self.sessions.entry(jid.bare()).or_default();
         if let Some(existing) = sessions.iter_mut().find(|s| s.resource == jid.resource()) {
-            let _ = existing.sender.try_send(SessionMessage::Kick(StreamError::with_text("conflict", "replaced by a new session")));
+            let _ = offer(&existing.sender, SessionMessage::Kick(StreamError::with_text("conflict", "replaced by a new session")));
             existing.connection = connection;
             existing.available = false;
             existing.priority = 0;
@@ -274,7 +274,7 @@ impl Shard {
                 let mut bytes = Some(envelope.bytes);
                 for (n, index) in indices.iter().enumerate() {
                     let payload = if n == last { bytes.take().unwrap_or_default() } else { bytes.clone().unwrap_or_default() };
-                    if sessions[*index].sender.try_send(SessionMessage::Stanza(payload)).is_err() && n == 0 {
+                    if !offer(&sessions[*index].sender, SessionMessage::Stanza(payload)) && n == 0 {
                         // RFC 6120 §8.3.3.18: the recipient cannot take more right now.
                         replies.extend(error_envelope(&envelope.to, &envelope.from, envelope.kind, envelope.stanza_type.as_deref(), envelope.id.as_deref(), "resource-constraint"));
                     }
@@ -357,13 +357,23 @@ impl Shard {
                 if let Ok(bare) = BareJid::new(Some(&user), &domain) {
                     if let Some(sessions) = self.sessions.get(&bare) {
                         for session in sessions {
-                            let _ = session.sender.try_send(SessionMessage::Kick(StreamError::with_text("not-authorized", "account removed")));
+                            let _ = offer(&session.sender, SessionMessage::Kick(StreamError::with_text("not-authorized", "account removed")));
                         }
                     }
                 }
             }
         }
     }
+}
+
+/// Queues a message for a session unless its inbox already holds
+/// `SESSION_INBOX_STANZAS_MAX` (a kick always fits: it ends the session anyway).
+fn offer(sender: &LocalSender<SessionMessage>, message: SessionMessage) -> bool {
+    let full = sender.len() >= confab_core::limits::SESSION_INBOX_STANZAS_MAX;
+    if full && matches!(message, SessionMessage::Stanza(_)) {
+        return false;
+    }
+    sender.try_send(message).is_ok()
 }
 
 /// Builds the error reply to a stanza that could not be delivered, unless the stanza was
