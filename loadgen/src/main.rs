@@ -325,6 +325,9 @@ fn run(args: RunArgs) -> Result<(), String> {
     let mut previous_cpu = baseline.cpu_seconds;
     let mut peak_rss = baseline.rss_bytes;
     let mut peak_sessions = 0;
+    // RSS while the peak number of sessions is held (latest such sample): the steady-state
+    // cost of sessions, without the transient buffers of the login phase.
+    let mut steady_rss = baseline.rss_bytes;
     let clock = Instant::now();
     loop {
         std::thread::sleep(Duration::from_secs(1));
@@ -332,7 +335,10 @@ fn run(args: RunArgs) -> Result<(), String> {
         let total = progress.lock().map(|all| sum(&all)).unwrap_or_default();
         let server = sample(&args.server_pid);
         peak_rss = peak_rss.max(server.rss_bytes);
-        peak_sessions = peak_sessions.max(total.sessions_online);
+        if total.sessions_online >= peak_sessions && total.sessions_online > 0 {
+            peak_sessions = total.sessions_online;
+            steady_rss = server.rss_bytes;
+        }
         let tick = Tick {
             t_s: clock.elapsed().as_secs_f64(),
             logins_per_s: (total.logins_ok.saturating_sub(previous.logins_ok)) as f64,
@@ -385,7 +391,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     summary.server_rss_bytes = peak_rss;
     summary.server_rss_baseline_bytes = baseline.rss_bytes;
     if peak_sessions > 0 && !args.server_pid.is_empty() {
-        summary.server_rss_bytes_per_session = peak_rss.saturating_sub(baseline.rss_bytes) as f64 / peak_sessions as f64;
+        summary.server_rss_bytes_per_session = steady_rss.saturating_sub(baseline.rss_bytes) as f64 / peak_sessions as f64;
     }
     summary.server_cpu_seconds = end.cpu_seconds - baseline.cpu_seconds;
     if summary.messages_received > 0 {

@@ -216,6 +216,7 @@ pub struct Summary {
     pub roster_unsupported: u64,
     pub server_rss_bytes: u64,
     pub server_rss_baseline_bytes: u64,
+    /// (RSS while holding the peak number of sessions − RSS before the run) ÷ that number.
     pub server_rss_bytes_per_session: f64,
     pub server_cpu_seconds: f64,
     pub server_cpu_us_per_message: f64,

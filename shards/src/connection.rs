@@ -31,8 +31,6 @@ use crate::shard::{self, Envelope, SessionMessage, ShardMessage, ShardRef};
 const READ_BUFFERS_POOLED_MAX: usize = 64;
 /// Stanzas written in one batch when several wait in the session inbox.
 const INBOX_BATCH_MAX: usize = 64;
-/// Output buffer capacity kept between writes; larger buffers are released after use.
-const OUTPUT_CAPACITY_KEPT_BYTES: usize = 4096;
 /// A write the peer does not drain within this time fails and the connection closes, so a
 /// client that stops reading cannot hold its task (and its inbox) forever.
 const WRITE_TIMEOUT_MS: u64 = 30_000;
@@ -199,7 +197,9 @@ impl Connection {
         // Only bytes from the peer count as activity (RFC 6120 §4.6.1: whitespace pings too).
         let mut last_heard = Instant::now();
         loop {
-            match self.process_frames().await {
+            // Boxed: the frame-processing future (TLS handshakes, SASL answers) is large and
+            // short-lived; kept inline it would sit in every idle connection's task.
+            match Box::pin(self.process_frames()).await {
                 Ok(Flow::Continue) => {}
                 Ok(Flow::Close) => {
                     let _ = self.flush().await;
@@ -344,10 +344,8 @@ impl Connection {
                 }
             }
         }
-        self.output.clear();
-        if self.output.capacity() > OUTPUT_CAPACITY_KEPT_BYTES {
-            self.output = Vec::new();
-        }
+        // Idle connections keep no output buffer; the next write allocates one.
+        self.output = Vec::new();
         Ok(())
     }
 

@@ -6,6 +6,38 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use confab_shards::config::Config;
 
+/// mimalloc, tuned by `tune_allocator`: with glibc's arenas the transient buffers of TLS
+/// handshakes left ~23 KiB of RSS per idle session (idle scenario, 3,000 TLS sessions); with
+/// mimalloc committing lazily and purging freed pages at once, ~9.5 KiB, and a 15 MiB
+/// baseline instead of 44 MiB.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// mimalloc settings for the server: commit arena memory only when used, and return freed
+/// pages to the system at once (idle shards never allocate again, so a delayed purge would
+/// never run). mimalloc reads them before `main`, so the server re-executes itself once with
+/// them in its environment; an operator's own MIMALLOC_* values are left alone.
+const ALLOCATOR_ENVIRONMENT: [(&str, &str); 2] = [("MIMALLOC_ARENA_EAGER_COMMIT", "0"), ("MIMALLOC_PURGE_DELAY", "0")];
+
+fn tune_allocator() {
+    use std::os::unix::process::CommandExt as _;
+    if ALLOCATOR_ENVIRONMENT.iter().all(|(key, _)| std::env::var_os(key).is_some()) {
+        return;
+    }
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    let mut command = std::process::Command::new("/proc/self/exe");
+    command.arg0(argv0).args(args);
+    for (key, value) in ALLOCATOR_ENVIRONMENT {
+        if std::env::var_os(key).is_none() {
+            command.env(key, value);
+        }
+    }
+    // exec only returns on failure; the server then runs with mimalloc's defaults.
+    let error = command.exec();
+    eprintln!("confab: could not apply allocator settings ({error}); continuing with defaults");
+}
+
 #[derive(Parser)]
 #[command(name = "confab", version, about = "Confab: an XMPP server (thread-per-core, io_uring)")]
 struct Cli {
@@ -44,6 +76,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve { config } => {
+            tune_allocator();
             let config = match load(config.as_deref()) {
                 Ok(config) => config,
                 Err(message) => {

@@ -34,3 +34,11 @@ fn core_source_never_names_the_runtime() {
         }
     }
 }
+
+#[test]
+fn loadgen_never_depends_on_the_server_runtime() {
+    // It must drive ejabberd and Prosody too, so it speaks only the protocol (confab-core).
+    let deps = dependencies(&manifest("loadgen"));
+    assert!(deps.contains("confab-core"));
+    assert!(!deps.contains("confab-shards"), "confab-loadgen must not depend on confab-shards");
+}
