@@ -15,6 +15,9 @@ NAME=${1:-compare-$(date -u +%Y%m%d)}
 OUT=results/$NAME
 LOGIN_RATES=${LOGIN_RATES:-"100 200 400 800 1600 3200"}
 LOGIN_SECONDS=${LOGIN_SECONDS:-10}
+# Accounts cycled by the login scenario: the generator caches each account's salted password,
+# so with a small set it pays PBKDF2 once per account instead of once per login.
+LOGIN_USERS=${LOGIN_USERS:-2000}
 CHAT_USERS=${CHAT_USERS:-1000}
 CHAT_RATES=${CHAT_RATES:-"1000 2000 4000 8000 16000 32000"}
 CHAT_SECONDS=${CHAT_SECONDS:-10}
@@ -24,6 +27,8 @@ IDLE_HOLD=${IDLE_HOLD:-20s}
 MECHANISM=${MECHANISM:-SCRAM-SHA-1}   # ejabberd stores SCRAM-SHA-1 secrets by default
 SERVERS=${SERVERS:-"confab ejabberd"}
 SHARED=${SHARED:-../shared}
+# Per-server ramps override the common ones, e.g. LOGIN_RATES_ejabberd="25 50 100".
+rates() { local var="$1_$2"; echo "${!var:-${!1}}"; }
 
 mkdir -p "$OUT"
 cargo build --release --locked -p confab-shards -p confab-loadgen --bins
@@ -91,20 +96,20 @@ PY
 }
 
 COMMON="--domain localhost --insecure --procs 2 --mechanism $MECHANISM --prefix user --password-prefix pass"
-echo "# $NAME: commands" > "$OUT/commands.md"
+[ -f "$OUT/commands.md" ] || echo "# $NAME: commands" > "$OUT/commands.md"
 
 for server in $SERVERS; do
   start "$server"
   # Login ramp.
-  for rate in $LOGIN_RATES; do
+  for rate in $(rates LOGIN_RATES "$server"); do
     file=$OUT/login-$rate-$server.json
-    cmd="$LOADGEN run --scenario login --rate $rate --duration ${LOGIN_SECONDS}s $COMMON $(server_args "$server") --label $server --json $file"
+    cmd="$LOADGEN run --scenario login --rate $rate --duration ${LOGIN_SECONDS}s --users $LOGIN_USERS $COMMON $(server_args "$server") --label $server --json $file"
     echo "- \`${cmd//$PWD\//}\`" >> "$OUT/commands.md"
     $cmd || true
     [ -f "$file" ] && met "$file" login || break
   done
   # Chat ramp with CHAT_USERS online.
-  for rate in $CHAT_RATES; do
+  for rate in $(rates CHAT_RATES "$server"); do
     file=$OUT/chat-$rate-$server.json
     cmd="$LOADGEN run --scenario chat --users $CHAT_USERS --login-rate 200 --rate $rate --duration ${CHAT_SECONDS}s $COMMON $(server_args "$server") --label $server --json $file"
     echo "- \`${cmd//$PWD\//}\`" >> "$OUT/commands.md"
@@ -123,20 +128,6 @@ for server in $SERVERS; do
 done
 rm -rf "$CONFAB_DIR"
 
-# Side-by-side tables.
-{
-  echo "# Confab vs ejabberd 23.01, side by side"
-  echo
-  echo "git $(git rev-parse --short HEAD), $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)), loadgen on the same machine."
-  echo "Mechanism $MECHANISM over STARTTLS for both. ejabberd runs ../shared/anchors/ejabberd-bench.yml (MAM archiving on)."
-  echo
-  for f in "$OUT"/login-*-confab.json "$OUT"/chat-*-confab.json "$OUT"/idle-*-confab.json; do
-    [ -f "$f" ] || continue
-    other=${f%-confab.json}-ejabberd.json
-    echo "## $(basename "${f%-confab.json}")"
-    echo
-    if [ -f "$other" ]; then "$LOADGEN" compare "$f" "$other"; else "$LOADGEN" compare "$f"; fi
-    echo
-  done
-} > "$OUT/README.md"
+# Side-by-side tables and headline figures.
+/usr/bin/python3 bench/compare-summary.py "$OUT" "$LOADGEN"
 echo "results in $OUT"

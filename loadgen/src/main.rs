@@ -229,16 +229,18 @@ fn run(args: RunArgs) -> Result<(), String> {
     if args.rate <= 0.0 || args.login_rate <= 0.0 {
         return Err("--rate and --login-rate must be positive".into());
     }
+    let login_arrivals = (args.rate * args.duration.as_secs_f64()).ceil() as u64;
     let users = match (args.users, args.scenario) {
         (Some(users), _) => users,
-        (None, Scenario::Login) => (args.rate * args.duration.as_secs_f64()).ceil() as u64,
+        (None, Scenario::Login) => login_arrivals,
         (None, _) => return Err("--users is required for this scenario".into()),
     };
     if users == 0 {
         return Err("no users".into());
     }
+    let arrivals = if args.scenario == Scenario::Login { login_arrivals.max(1) } else { users };
     let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
-    let procs = args.procs.unwrap_or(cpus).clamp(1, users);
+    let procs = args.procs.unwrap_or(cpus).clamp(1, arrivals);
     let sources = match (args.source_addresses, server.ip().is_loopback()) {
         (Some(0), _) | (None, false) => Vec::new(),
         (Some(n), true) => (1..=n).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i))).collect(),
@@ -258,6 +260,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         server,
         domain: args.domain.clone(),
         users,
+        arrivals,
         prefix: args.prefix.clone(),
         password_prefix: args.password_prefix.clone(),
         rate: args.rate,
@@ -313,7 +316,7 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
     // Sample once a second until every worker is done.
     let bar = std::io::stderr().is_terminal().then(|| {
-        let bar = indicatif::ProgressBar::new(users);
+        let bar = indicatif::ProgressBar::new(arrivals);
         bar.set_style(
             indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} logins  {msg}")
                 .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
@@ -325,19 +328,25 @@ fn run(args: RunArgs) -> Result<(), String> {
     let mut previous_cpu = baseline.cpu_seconds;
     let mut peak_rss = baseline.rss_bytes;
     let mut peak_sessions = 0;
-    // RSS while the peak number of sessions is held (latest such sample): the steady-state
-    // cost of sessions, without the transient buffers of the login phase.
-    let mut steady_rss = baseline.rss_bytes;
+    // RSS samples taken while the peak number of sessions was held; their median is the
+    // steady-state cost of the sessions (robust to the login-phase peak and to a sample
+    // caught while sessions were already closing at the end).
+    let mut steady_rss_samples: Vec<u64> = Vec::new();
+    let mut cpu_samples: Vec<(u64, f64)> = vec![(now_ns(), baseline.cpu_seconds)];
     let clock = Instant::now();
     loop {
         std::thread::sleep(Duration::from_secs(1));
         let done = children.iter_mut().all(|c| matches!(c.try_wait(), Ok(Some(_))));
         let total = progress.lock().map(|all| sum(&all)).unwrap_or_default();
         let server = sample(&args.server_pid);
+        cpu_samples.push((now_ns(), server.cpu_seconds));
         peak_rss = peak_rss.max(server.rss_bytes);
-        if total.sessions_online >= peak_sessions && total.sessions_online > 0 {
+        if total.sessions_online > peak_sessions {
             peak_sessions = total.sessions_online;
-            steady_rss = server.rss_bytes;
+            steady_rss_samples.clear();
+        }
+        if total.sessions_online == peak_sessions && peak_sessions > 0 {
+            steady_rss_samples.push(server.rss_bytes);
         }
         let tick = Tick {
             t_s: clock.elapsed().as_secs_f64(),
@@ -391,6 +400,8 @@ fn run(args: RunArgs) -> Result<(), String> {
     summary.server_rss_bytes = peak_rss;
     summary.server_rss_baseline_bytes = baseline.rss_bytes;
     if peak_sessions > 0 && !args.server_pid.is_empty() {
+        steady_rss_samples.sort_unstable();
+        let steady_rss = steady_rss_samples.get(steady_rss_samples.len() / 2).copied().unwrap_or(peak_rss);
         summary.server_rss_bytes_per_session = steady_rss.saturating_sub(baseline.rss_bytes) as f64 / peak_sessions as f64;
     }
     summary.server_cpu_seconds = end.cpu_seconds - baseline.cpu_seconds;
@@ -406,10 +417,18 @@ fn run(args: RunArgs) -> Result<(), String> {
         _ => users as f64 / args.rate,
     }
     .max(0.001);
+    let login_phase_rate = if args.scenario == Scenario::Chat { args.login_rate } else { args.rate };
     summary.logins_per_s = match args.scenario {
         Scenario::Login => summary.logins_ok as f64 / measured_s,
-        _ => summary.logins_ok as f64 / (users as f64 / args.login_rate.max(args.rate)).max(0.001),
+        _ => summary.logins_ok.min(users) as f64 / (users as f64 / login_phase_rate).max(0.001),
     };
+    if args.scenario == Scenario::Chat && summary.messages_received > 0 {
+        // CPU of the chat phase alone (logins excluded), from the per-second samples.
+        let (from, to) = plan.chat_window_ns();
+        let before = cpu_samples.iter().rev().find(|(t, _)| *t <= from).map(|(_, c)| *c).unwrap_or(baseline.cpu_seconds);
+        let after = cpu_samples.iter().find(|(t, _)| *t >= to).map(|(_, c)| *c).unwrap_or(end.cpu_seconds);
+        summary.server_cpu_us_per_message = (after - before).max(0.0) * 1e6 / summary.messages_received as f64;
+    }
     summary.messages_per_s = summary.messages_received as f64 / measured_s;
     summary.timeline = timeline;
     print!("{}", report::table(&summary));

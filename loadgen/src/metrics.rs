@@ -216,9 +216,11 @@ pub struct Summary {
     pub roster_unsupported: u64,
     pub server_rss_bytes: u64,
     pub server_rss_baseline_bytes: u64,
-    /// (RSS while holding the peak number of sessions − RSS before the run) ÷ that number.
+    /// (median RSS while holding the peak number of sessions − RSS before the run) ÷ that
+    /// number.
     pub server_rss_bytes_per_session: f64,
     pub server_cpu_seconds: f64,
+    /// Server CPU per delivered message; for chat, the CPU of the chat phase alone.
     pub server_cpu_us_per_message: f64,
     pub server_cpu_us_per_login: f64,
     pub loadgen_cpu_seconds: f64,

@@ -55,7 +55,13 @@ pub struct Plan {
     pub scenario: Scenario,
     pub server: std::net::SocketAddr,
     pub domain: String,
+    /// Accounts used (user i is <prefix><i>, i from 1).
     pub users: u64,
+    /// Arrivals: equal to `users`, except in the login scenario, where arrival k logs in as
+    /// user ((k − 1) mod users) + 1, so a smaller set of accounts can be cycled and the
+    /// generator's salted-password cache stays warm (it would otherwise pay PBKDF2 per login
+    /// and measure itself).
+    pub arrivals: u64,
     pub prefix: String,
     pub password_prefix: String,
     /// Arrivals per second (login, idle, storm) or messages per second in total (chat).
@@ -83,7 +89,7 @@ pub struct Plan {
 impl Plan {
     /// When the scenario's last action is due (the parent waits for workers past this).
     pub fn end_ns(&self) -> u64 {
-        let logins = (self.users as f64 / self.login_phase_rate() * 1e9) as u64;
+        let logins = (self.arrivals as f64 / self.login_phase_rate() * 1e9) as u64;
         match self.scenario {
             Scenario::Login => self.start_ns + logins + self.timeout_ns.min(10_000_000_000),
             Scenario::Idle => self.start_ns + logins + self.duration_ns,
@@ -102,6 +108,12 @@ impl Plan {
 
     fn arrival_ns(&self, user: u64) -> u64 {
         self.start_ns + ((user - 1) as f64 / self.login_phase_rate() * 1e9) as u64
+    }
+
+    /// The chat phase, from the first message to the end of the drain.
+    pub fn chat_window_ns(&self) -> (u64, u64) {
+        let start = self.chat_start_ns();
+        (start, start + self.duration_ns + DRAIN_NS)
     }
 
     fn chat_start_ns(&self) -> u64 {
@@ -142,8 +154,14 @@ impl Plan {
         }
     }
 
+    /// The arrivals this worker plays.
     fn my_users(&self) -> impl Iterator<Item = u64> + '_ {
-        (1..=self.users).filter(move |i| (i - 1) % self.procs == self.worker)
+        (1..=self.arrivals).filter(move |i| (i - 1) % self.procs == self.worker)
+    }
+
+    /// The account arrival `k` logs in as.
+    fn account(&self, arrival: u64) -> u64 {
+        (arrival - 1) % self.users.max(1) + 1
     }
 }
 
@@ -204,7 +222,7 @@ fn user_name(plan: &Plan, user: u64) -> (String, String) {
 
 /// Logs a user in at `intended_ns`, recording the login (from the intended time) and stages.
 async fn log_in(worker: &Worker, user: u64, intended_ns: u64, storm: bool) -> Option<Session> {
-    let (name, password) = user_name(&worker.plan, user);
+    let (name, password) = user_name(&worker.plan, worker.plan.account(user));
     let result = client::login(&worker.settings, worker.plan.source(user), &name, &password, "lg").await;
     let mut metrics = worker.metrics.borrow_mut();
     match result {
@@ -447,6 +465,7 @@ mod tests {
             server: "127.0.0.1:5222".parse().expect("addr"),
             domain: "localhost".into(),
             users,
+            arrivals: users,
             prefix: "user".into(),
             password_prefix: "pass".into(),
             rate: 100.0,
@@ -467,6 +486,15 @@ mod tests {
             start_ns: 0,
             seed: 1,
         }
+    }
+
+    #[test]
+    fn login_arrivals_cycle_over_the_accounts() {
+        let mut p = plan(3, 2, 0);
+        p.arrivals = 7;
+        let accounts: Vec<u64> = (1..=7).map(|k| p.account(k)).collect();
+        assert_eq!(accounts, [1, 2, 3, 1, 2, 3, 1]);
+        assert_eq!(p.my_users().collect::<Vec<_>>(), [1, 3, 5, 7]);
     }
 
     #[test]
