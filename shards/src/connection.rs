@@ -472,6 +472,19 @@ impl Connection {
         while !queue.is_empty() {
             let action = queue.remove(0);
             let mut more = Vec::new();
+            if let Action::LookupCredentials { user, .. } | Action::VerifyPlain { user, .. } = &action {
+                // SASL named the user: credentials are only ever touched on the user's home
+                // shard, so the connection moves there first; and a banned address gets no
+                // password work at all.
+                let home = shared.home_of(user);
+                if home != self.shard.borrow().id {
+                    self.actions = std::iter::once(action).chain(queue).collect();
+                    return Ok(Flow::Migrate(home));
+                }
+                if self.refuse_if_banned() {
+                    continue;
+                }
+            }
             match action {
                 Action::Send(bytes) => self.output.extend_from_slice(&bytes),
                 Action::Close => flow = Flow::Close,
@@ -489,26 +502,10 @@ impl Connection {
                     self.framer.set_limits(shared.framer_limits(true));
                 }
                 Action::LookupCredentials { ref user, hash } => {
-                    let home = shared.home_of(user);
-                    if home != self.shard.borrow().id {
-                        self.actions = std::iter::once(action).chain(queue).collect();
-                        return Ok(Flow::Migrate(home));
-                    }
-                    if self.refuse_if_banned() {
-                        continue;
-                    }
                     let credentials = self.shard.borrow().account(user).map(|a| a.credentials(hash));
                     self.stream.credentials(credentials, &shared.stream, &mut ThreadEntropy, &mut more);
                 }
                 Action::VerifyPlain { ref user, ref password } => {
-                    let home = shared.home_of(user);
-                    if home != self.shard.borrow().id {
-                        self.actions = std::iter::once(action).chain(queue).collect();
-                        return Ok(Flow::Migrate(home));
-                    }
-                    if self.refuse_if_banned() {
-                        continue;
-                    }
                     let hash = confab_core::sasl::ScramHash::Sha256;
                     // Unknown users get the same PBKDF2 work against fake credentials, so
                     // timing does not tell them apart from a wrong password.
