@@ -8,8 +8,8 @@
 //! numbers come from `cargo bench -p confab-bench` and are written up in `results/`.
 //!
 //! The bench does not depend on `confab-shards` (rustls with aws-lc and redb would make every
-//! bench build slow); [`route::Envelope`] and [`migrant::Migrant`] mirror the shard types field
-//! for field and must follow them when those change.
+//! bench build slow); [`route::Envelope`] and [`migrant::Migrant`] mirror the shard types (each
+//! says how closely) and must follow them when those change.
 
 pub mod clock;
 pub mod corpus;

@@ -46,8 +46,9 @@ pub struct Departing {
 }
 
 /// The boxed state that crosses the channel. Mirrors `confab_shards::connection::Migrant`
-/// (the framer and stream state are options here only so that `adopt` can take them out
-/// of a type that implements `Drop` without building replacements).
+/// less its `pending: Action` (the one stream action to resume with); the framer and stream
+/// state are options here only so that `adopt` can take them out of a type that implements
+/// `Drop` without building replacements.
 pub struct Migrant {
     fd: RawFd,
     tls: Option<Box<TlsState>>,
