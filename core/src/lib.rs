@@ -5,11 +5,17 @@
 //! sockets, files, clocks or threads: bytes and `now` are passed in, events and actions come
 //! out, so every protocol edge case is a fast, exact unit test (the quinn-proto model).
 
+pub mod archive;
+pub mod blocking;
+pub mod carbons;
 pub mod framer;
 pub mod jid;
 pub mod limits;
 pub mod records;
+pub mod roster;
 pub mod routing;
 pub mod sasl;
+pub mod sm;
 pub mod stream;
+pub mod time;
 pub mod xml;

@@ -70,3 +70,29 @@ pub const GENERATED_RESOURCE_CHARS: usize = 16;
 const _: () = assert!(STANZA_BYTES_PREAUTH_MAX <= STANZA_BYTES_MAX);
 const _: () = assert!(SASL_ATTEMPTS_MAX >= 2);
 const _: () = assert!(READ_CHUNK_BYTES <= STANZA_BYTES_MAX);
+
+/// Roster entries per user (RFC 6121 §2; visible items plus pending requests). A roster set
+/// beyond it is refused with `resource-constraint`; an inbound subscription request beyond it
+/// is dropped. Each entry costs ~200 bytes of memory on the user's home shard.
+pub const ROSTER_ITEMS_MAX: usize = 2_000;
+
+/// Offline messages kept per user (XEP-0160). Past it the sender gets `service-unavailable`.
+pub const OFFLINE_MESSAGES_MAX: usize = 500;
+
+/// Messages kept in each user's archive (XEP-0313); the oldest is dropped past it. A query
+/// with filters reads at most this many messages from disk.
+pub const ARCHIVE_MESSAGES_MAX: u64 = 10_000;
+
+/// Entities one session sent directed presence to and must tell of its unavailability
+/// (RFC 6121 §4.6.3). Past it the oldest is forgotten (and not told).
+pub const DIRECTED_PRESENCE_MAX: usize = 256;
+
+/// Private XML storage entries (XEP-0049) per user.
+pub const PRIVATE_ITEMS_MAX: usize = 64;
+
+/// Presence stanzas held for an inactive client (XEP-0352) before they are flushed anyway.
+pub const CSI_HELD_STANZAS_MAX: usize = 256;
+
+/// Seconds a dropped session with stream management enabled waits for the client to resume it
+/// (XEP-0198 §5); after that its unacknowledged messages go to offline storage.
+pub const RESUME_TIMEOUT_S: u32 = 300;

@@ -28,13 +28,76 @@ pub struct Account {
     pub created_ms: u64,
 }
 
+/// The kinds of per-user state kept beside the account, each a keyed collection.
+///
+/// The numeric codes are part of the storage format (they prefix keys on disk): never reuse
+/// or renumber one.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemKind {
+    /// Roster entries (RFC 6121 §2), keyed by the contact's bare JID; value: `RosterItem`.
+    Roster,
+    /// The roster version counter (RFC 6121 §2.6), key "": value: u64 little-endian.
+    RosterVersion,
+    /// Blocked JIDs (XEP-0191), keyed by JID; empty value.
+    Block,
+    /// Private XML storage (XEP-0049), keyed by "{namespace} {name}"; value: the element.
+    Private,
+    /// The vCard (XEP-0054), key "": value: the `<vCard/>` element.
+    Vcard,
+    /// Archiving preferences (XEP-0313 §6), key "": value: `Preferences`.
+    ArchivePreferences,
+    /// Offline messages (XEP-0160), keyed by a zero-padded sequence: value: the stanza.
+    Offline,
+    /// Last logout (XEP-0012), key "": value: u64 ms little-endian then the status text.
+    LastActivity,
+}
+
+impl ItemKind {
+    pub const ALL: [ItemKind; 8] = [
+        ItemKind::Roster,
+        ItemKind::RosterVersion,
+        ItemKind::Block,
+        ItemKind::Private,
+        ItemKind::Vcard,
+        ItemKind::ArchivePreferences,
+        ItemKind::Offline,
+        ItemKind::LastActivity,
+    ];
+
+    /// The on-disk code.
+    pub fn code(self) -> u8 {
+        match self {
+            ItemKind::Roster => 1,
+            ItemKind::RosterVersion => 2,
+            ItemKind::Block => 3,
+            ItemKind::Private => 4,
+            ItemKind::Vcard => 5,
+            ItemKind::ArchivePreferences => 6,
+            ItemKind::Offline => 7,
+            // 8 is reserved (never reuse a code).
+            ItemKind::LastActivity => 9,
+        }
+    }
+
+    pub fn from_code(code: u8) -> Option<ItemKind> {
+        ItemKind::ALL.into_iter().find(|kind| kind.code() == code)
+    }
+}
+
 /// A durable mutation.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 pub enum Record {
     /// Create or replace an account (register, change_password).
     AccountPut(Account),
-    /// Remove an account (unregister).
+    /// Remove an account (unregister) and everything stored for it.
     AccountDelete { user: String },
+    /// Create or replace one item of a user's state.
+    ItemPut { user: String, kind: ItemKind, key: String, value: Vec<u8> },
+    /// Remove one item of a user's state (absent is not an error).
+    ItemDelete { user: String, kind: ItemKind, key: String },
+    /// Append a message to the user's archive under `id`, and drop the entry `id - kept` so
+    /// an archive never holds more than `kept` messages (XEP-0313 storage, bounded).
+    ArchiveAppend { user: String, id: u64, kept: u64, message: Vec<u8> },
 }
 
 /// A record's bytes could not be read back: corrupt or from an incompatible version.
@@ -47,7 +110,10 @@ impl Record {
     pub fn user(&self) -> &str {
         match self {
             Record::AccountPut(account) => &account.user,
-            Record::AccountDelete { user } => user,
+            Record::AccountDelete { user }
+            | Record::ItemPut { user, .. }
+            | Record::ItemDelete { user, .. }
+            | Record::ArchiveAppend { user, .. } => user,
         }
     }
 
@@ -136,10 +202,27 @@ mod tests {
 
     #[test]
     fn record_round_trips() {
-        for record in [Record::AccountPut(account()), Record::AccountDelete { user: "bob".into() }] {
+        for record in [
+            Record::AccountPut(account()),
+            Record::AccountDelete { user: "bob".into() },
+            Record::ItemPut { user: "bob".into(), kind: ItemKind::Roster, key: "c@x".into(), value: vec![1, 2] },
+            Record::ItemDelete { user: "bob".into(), kind: ItemKind::Offline, key: "0001".into() },
+            Record::ArchiveAppend { user: "bob".into(), id: 9, kept: 5, message: b"<message/>".to_vec() },
+        ] {
             let bytes = record.encode();
             assert_eq!(Record::decode(&bytes).expect("decodes"), record);
         }
+    }
+
+    #[test]
+    fn item_kind_codes_are_distinct_and_round_trip() {
+        for kind in ItemKind::ALL {
+            assert_eq!(ItemKind::from_code(kind.code()), Some(kind));
+        }
+        let mut codes: Vec<u8> = ItemKind::ALL.iter().map(|k| k.code()).collect();
+        codes.dedup();
+        assert_eq!(codes.len(), ItemKind::ALL.len());
+        assert_eq!(ItemKind::from_code(0), None);
     }
 
     #[test]

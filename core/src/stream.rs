@@ -27,6 +27,12 @@ pub const SASL_NAMESPACE: &str = "urn:ietf:params:xml:ns:xmpp-sasl";
 pub const STREAM_ERRORS_NAMESPACE: &str = "urn:ietf:params:xml:ns:xmpp-streams";
 /// XEP-0440: SASL channel-binding type capability.
 pub const SASL_CB_NAMESPACE: &str = "urn:xmpp:sasl-cb:0";
+/// XEP-0198 stream management: its top-level elements are handed to the runtime.
+pub const SM_NAMESPACE: &str = "urn:xmpp:sm:3";
+/// XEP-0352 client state indication: `<active/>` and `<inactive/>` go to the runtime.
+pub const CSI_NAMESPACE: &str = "urn:xmpp:csi:0";
+/// RFC 6121 §2.6.1 roster versioning stream feature.
+pub const ROSTER_VERSIONING_NAMESPACE: &str = "urn:xmpp:features:rosterver";
 
 /// What the stream needs to know about the server; immutable, shared by all connections.
 #[derive(Clone, Debug)]
@@ -195,7 +201,9 @@ impl C2sStream {
     }
 
     /// Handles one frame. Returns the stanza when it must be routed (only once bound, with
-    /// its `from` already checked per RFC 6120 §8.1.2.1).
+    /// its `from` already checked per RFC 6120 §8.1.2.1), and the stream-level elements the
+    /// runtime implements: XEP-0198 and XEP-0352 ones once bound, `<resume/>`/`<enable/>`
+    /// after authentication.
     pub fn handle_frame<'a>(
         &mut self,
         frame: Frame<'a>,
@@ -303,6 +311,14 @@ impl C2sStream {
         }
     }
 
+    /// XEP-0198 §5: the runtime resumed a detached session; the stream now carries it.
+    pub fn resumed(&mut self, jid: FullJid) {
+        debug_assert!(matches!(self.phase, Phase::Open) && self.user.is_some(), "resumed before authentication");
+        debug_assert_eq!(self.user.as_ref(), Some(&jid.bare()), "resumed another user's session");
+        self.bound = Some(jid);
+        self.phase = Phase::Bound;
+    }
+
     /// The runtime's answer to `Bind`: the bound JID, or a stanza error condition
     /// (`conflict`, `resource-constraint`; RFC 6120 §7.6.2).
     pub fn bind_result(&mut self, result: Result<FullJid, &'static str>, id: &str, out: &mut Vec<Action>) {
@@ -389,6 +405,15 @@ impl C2sStream {
             xml.push_str("<bind xmlns='");
             xml.push_str(BIND_NAMESPACE);
             xml.push_str("'/><session xmlns='urn:ietf:params:xml:ns:xmpp-session'><optional/></session>");
+            // XEP-0198 §2 (enable after bind, resume instead of bind), RFC 6121 §2.6.1,
+            // XEP-0352 §2.
+            xml.push_str("<sm xmlns='");
+            xml.push_str(SM_NAMESPACE);
+            xml.push_str("'/><ver xmlns='");
+            xml.push_str(ROSTER_VERSIONING_NAMESPACE);
+            xml.push_str("'/><csi xmlns='");
+            xml.push_str(CSI_NAMESPACE);
+            xml.push_str("'/>");
         } else if self.tls.is_none() {
             // RFC 6120 §5.4.1: STARTTLS, mandatory-to-negotiate by default. When TLS is
             // optional by configuration, SASL (without PLAIN) is offered beside it.
@@ -452,6 +477,10 @@ impl C2sStream {
         let is_client_stanza = stanza.namespace == CLIENT_NAMESPACE && StanzaKind::from_name(stanza.name).is_some();
         match &self.phase {
             Phase::Bound => {
+                if stanza.namespace == SM_NAMESPACE || stanza.namespace == CSI_NAMESPACE {
+                    // Stream-level elements the runtime implements (XEP-0198, XEP-0352).
+                    return Some(stanza);
+                }
                 if !is_client_stanza {
                     let error = if StanzaKind::from_name(stanza.name).is_some() {
                         StreamError::new("invalid-namespace")
@@ -471,6 +500,11 @@ impl C2sStream {
                         return None;
                     }
                 }
+                Some(stanza)
+            }
+            Phase::Open if self.user.is_some() && stanza.namespace == SM_NAMESPACE => {
+                // XEP-0198 §5: <resume/> takes the place of binding; the runtime answers and
+                // calls `resumed` (or refuses `<enable/>` before bind, §3).
                 Some(stanza)
             }
             _ if is_client_stanza && self.user.is_some() && stanza.name == "iq" => {

@@ -67,6 +67,14 @@ pub struct Limits {
     pub preauth_timeout_ms: u64,
     pub idle_timeout_ms: u64,
     pub sessions_per_user: usize,
+    /// Roster entries per user (RFC 6121 §2).
+    pub roster_items: usize,
+    /// Offline messages kept per user (XEP-0160).
+    pub offline_messages: usize,
+    /// Messages kept in each user's archive (XEP-0313).
+    pub archive_messages: u64,
+    /// Seconds a dropped session with stream management may be resumed (XEP-0198 §5).
+    pub resume_timeout_s: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -145,6 +153,10 @@ impl Default for Limits {
             preauth_timeout_ms: limits::PREAUTH_TIMEOUT_MS,
             idle_timeout_ms: limits::IDLE_TIMEOUT_MS,
             sessions_per_user: limits::SESSIONS_PER_USER_MAX,
+            roster_items: limits::ROSTER_ITEMS_MAX,
+            offline_messages: limits::OFFLINE_MESSAGES_MAX,
+            archive_messages: limits::ARCHIVE_MESSAGES_MAX,
+            resume_timeout_s: limits::RESUME_TIMEOUT_S,
         }
     }
 }

@@ -14,17 +14,19 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use confab_core::framer::{Framer, Frame, Stanza};
-use confab_core::jid::{FullJid, Jid};
+use confab_core::framer::{Framer, Frame};
+use confab_core::jid::FullJid;
 use confab_core::limits::READ_CHUNK_BYTES;
 use confab_core::routing::{self, StanzaKind};
-use confab_core::stream::{Action, C2sStream, Entropy, StreamError};
+use confab_core::sm::{self, SmElement, StreamManagement};
+use confab_core::stream::{Action, C2sStream, Entropy, StreamError, CSI_NAMESPACE, SM_NAMESPACE};
 use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpStream;
 use rand::distr::{Alphanumeric, SampleString as _};
 use rustls::ServerConnection;
 
+use crate::im;
 use crate::shard::{self, Envelope, SessionMessage, ShardMessage, ShardRef};
 
 /// Pooled read buffers kept per shard; more are allocated (and freed) under bursts.
@@ -90,6 +92,12 @@ pub async fn accept(shard: ShardRef, socket: TcpStream, direct_tls: bool) {
         inbox: None,
         output: Vec::new(),
         actions: Vec::new(),
+        effects: None,
+        sm: None,
+        sm_id: None,
+        sm_unrequested: false,
+        inactive: false,
+        held: Vec::new(),
     };
     if banned {
         // Refused before any work, with the reason in the stream error.
@@ -127,7 +135,25 @@ pub async fn adopt(shard: ShardRef, mut migrant: Box<Migrant>) {
     let socket = unsafe { TcpStream::from_raw_fd(fd) };
     let _ = socket.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)));
     let id = shard.borrow_mut().next_connection_id();
-    let mut connection = Connection { socket, tls, framer, stream, peer, deadline, shard, id, inbox: None, output: Vec::new(), actions: vec![pending] };
+    let mut connection = Connection {
+        socket,
+        tls,
+        framer,
+        stream,
+        peer,
+        deadline,
+        shard,
+        id,
+        inbox: None,
+        output: Vec::new(),
+        actions: vec![pending],
+        effects: None,
+        sm: None,
+        sm_id: None,
+        sm_unrequested: false,
+        inactive: false,
+        held: Vec::new(),
+    };
     match connection.carry_out().await {
         Ok(Flow::Continue) => connection.run().await,
         Ok(Flow::Migrate(_)) => {
@@ -188,6 +214,26 @@ struct Connection {
     /// Plaintext waiting to be written.
     output: Vec<u8>,
     actions: Vec<Action>,
+    /// What the last client stanza produced, carried out before the next frame.
+    effects: Option<im::Effects>,
+    /// XEP-0198 state once enabled (boxed: most sessions never enable it).
+    sm: Option<Box<StreamManagement>>,
+    /// The resumption id when the client asked for resumable stream management.
+    sm_id: Option<String>,
+    /// Stanzas went out since the last `<r/>`.
+    sm_unrequested: bool,
+    /// XEP-0352: the client said it is inactive; presence is held back.
+    inactive: bool,
+    held: Vec<Vec<u8>>,
+}
+
+/// A session whose connection was lost with resumable stream management on: it stays bound
+/// (and keeps collecting stanzas in its inbox) until resumed or until the timeout (XEP-0198 §5).
+pub struct Detached {
+    jid: FullJid,
+    connection: u64,
+    sm: Box<StreamManagement>,
+    inbox: LocalReceiver<SessionMessage>,
 }
 
 impl Connection {
@@ -196,6 +242,8 @@ impl Connection {
         let idle = Duration::from_millis(shared.config.limits.idle_timeout_ms);
         // Only bytes from the peer count as activity (RFC 6120 §4.6.1: whitespace pings too).
         let mut last_heard = Instant::now();
+        // Set when the connection was lost rather than closed: a resumable session waits.
+        let mut lost = false;
         loop {
             // Boxed: the frame-processing future (TLS handshakes, SASL answers) is large and
             // short-lived; kept inline it would sit in every idle connection's task.
@@ -205,10 +253,19 @@ impl Connection {
                     let _ = self.flush().await;
                     break;
                 }
-                Err(_) => break,
+                Err(_) => {
+                    lost = true;
+                    break;
+                }
                 Ok(Flow::Migrate(home)) => return self.migrate(home).await,
             }
+            if self.sm_unrequested {
+                // XEP-0198 §4: ask for an acknowledgement of what this batch carried.
+                self.sm_unrequested = false;
+                self.output.extend_from_slice(&sm::request());
+            }
             if self.flush().await.is_err() {
+                lost = true;
                 break;
             }
             let timeout = if self.stream.bound().is_some() {
@@ -217,13 +274,20 @@ impl Connection {
                 self.deadline.saturating_duration_since(Instant::now())
             };
             match self.wait(timeout).await {
-                Wake::Readable(Ok(0)) | Wake::Readable(Err(_)) => break,
+                Wake::Readable(Ok(0)) | Wake::Readable(Err(_)) => {
+                    lost = true;
+                    break;
+                }
                 Wake::Readable(Ok(_)) => match self.read().await {
                     Ok(true) => last_heard = Instant::now(),
-                    Ok(false) => break,
+                    Ok(false) => {
+                        lost = true;
+                        break;
+                    }
                     Err(error) => {
                         tracing::debug!(peer = %self.peer, %error, "read failed");
                         let _ = self.flush().await;
+                        lost = true;
                         break;
                     }
                 },
@@ -250,9 +314,13 @@ impl Connection {
                     // RFC 6120 §4.9.3.4 connection-timeout.
                     self.fail(StreamError::new("connection-timeout"));
                     let _ = self.flush().await;
+                    lost = true;
                     break;
                 }
             }
+        }
+        if lost && self.sm_id.is_some() && self.inbox.is_some() {
+            return self.detach();
         }
         self.finish();
     }
@@ -386,6 +454,9 @@ impl Connection {
         let shared = self.shard.borrow().shared.clone();
         let mut outbox: Vec<(usize, Envelope)> = Vec::new();
         loop {
+            if let Some(effects) = self.effects.take() {
+                self.carry_out_effects(effects, &mut outbox).await;
+            }
             if !self.actions.is_empty() {
                 match self.carry_out().await? {
                     Flow::Continue => {}
@@ -416,10 +487,19 @@ impl Connection {
                 Ok(Some(frame)) => {
                     let is_presence_without_to = matches!(&frame, Frame::Stanza(s) if s.name == "presence" && s.to.is_none());
                     if let Some(stanza) = self.stream.handle_frame(frame, &shared.stream, &mut ThreadEntropy, &mut actions) {
-                        let Some(me) = self.stream.bound().cloned() else {
-                            unreachable!("the stream only yields stanzas once bound")
-                        };
-                        route_from_client(&self.shard, &me, &stanza, is_presence_without_to, &mut self.output, &mut outbox);
+                        if stanza.namespace == SM_NAMESPACE || stanza.namespace == CSI_NAMESPACE {
+                            let (namespace, name, element) = (stanza.namespace.to_string(), stanza.name.to_owned(), stanza.element());
+                            self.stream_element(&namespace, &name, element.ok());
+                        } else {
+                            let Some(me) = self.stream.bound().cloned() else {
+                                unreachable!("the stream only yields stanzas once bound")
+                            };
+                            if let Some(sm) = self.sm.as_mut() {
+                                sm.received_stanza();
+                            }
+                            let effects = im::from_client(&mut self.shard.borrow_mut(), &me, &stanza, is_presence_without_to, im::now_ms());
+                            self.effects = Some(effects);
+                        }
                     }
                 }
             }
@@ -433,6 +513,190 @@ impl Connection {
             self.framer.release_idle_memory();
         }
         Ok(Flow::Continue)
+    }
+
+    /// Routes what a client stanza produced; a reply that acknowledges stored state is written
+    /// only once that state is durable.
+    async fn carry_out_effects(&mut self, effects: im::Effects, outbox: &mut Vec<(usize, Envelope)>) {
+        let im::Effects { reply, envelopes, records, archive_query } = effects;
+        let (shared, partition) = {
+            let shard = self.shard.borrow();
+            (shard.shared.clone(), shard.partition.clone())
+        };
+        for envelope in envelopes {
+            outbox.push((shared.home_of(&envelope.to.bare()), envelope));
+        }
+        if !records.is_empty() {
+            if let Err(error) = partition.apply_all(records).await {
+                tracing::error!(%error, "store write failed; the client is told");
+                // RFC 6120 §8.3.3.6 internal-server-error; the memory state stays as the store
+                // will be after a retry, so no reply claims success.
+                if let Some(first) = reply.first().filter(|r| r.starts_with(b"<iq")) {
+                    let id = confab_core::framer::parse_element(first).ok().and_then(|e| e.attribute("id").map(str::to_owned));
+                    let to = self.stream.bound().map(|j| j.as_str().to_owned());
+                    self.output.extend_from_slice(&routing::error_reply(StanzaKind::Iq, id.as_deref(), None, to.as_deref(), "internal-server-error"));
+                    return;
+                }
+            }
+        }
+        for stanza in reply {
+            self.emit(stanza);
+        }
+        if let Some(request) = archive_query {
+            let kept = shared.config.limits.archive_messages;
+            for stanza in im::run_archive_query(partition, request, kept).await {
+                self.emit(stanza);
+            }
+        }
+    }
+
+    /// Writes one stanza to the client, counting it for stream management (XEP-0198 §4).
+    fn emit(&mut self, bytes: Vec<u8>) {
+        self.output.extend_from_slice(&bytes);
+        if let Some(sm) = self.sm.as_mut() {
+            self.sm_unrequested = true;
+            if let Err(error) = sm.sent_stanza(bytes) {
+                // The client neither reads nor acknowledges: the stream ends, and what it
+                // never acknowledged is redelivered by `finish`.
+                self.fail(StreamError::with_text(error.stream_condition(), error.to_string()));
+            }
+        }
+    }
+
+    /// XEP-0198 and XEP-0352 elements at stream level.
+    fn stream_element(&mut self, namespace: &str, name: &str, element: Option<confab_core::xml::Element>) {
+        if namespace == CSI_NAMESPACE {
+            match name {
+                // XEP-0352 §4: held presence goes out when the client is active again.
+                "active" => {
+                    self.inactive = false;
+                    for held in std::mem::take(&mut self.held) {
+                        self.emit(held);
+                    }
+                }
+                "inactive" => self.inactive = true,
+                _ => self.fail(StreamError::new("unsupported-stanza-type")),
+            }
+            return;
+        }
+        let parsed = element.ok_or("unreadable").and_then(|element| sm::parse(&element));
+        match parsed {
+            Err(reason) => self.fail(StreamError::with_text("undefined-condition", reason)),
+            Ok(SmElement::Enable { resume, .. }) => {
+                // XEP-0198 §3: only once, and only after binding.
+                if self.sm.is_some() || self.stream.bound().is_none() {
+                    self.output.extend_from_slice(&sm::failed("unexpected-request", None));
+                    return;
+                }
+                self.sm = Some(Box::default());
+                let timeout = self.shard.borrow().shared.config.limits.resume_timeout_s;
+                if resume && timeout > 0 {
+                    let id = ThreadEntropy.token();
+                    self.output.extend_from_slice(&sm::enabled(Some(&id), Some(timeout)));
+                    self.sm_id = Some(id);
+                } else {
+                    self.output.extend_from_slice(&sm::enabled(None, None));
+                }
+            }
+            Ok(SmElement::Resume { previd, h }) => self.resume(&previd, h),
+            Ok(SmElement::Request) => match self.sm.as_ref() {
+                Some(sm) => {
+                    let answer = sm::answer(sm.inbound_count());
+                    self.output.extend_from_slice(&answer);
+                }
+                None => self.fail(StreamError::with_text("unsupported-stanza-type", "stream management is not enabled")),
+            },
+            Ok(SmElement::Answer { h }) => {
+                let result = match self.sm.as_mut() {
+                    Some(sm) => sm.acknowledge(h),
+                    None => return self.fail(StreamError::with_text("unsupported-stanza-type", "stream management is not enabled")),
+                };
+                if let Err(error) = result {
+                    // XEP-0198 §4: the peer acknowledged more than it was sent.
+                    self.fail(StreamError::with_text(error.stream_condition(), error.to_string()));
+                }
+            }
+        }
+    }
+
+    /// XEP-0198 §5: takes over a detached session of the same user.
+    fn resume(&mut self, previd: &str, h: u32) {
+        if self.stream.bound().is_some() {
+            self.output.extend_from_slice(&sm::failed("unexpected-request", None));
+            return;
+        }
+        let Some(user) = self.stream.user().cloned() else { return };
+        let detached = {
+            let mut shard = self.shard.borrow_mut();
+            match shard.detached.remove(previd) {
+                Some(detached) if detached.jid.bare() == user => {
+                    let id = self.id;
+                    match shard.session_mut(&detached.jid) {
+                        Some(session) if session.connection == detached.connection => {
+                            session.connection = id;
+                            Some(detached)
+                        }
+                        // Replaced by a new login meanwhile: nothing left to resume.
+                        _ => None,
+                    }
+                }
+                Some(other) => {
+                    // Another user's id: put it back untouched, and say nothing about it.
+                    shard.detached.insert(previd.to_owned(), other);
+                    None
+                }
+                None => None,
+            }
+        };
+        let Some(Detached { jid, sm: mut state, inbox, .. }) = detached.map(|d| *d) else {
+            self.output.extend_from_slice(&sm::failed("item-not-found", None));
+            return;
+        };
+        let resend = match state.resume(h) {
+            Ok(resend) => resend,
+            Err(error) => {
+                // The session cannot go on consistently; it ends as if not resumed.
+                let unacked = state.take_unacked();
+                self.end_session(&jid, unacked, Some(inbox));
+                self.fail(StreamError::with_text(error.stream_condition(), error.to_string()));
+                return;
+            }
+        };
+        tracing::debug!(%jid, resent = resend.len(), "session resumed");
+        self.output.extend_from_slice(&sm::resumed(previd, state.inbound_count()));
+        for stanza in resend {
+            self.output.extend_from_slice(&stanza);
+        }
+        self.stream.resumed(jid);
+        self.sm = Some(state);
+        self.sm_id = Some(previd.to_owned());
+        self.inbox = Some(inbox);
+    }
+
+    /// Parks the session for resumption (XEP-0198 §5) instead of ending it.
+    fn detach(mut self) {
+        let (Some(jid), Some(id), Some(inbox), Some(sm)) = (self.stream.bound().cloned(), self.sm_id.take(), self.inbox.take(), self.sm.take()) else {
+            return self.finish();
+        };
+        let timeout = Duration::from_secs(u64::from(self.shard.borrow().shared.config.limits.resume_timeout_s));
+        tracing::debug!(%jid, "connection lost; session kept for resumption");
+        let detached = Box::new(Detached { jid, connection: self.id, sm, inbox });
+        self.shard.borrow_mut().detached.insert(id.clone(), detached);
+        let shard = self.shard.clone();
+        glommio::spawn_local(async move {
+            glommio::timer::sleep(timeout).await;
+            let expired = shard.borrow_mut().detached.remove(&id);
+            if let Some(detached) = expired {
+                let Detached { jid, connection, mut sm, inbox } = *detached;
+                tracing::debug!(%jid, "resumption timed out; session ends");
+                end_session(&shard, &jid, connection, sm.take_unacked(), Some(inbox));
+            }
+        })
+        .detach();
+    }
+
+    fn end_session(&mut self, jid: &FullJid, unacked: Vec<Vec<u8>>, inbox: Option<LocalReceiver<SessionMessage>>) {
+        end_session(&self.shard, jid, self.id, unacked, inbox);
     }
 
     /// Sends envelopes for other shards, waiting when a peer's inbox is full (backpressure
@@ -578,8 +842,19 @@ impl Connection {
     fn session_message(&mut self, message: SessionMessage) -> bool {
         match message {
             SessionMessage::Stanza(bytes) => {
-                self.output.extend_from_slice(&bytes);
-                true
+                if self.inactive {
+                    if bytes.starts_with(b"<presence") && self.held.len() < confab_core::limits::CSI_HELD_STANZAS_MAX {
+                        // XEP-0352 §5: presence can wait while the client is inactive.
+                        self.held.push(bytes);
+                        return true;
+                    }
+                    // Anything else goes out now, after what was held (order is kept).
+                    for held in std::mem::take(&mut self.held) {
+                        self.emit(held);
+                    }
+                }
+                self.emit(bytes);
+                !self.stream.is_closed()
             }
             SessionMessage::Kick(error) => {
                 tracing::info!(peer = %self.peer, condition = error.condition, "session closed by the server");
@@ -608,24 +883,37 @@ impl Connection {
         }
     }
 
-    /// Leaves the session table and tells the user's other resources, if it was available.
+    /// Leaves the session table and announces the departure (RFC 6121 §4.5.2).
     fn finish(&mut self) {
         let Some(jid) = self.stream.bound().cloned() else { return };
-        let was_available = self.shard.borrow_mut().unbind(&jid, self.id);
-        if was_available {
-            // RFC 6121 §4.5.2: unavailable presence on the user's behalf.
-            let bytes = format!("<presence type='unavailable' from='{}'/>", confab_core::xml::escape_attribute(jid.as_str())).into_bytes();
-            let envelope = Envelope {
-                to: Jid::Bare(jid.bare()),
-                from: Jid::Full(jid.clone()),
-                kind: StanzaKind::Presence,
-                stanza_type: Some("unavailable".into()),
-                id: None,
-                bytes,
-            };
-            shard::dispatch_now(&self.shard, envelope);
-        }
+        // XEP-0198 §5: what the client never acknowledged (and what still waits in the inbox)
+        // is redelivered, not dropped.
+        let mut unacked = self.sm.as_mut().map(|sm| sm.take_unacked()).unwrap_or_default();
+        unacked.append(&mut std::mem::take(&mut self.held));
+        let inbox = if self.sm.is_some() { self.inbox.take() } else { None };
+        self.end_session(&jid, unacked, inbox);
         tracing::debug!(%jid, "session ended");
+    }
+}
+
+/// Ends a session: leaves the table, announces the departure, and redelivers stanzas the
+/// client never acknowledged or never got.
+fn end_session(shard: &ShardRef, jid: &FullJid, connection: u64, mut unacked: Vec<Vec<u8>>, inbox: Option<LocalReceiver<SessionMessage>>) {
+    let effects = im::session_ended(&mut shard.borrow_mut(), jid, connection, im::now_ms());
+    im::store(&shard.borrow(), effects.records);
+    for envelope in effects.envelopes {
+        shard::dispatch_now(shard, envelope);
+    }
+    if let Some(inbox) = inbox {
+        // Bounded: the inbox holds at most SESSION_INBOX_STANZAS_MAX stanzas.
+        while let Some(Some(message)) = futures_lite::future::block_on(futures_lite::future::poll_once(inbox.recv())) {
+            if let SessionMessage::Stanza(bytes) = message {
+                unacked.push(bytes);
+            }
+        }
+    }
+    if !unacked.is_empty() {
+        im::redeliver(&mut shard.borrow_mut(), &jid.bare(), unacked);
     }
 }
 
@@ -644,114 +932,6 @@ pub fn handle_auth_failure(shard: &ShardRef, address: std::net::IpAddr) {
                 tracing::warn!(shard = k, "could not forward a ban");
             }
         }
-    }
-}
-
-/// Routes a stanza from a bound client (RFC 6120 §10, RFC 6121 §8). Replies the server makes
-/// to the sender itself go straight into `output`; stanzas for users go to `outbox`.
-fn route_from_client(
-    shard: &ShardRef,
-    me: &FullJid,
-    stanza: &Stanza<'_>,
-    undirected_presence: bool,
-    output: &mut Vec<u8>,
-    outbox: &mut Vec<(usize, Envelope)>,
-) {
-    let shared = shard.borrow().shared.clone();
-    let domain = shared.config.domain.as_str();
-    let Some(kind) = StanzaKind::from_name(stanza.name) else { return };
-    let stanza_type = stanza.kind.as_deref();
-    let id = stanza.id.as_deref();
-    let to = match stanza.to.as_deref().map(Jid::parse) {
-        Some(Ok(to)) => Some(to),
-        None => None,
-        Some(Err(_)) => {
-            // RFC 6120 §8.3.3.8 jid-malformed.
-            if let Some(error) = shard::error_envelope(&Jid::Bare(me.bare()), &Jid::Full(me.clone()), kind, stanza_type, id, "jid-malformed") {
-                output.extend_from_slice(&error.bytes);
-            }
-            return;
-        }
-    };
-    let from = Jid::Full(me.clone());
-    match (kind, to) {
-        (StanzaKind::Presence, None) if undirected_presence => {
-            // RFC 6121 §4.2–4.5: the session's availability; broadcast to the user's own
-            // available resources (no roster yet, so no contacts to tell).
-            let (available, priority) = presence_state(stanza);
-            shard.borrow_mut().set_presence(me, available, priority);
-            if matches!(stanza_type, None | Some("unavailable")) {
-                let envelope = envelope(Jid::Bare(me.bare()), from, kind, stanza, me);
-                shard::dispatch_now(shard, envelope);
-            }
-        }
-        (StanzaKind::Iq, None) => {
-            // RFC 6120 §10.3.3: no `to` means the server answers on the account's behalf.
-            let element = stanza.element().ok();
-            if matches!(stanza_type, Some("result") | Some("error")) {
-                return;
-            }
-            let payload = element.as_ref().and_then(|e| e.elements().next());
-            output.extend_from_slice(&routing::server_iq(stanza_type.unwrap_or(""), id.unwrap_or(""), payload, None, me.as_str(), None));
-        }
-        (StanzaKind::Message, None) => {
-            // RFC 6121 §8.1: treated as addressed to the sender's bare JID.
-            let to = Jid::Bare(me.bare());
-            let home = shared.home_of(&to.bare());
-            outbox.push((home, envelope(to, from, kind, stanza, me)));
-        }
-        (_, None) => {}
-        (_, Some(to)) if to.domain() != domain => {
-            // No server-to-server yet: RFC 6120 §10.4.3 remote-server-not-found.
-            if let Some(error) = shard::error_envelope(&to, &from, kind, stanza_type, id, "remote-server-not-found") {
-                output.extend_from_slice(&error.bytes);
-            }
-        }
-        (_, Some(to)) if to.local().is_none() => {
-            if kind == StanzaKind::Iq && to.resource().is_none() && !matches!(stanza_type, Some("result") | Some("error")) {
-                let element = stanza.element().ok();
-                let payload = element.as_ref().and_then(|e| e.elements().next());
-                output.extend_from_slice(&routing::server_iq(stanza_type.unwrap_or(""), id.unwrap_or(""), payload, Some(domain), me.as_str(), None));
-            } else if kind != StanzaKind::Presence {
-                // RFC 6120 §10.3: nothing is served at the domain's resources or by message.
-                if let Some(error) = shard::error_envelope(&to, &from, kind, stanza_type, id, "service-unavailable") {
-                    output.extend_from_slice(&error.bytes);
-                }
-            }
-        }
-        (_, Some(to)) => {
-            let home = shared.home_of(&to.bare());
-            outbox.push((home, envelope(to, from, kind, stanza, me)));
-        }
-    }
-}
-
-fn envelope(to: Jid, from: Jid, kind: StanzaKind, stanza: &Stanza<'_>, me: &FullJid) -> Envelope {
-    Envelope {
-        to,
-        from,
-        kind,
-        stanza_type: stanza.kind.as_deref().map(Into::into),
-        id: stanza.id.as_deref().map(Into::into),
-        // The original bytes with only `from` stamped (RFC 6120 §8.1.2.1).
-        bytes: stanza.with_from(me.as_str()),
-    }
-}
-
-/// RFC 6121 §4.7.2.3: priority is an integer in -128..=127, 0 when absent; an unavailable
-/// presence makes the session unavailable.
-fn presence_state(stanza: &Stanza<'_>) -> (bool, i8) {
-    match stanza.kind.as_deref() {
-        None => {
-            let priority = stanza
-                .element()
-                .ok()
-                .and_then(|e| e.child("priority", confab_core::stream::CLIENT_NAMESPACE).map(|p| p.text()))
-                .and_then(|text| text.trim().parse::<i8>().ok())
-                .unwrap_or(0);
-            (true, priority)
-        }
-        _ => (false, 0),
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod im;
 pub mod shard;
 pub mod storage;
 pub mod tls;
@@ -25,7 +26,6 @@ use glommio::{LocalExecutorBuilder, Placement};
 
 use crate::config::Config;
 use crate::shard::{AdminReply, Shard, ShardMessage, ShardRef, Shared};
-use crate::storage::Partition;
 
 /// Bytes of the server secret that keys fake SCRAM salts (kept in the data directory so the
 /// fake salts stay stable across restarts).
@@ -51,15 +51,15 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
 
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
-    for (k, ((database, accounts), inbox)) in partitions.into_iter().zip(receivers).enumerate() {
+    for (k, (opened, inbox)) in partitions.into_iter().zip(receivers).enumerate() {
         let shared = shared.clone();
         let placement = if shared.config.pin_shards && shards <= cpus { Placement::Fixed(k) } else { Placement::Unbound };
         let handle = LocalExecutorBuilder::new(placement)
             .name(&format!("shard-{k}"))
             .io_memory(shared.config.io_memory_bytes)
             .spawn(move || async move {
-                let shard = Rc::new(RefCell::new(Shard::new(k, shared.clone(), accounts)));
-                run_shard(shard, Partition::new(database), inbox).await;
+                let shard = Rc::new(RefCell::new(Shard::new(k, shared.clone(), opened)));
+                run_shard(shard, inbox).await;
             })?;
         handles.push(handle);
     }
@@ -74,7 +74,7 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// One shard's life: listeners (SO_REUSEPORT spreads accepts over shards), and the inbox.
-async fn run_shard(shard: ShardRef, partition: Partition, inbox: async_channel::Receiver<ShardMessage>) {
+async fn run_shard(shard: ShardRef, inbox: async_channel::Receiver<ShardMessage>) {
     let shared = shard.borrow().shared.clone();
     for (address, direct_tls) in [(shared.config.listen.c2s, false), (shared.config.listen.c2s_tls, true)] {
         let Some(address) = address else { continue };
@@ -112,6 +112,7 @@ async fn run_shard(shard: ShardRef, partition: Partition, inbox: async_channel::
             ShardMessage::Ban(address, until) => shard.borrow_mut().ban(address, until),
             ShardMessage::Admin(request, reply) => {
                 let (record, answer) = shard.borrow_mut().admin(&request);
+                let partition = shard.borrow().partition.clone();
                 let answer = match record {
                     None => answer,
                     Some(record) => match partition.apply(record.clone()).await {

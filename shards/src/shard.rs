@@ -17,13 +17,15 @@ use std::time::{Duration, Instant};
 use confab_core::framer::FramerLimits;
 use confab_core::jid::{BareJid, FullJid, Jid};
 use confab_core::records::{Account, Record};
-use confab_core::routing::{self, deliver_to_account, Delivery, SessionView, StanzaKind};
+use confab_core::routing::{self, StanzaKind};
 use confab_core::stream::{StreamConfig, StreamError};
 use futures_channel::oneshot;
 use glommio::channels::local_channel::LocalSender;
 
 use crate::config::Config;
-use crate::connection::Migrant;
+use crate::connection::{Detached, Migrant};
+use crate::im::UserData;
+use crate::storage::{OpenedPartition, Partition};
 use crate::tls::TlsContext;
 
 /// Immutable state shared by every shard: the one object shards share.
@@ -108,12 +110,41 @@ pub enum SessionMessage {
     Kick(StreamError),
 }
 
-struct Session {
-    resource: String,
-    connection: u64,
-    available: bool,
-    priority: i8,
-    sender: LocalSender<SessionMessage>,
+pub(crate) struct Session {
+    pub(crate) resource: String,
+    pub(crate) connection: u64,
+    pub(crate) available: bool,
+    pub(crate) priority: i8,
+    pub(crate) sender: LocalSender<SessionMessage>,
+    /// The last available presence the session broadcast (RFC 6121 §4.2), `from` stamped;
+    /// answered to probes from subscribers.
+    pub(crate) presence: Option<Rc<[u8]>>,
+    /// Asked for the roster since binding: receives roster pushes (RFC 6121 §2.1.6).
+    pub(crate) interested: bool,
+    /// Asked for the block list: receives block pushes (XEP-0191 §3.3).
+    pub(crate) blocklist_interested: bool,
+    /// Message carbons enabled (XEP-0280 §4).
+    pub(crate) carbons: bool,
+    /// Entities that got directed presence and must hear of unavailability (RFC 6121 §4.6.3),
+    /// bounded by `DIRECTED_PRESENCE_MAX`.
+    pub(crate) directed: Vec<Jid>,
+}
+
+impl Session {
+    fn new(resource: &str, connection: u64, sender: LocalSender<SessionMessage>) -> Session {
+        Session {
+            resource: resource.to_owned(),
+            connection,
+            available: false,
+            priority: 0,
+            sender,
+            presence: None,
+            interested: false,
+            blocklist_interested: false,
+            carbons: false,
+            directed: Vec::new(),
+        }
+    }
 }
 
 /// One shard's state. Owned by its thread (behind `Rc<RefCell<_>>`); never borrowed across
@@ -121,8 +152,14 @@ struct Session {
 pub struct Shard {
     pub id: usize,
     pub shared: Arc<Shared>,
-    accounts: HashMap<String, Account>,
-    sessions: HashMap<BareJid, Vec<Session>>,
+    pub(crate) accounts: HashMap<String, Account>,
+    pub(crate) sessions: HashMap<BareJid, Vec<Session>>,
+    /// Stored state of users homed here (rosters, block lists, offline messages …), only
+    /// for users that have any.
+    pub(crate) users: HashMap<String, UserData>,
+    pub(crate) partition: Rc<Partition>,
+    /// Sessions waiting for stream resumption, by resumption id (XEP-0198 §5).
+    pub(crate) detached: HashMap<String, Box<Detached>>,
     session_count: usize,
     bans: HashMap<IpAddr, Instant>,
     failures: HashMap<IpAddr, (u32, Instant)>,
@@ -135,12 +172,16 @@ pub type ShardRef = Rc<RefCell<Shard>>;
 pub type Outgoing = Vec<Envelope>;
 
 impl Shard {
-    pub fn new(id: usize, shared: Arc<Shared>, accounts: Vec<Account>) -> Shard {
+    pub fn new(id: usize, shared: Arc<Shared>, opened: OpenedPartition) -> Shard {
+        let OpenedPartition { database, accounts, items, archive_last } = opened;
         Shard {
             id,
             shared,
             accounts: accounts.into_iter().map(|a| (a.user.clone(), a)).collect(),
             sessions: HashMap::new(),
+            users: UserData::load(items, archive_last),
+            partition: Rc::new(Partition::new(database)),
+            detached: HashMap::new(),
             session_count: 0,
             bans: HashMap::new(),
             failures: HashMap::new(),
@@ -209,106 +250,45 @@ impl Shard {
         let sessions = self.sessions.entry(jid.bare()).or_default();
         if let Some(existing) = sessions.iter_mut().find(|s| s.resource == jid.resource()) {
             let _ = offer(&existing.sender, SessionMessage::Kick(StreamError::with_text("conflict", "replaced by a new session")));
-            existing.connection = connection;
-            existing.available = false;
-            existing.priority = 0;
-            existing.sender = sender;
+            *existing = Session::new(jid.resource(), connection, sender);
             return Ok(());
         }
         if sessions.len() >= sessions_max {
             return Err("resource-constraint");
         }
-        sessions.push(Session { resource: jid.resource().to_owned(), connection, available: false, priority: 0, sender });
+        sessions.push(Session::new(jid.resource(), connection, sender));
         self.session_count += 1;
         Ok(())
     }
 
-    /// Removes the session of `connection` (if it still owns `jid`); returns whether it was
-    /// available, so the caller can announce its departure.
-    pub fn unbind(&mut self, jid: &FullJid, connection: u64) -> bool {
+    /// Removes the session of `connection` (if it still owns `jid`) and returns it, so the
+    /// caller can announce its departure.
+    pub(crate) fn unbind(&mut self, jid: &FullJid, connection: u64) -> Option<Session> {
         let bare = jid.bare();
-        let Some(sessions) = self.sessions.get_mut(&bare) else { return false };
-        let Some(index) = sessions.iter().position(|s| s.resource == jid.resource() && s.connection == connection) else {
-            return false;
-        };
+        let sessions = self.sessions.get_mut(&bare)?;
+        let index = sessions.iter().position(|s| s.resource == jid.resource() && s.connection == connection)?;
         let session = sessions.swap_remove(index);
         if sessions.is_empty() {
             self.sessions.remove(&bare);
         }
         self.session_count -= 1;
-        session.available
+        Some(session)
     }
 
-    /// Records the availability and priority a session announced (RFC 6121 §4.2, §4.7.2.3).
-    pub fn set_presence(&mut self, jid: &FullJid, available: bool, priority: i8) {
-        if let Some(session) = self
-            .sessions
-            .get_mut(&jid.bare())
-            .and_then(|sessions| sessions.iter_mut().find(|s| s.resource == jid.resource()))
-        {
-            session.available = available;
-            session.priority = priority;
-        }
+    /// The session bound to `jid`, if any.
+    pub(crate) fn session_mut(&mut self, jid: &FullJid) -> Option<&mut Session> {
+        self.sessions.get_mut(&jid.bare()).and_then(|sessions| sessions.iter_mut().find(|s| s.resource == jid.resource()))
     }
 
     pub fn session_count(&self) -> usize {
         self.session_count
     }
 
-    /// Delivers an envelope addressed to a user homed here (RFC 6121 §8.5). Returns the
-    /// replies (errors, server answers) the delivery produced, to be routed by the caller.
+    /// Delivers an envelope addressed to a user homed here (RFC 6121 §8.5, with the IM
+    /// services of im.rs). Returns the replies the delivery produced, to be routed.
     pub fn deliver_local(&mut self, envelope: Envelope) -> Outgoing {
-        let to_bare = envelope.to.bare();
-        debug_assert_eq!(self.shared.home_of(&to_bare), self.id, "stanza delivered away from its home shard");
-        let exists = to_bare.local().is_some_and(|local| self.accounts.contains_key(local));
-        let sessions = self.sessions.get(&to_bare);
-        let views: Vec<SessionView<'_>> = sessions
-            .map(|s| s.iter().map(|s| SessionView { resource: &s.resource, available: s.available, priority: s.priority }).collect())
-            .unwrap_or_default();
-        let verdict = deliver_to_account(envelope.kind, envelope.stanza_type.as_deref(), envelope.to.resource(), exists, &views);
-        match verdict {
-            Delivery::Sessions(indices) => {
-                let mut replies = Vec::new();
-                let Some(sessions) = sessions else { return replies };
-                let last = indices.len().saturating_sub(1);
-                let mut bytes = Some(envelope.bytes);
-                for (n, index) in indices.iter().enumerate() {
-                    let payload = if n == last { bytes.take().unwrap_or_default() } else { bytes.clone().unwrap_or_default() };
-                    if !offer(&sessions[*index].sender, SessionMessage::Stanza(payload)) && n == 0 {
-                        // RFC 6120 §8.3.3.18: the recipient cannot take more right now.
-                        replies.extend(error_envelope(&envelope.to, &envelope.from, envelope.kind, envelope.stanza_type.as_deref(), envelope.id.as_deref(), "resource-constraint"));
-                    }
-                }
-                replies
-            }
-            Delivery::Error(condition) => {
-                error_envelope(&envelope.to, &envelope.from, envelope.kind, envelope.stanza_type.as_deref(), envelope.id.as_deref(), condition)
-                    .into_iter()
-                    .collect()
-            }
-            Delivery::Ignore => Vec::new(),
-            Delivery::Server => {
-                // An iq to the account's bare JID, answered by the server on its behalf.
-                let element = confab_core::framer::parse_element(&envelope.bytes).ok();
-                let payload = element.as_ref().and_then(|e| e.elements().next());
-                let reply = routing::server_iq(
-                    envelope.stanza_type.as_deref().unwrap_or(""),
-                    envelope.id.as_deref().unwrap_or(""),
-                    payload,
-                    Some(to_bare.as_str()),
-                    envelope.from.as_str(),
-                    Some(to_bare.as_str()),
-                );
-                vec![Envelope {
-                    to: envelope.from.clone(),
-                    from: Jid::Bare(to_bare),
-                    kind: StanzaKind::Iq,
-                    stanza_type: Some("result".into()),
-                    id: envelope.id.clone(),
-                    bytes: reply,
-                }]
-            }
-        }
+        debug_assert_eq!(self.shared.home_of(&envelope.to.bare()), self.id, "stanza delivered away from its home shard");
+        crate::im::deliver(self, envelope)
     }
 
     /// Handles an admin request for accounts homed here. Storage writes happen in the caller
@@ -350,8 +330,11 @@ impl Shard {
             Record::AccountPut(account) => {
                 self.accounts.insert(account.user.clone(), account);
             }
+            // User state is applied to memory by im.rs before it is written.
+            Record::ItemPut { .. } | Record::ItemDelete { .. } | Record::ArchiveAppend { .. } => {}
             Record::AccountDelete { user } => {
                 self.accounts.remove(&user);
+                self.users.remove(&user);
                 // The account is gone: its sessions end (RFC 6120 §4.9.3.12 not-authorized).
                 let domain = self.shared.config.domain.clone();
                 if let Ok(bare) = BareJid::new(Some(&user), &domain) {
@@ -368,7 +351,7 @@ impl Shard {
 
 /// Queues a message for a session unless its inbox already holds
 /// `SESSION_INBOX_STANZAS_MAX` (a kick always fits: it ends the session anyway).
-fn offer(sender: &LocalSender<SessionMessage>, message: SessionMessage) -> bool {
+pub(crate) fn offer(sender: &LocalSender<SessionMessage>, message: SessionMessage) -> bool {
     let full = sender.len() >= confab_core::limits::SESSION_INBOX_STANZAS_MAX;
     if full && matches!(message, SessionMessage::Stanza(_)) {
         return false;

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use confab_core::records::{Account, Record};
+use confab_core::records::{Account, ItemKind, Record};
 use futures_channel::oneshot;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 
@@ -19,6 +19,10 @@ use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
 const ACCOUNTS: TableDefinition<&str, &[u8]> = TableDefinition::new("accounts");
 /// The record log: sequence number → rkyv bytes of `Record`.
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
+/// Per-user state beside the account: (user, `ItemKind` code, key) → value.
+const ITEMS: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new("items");
+/// Message archives (XEP-0313): (user, archive id) → rkyv bytes of `ArchivedMessage`.
+const ARCHIVE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("archive");
 
 /// Records kept in each partition's log. Older ones are trimmed in the same transaction that
 /// appends, so the log (kept for replication catch-up) has a fixed worst-case size.
@@ -26,6 +30,11 @@ pub const LOG_RECORDS_KEPT: u64 = 100_000;
 
 /// Records written in one transaction at most; a batch waits for the previous commit.
 pub const COMMIT_BATCH_RECORDS_MAX: usize = 1024;
+
+/// Records waiting for a commit beyond which the partition reports congestion: callers then
+/// refuse work that needs a write (a `wait` error the sender retries) instead of queueing
+/// without bound behind a slow disk.
+pub const PENDING_RECORDS_MAX: usize = 64 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -38,10 +47,25 @@ pub enum StorageError {
 }
 
 /// A record waiting for the next group commit, with whom to tell when it is durable.
-type PendingRecord = (Record, oneshot::Sender<Result<(), String>>);
+type PendingRecord = (Record, Option<oneshot::Sender<Result<(), String>>>);
 
-/// An opened partition and the accounts read from it.
-pub type OpenedPartition = (Arc<Database>, Vec<Account>);
+/// One stored item of a user's state, as read at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredItem {
+    pub user: String,
+    pub kind: ItemKind,
+    pub key: String,
+    pub value: Vec<u8>,
+}
+
+/// An opened partition with the accounts and user state read from it.
+pub struct OpenedPartition {
+    pub database: Arc<Database>,
+    pub accounts: Vec<Account>,
+    pub items: Vec<StoredItem>,
+    /// The newest archive id of each account that has an archive (ids are never reused).
+    pub archive_last: Vec<(String, u64)>,
+}
 
 /// One shard's partition, owned by that shard's thread.
 pub struct Partition {
@@ -54,8 +78,39 @@ impl Partition {
     /// Writes `record` durably (group commit with whatever else is pending). Resolves once
     /// the transaction that holds it has committed.
     pub async fn apply(&self, record: Record) -> Result<(), StorageError> {
+        self.apply_all(vec![record]).await
+    }
+
+    /// Writes `records` durably, in order; resolves once the last one has committed.
+    pub async fn apply_all(&self, records: Vec<Record>) -> Result<(), StorageError> {
+        match self.submit(records).await {
+            Ok(result) => result.map_err(StorageError::Write),
+            Err(_) => Err(StorageError::Write("writer stopped".into())),
+        }
+    }
+
+    /// True when `PENDING_RECORDS_MAX` records already wait: check before `submit` on paths
+    /// fed by the network.
+    pub fn is_congested(&self) -> bool {
+        self.pending.borrow().len() >= PENDING_RECORDS_MAX
+    }
+
+    /// Queues `records` for the next group commit now (so writes keep the order of calls,
+    /// even from code that cannot wait) and returns what resolves when the last is durable.
+    pub fn submit(&self, records: Vec<Record>) -> oneshot::Receiver<Result<(), String>> {
         let (reply, done) = oneshot::channel();
-        self.pending.borrow_mut().push((record, reply));
+        let count = records.len();
+        if count == 0 {
+            let _ = reply.send(Ok(()));
+            return done;
+        }
+        {
+            let mut pending = self.pending.borrow_mut();
+            let mut reply = Some(reply);
+            for (n, record) in records.into_iter().enumerate() {
+                pending.push((record, if n + 1 == count { reply.take() } else { None }));
+            }
+        }
         let start_writer = !std::mem::replace(&mut *self.writer_running.borrow_mut(), true);
         if start_writer {
             let database = self.database.clone();
@@ -77,17 +132,17 @@ impl Partition {
                     let result = glommio::executor()
                         .spawn_blocking(move || commit(&database, &records).map_err(|e| e.to_string()))
                         .await;
-                    for reply in replies {
+                    if let Err(error) = &result {
+                        tracing::error!(%error, "store write failed");
+                    }
+                    for reply in replies.into_iter().flatten() {
                         let _ = reply.send(result.clone());
                     }
                 }
             })
             .detach();
         }
-        match done.await {
-            Ok(result) => result.map_err(StorageError::Write),
-            Err(_) => Err(StorageError::Write("writer stopped".into())),
-        }
+        done
     }
 }
 
@@ -113,6 +168,7 @@ pub fn open_partitions(
         k += 1;
     }
     let mut loaded: Vec<Vec<Account>> = vec![Vec::new(); shards];
+    // (index into databases, or shards + index into extra; the account).
     let mut moves: Vec<(usize, Account)> = Vec::new();
     for (k, database) in databases.iter().enumerate() {
         for account in read_accounts(database)? {
@@ -124,15 +180,30 @@ pub fn open_partitions(
             }
         }
     }
-    for (_, database) in &extra {
+    for (i, (_, database)) in extra.iter().enumerate() {
         for account in read_accounts(database)? {
-            moves.push((usize::MAX, account));
+            moves.push((shards + i, account));
         }
     }
     for (source, account) in moves {
         let target = home(&account.user);
-        commit(&databases[target], &[Record::AccountPut(account.clone())])?;
-        if source != usize::MAX {
+        let from = if source < shards { databases.get(source) } else { extra.get(source - shards).map(|(_, d)| d) };
+        // The account's state and archive travel with it, in the same order: copy, then
+        // delete at the source, so a crash in between leaves a duplicate, never a loss.
+        let mut copy = vec![Record::AccountPut(account.clone())];
+        let mut archive = Vec::new();
+        if let Some(from) = from {
+            copy.extend(read_user_items(from, &account.user)?.into_iter().map(|item| Record::ItemPut {
+                user: item.user,
+                kind: item.kind,
+                key: item.key,
+                value: item.value,
+            }));
+            archive = read_archive(from, &account.user, 0, u64::MAX, usize::MAX, false)?;
+        }
+        commit(&databases[target], &copy)?;
+        copy_archive(&databases[target], &account.user, &archive)?;
+        if source < shards {
             commit(&databases[source], &[Record::AccountDelete { user: account.user.clone() }])?;
         }
         tracing::info!(user = %account.user, from = source, to = target, "moved account to its new home shard");
@@ -142,13 +213,98 @@ pub fn open_partitions(
         drop(database);
         std::fs::remove_file(&path).map_err(|e| StorageError::Open { path: path.clone(), message: e.to_string() })?;
     }
-    Ok(databases.into_iter().map(Arc::new).zip(loaded).collect())
+    let mut opened = Vec::with_capacity(shards);
+    for (database, accounts) in databases.into_iter().zip(loaded) {
+        let items = read_items(&database)?;
+        let mut archive_last = Vec::new();
+        for account in &accounts {
+            if let Some((id, _)) = read_archive(&database, &account.user, 0, u64::MAX, 1, true)?.pop() {
+                archive_last.push((account.user.clone(), id));
+            }
+        }
+        opened.push(OpenedPartition { database: Arc::new(database), accounts, items, archive_last });
+    }
+    Ok(opened)
+}
+
+fn read_items(database: &Database) -> Result<Vec<StoredItem>, StorageError> {
+    let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
+    let txn = database.begin_read().map_err(|e| read(&e))?;
+    let table = txn.open_table(ITEMS).map_err(|e| read(&e))?;
+    let mut items = Vec::new();
+    for entry in table.iter().map_err(|e| read(&e))? {
+        let (key, value) = entry.map_err(|e| read(&e))?;
+        let (user, code, item_key) = key.value();
+        match ItemKind::from_code(code) {
+            Some(kind) => items.push(StoredItem { user: user.to_owned(), kind, key: item_key.to_owned(), value: value.value().to_vec() }),
+            None => tracing::error!(user, code, "stored item of an unknown kind left in place"),
+        }
+    }
+    Ok(items)
+}
+
+fn read_user_items(database: &Database, user: &str) -> Result<Vec<StoredItem>, StorageError> {
+    Ok(read_items(database)?.into_iter().filter(|item| item.user == user).collect())
+}
+
+fn copy_archive(database: &Database, user: &str, messages: &[(u64, Vec<u8>)]) -> Result<(), StorageError> {
+    let write = |e: &dyn std::fmt::Display| StorageError::Write(e.to_string());
+    let txn = database.begin_write().map_err(|e| write(&e))?;
+    {
+        let mut archive = txn.open_table(ARCHIVE).map_err(|e| write(&e))?;
+        for (id, bytes) in messages {
+            archive.insert((user, *id), bytes.as_slice()).map_err(|e| write(&e))?;
+        }
+    }
+    txn.commit().map_err(|e| write(&e))
 }
 
 impl Partition {
     pub fn new(database: Arc<Database>) -> Partition {
         Partition { database, pending: Rc::new(RefCell::new(Vec::new())), writer_running: Rc::new(RefCell::new(false)) }
     }
+
+    /// Reads a user's archived messages with ids in `first..=last`, oldest first, at most
+    /// `limit` of them from the `newest_first` end. Runs on the blocking pool: a read
+    /// transaction never stalls the shard.
+    pub async fn archive_range(&self, user: &str, first: u64, last: u64, limit: usize, newest_first: bool) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+        let database = self.database.clone();
+        let user = user.to_owned();
+        glommio::executor()
+            .spawn_blocking(move || read_archive(&database, &user, first, last, limit, newest_first))
+            .await
+    }
+}
+
+fn read_archive(database: &Database, user: &str, first: u64, last: u64, limit: usize, newest_first: bool) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+    let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
+    if first > last {
+        return Ok(Vec::new());
+    }
+    let txn = database.begin_read().map_err(|e| read(&e))?;
+    let table = txn.open_table(ARCHIVE).map_err(|e| read(&e))?;
+    let range = table.range((user, first)..=(user, last)).map_err(|e| read(&e))?;
+    let mut out = Vec::new();
+    let mut push = |entry: Result<(redb::AccessGuard<'_, (&str, u64)>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| -> Result<bool, StorageError> {
+        let (key, value) = entry.map_err(|e| read(&e))?;
+        out.push((key.value().1, value.value().to_vec()));
+        Ok(out.len() < limit)
+    };
+    if newest_first {
+        for entry in range.rev() {
+            if !push(entry)? {
+                break;
+            }
+        }
+        out.reverse();
+    } else {
+        for entry in range {
+            if !push(entry)? {
+                break;
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn partition_path(data_dir: &Path, shard: usize) -> PathBuf {
@@ -162,6 +318,8 @@ fn open_database(path: &Path) -> Result<Database, StorageError> {
     {
         txn.open_table(ACCOUNTS).map_err(|e| StorageError::Open { path: path.into(), message: e.to_string() })?;
         txn.open_table(LOG).map_err(|e| StorageError::Open { path: path.into(), message: e.to_string() })?;
+        txn.open_table(ITEMS).map_err(|e| StorageError::Open { path: path.into(), message: e.to_string() })?;
+        txn.open_table(ARCHIVE).map_err(|e| StorageError::Open { path: path.into(), message: e.to_string() })?;
     }
     txn.commit().map_err(|e| StorageError::Open { path: path.into(), message: e.to_string() })?;
     Ok(database)
@@ -191,6 +349,8 @@ fn commit(database: &Database, records: &[Record]) -> Result<(), StorageError> {
     {
         let mut log = txn.open_table(LOG).map_err(|e| write(&e))?;
         let mut accounts = txn.open_table(ACCOUNTS).map_err(|e| write(&e))?;
+        let mut items = txn.open_table(ITEMS).map_err(|e| write(&e))?;
+        let mut archive = txn.open_table(ARCHIVE).map_err(|e| write(&e))?;
         let first = match log.last().map_err(|e| write(&e))? {
             Some((seq, _)) => seq.value() + 1,
             None => 1,
@@ -206,6 +366,22 @@ fn commit(database: &Database, records: &[Record]) -> Result<(), StorageError> {
                 }
                 Record::AccountDelete { user } => {
                     accounts.remove(user.as_str()).map_err(|e| write(&e))?;
+                    // Everything stored for the account goes with it.
+                    let user = user.as_str();
+                    items.retain_in((user, 0u8, "")..=(user, u8::MAX, "\u{10ffff}"), |_, _| false).map_err(|e| write(&e))?;
+                    archive.retain_in((user, 0u64)..=(user, u64::MAX), |_, _| false).map_err(|e| write(&e))?;
+                }
+                Record::ItemPut { user, kind, key, value } => {
+                    items.insert((user.as_str(), kind.code(), key.as_str()), value.as_slice()).map_err(|e| write(&e))?;
+                }
+                Record::ItemDelete { user, kind, key } => {
+                    items.remove((user.as_str(), kind.code(), key.as_str())).map_err(|e| write(&e))?;
+                }
+                Record::ArchiveAppend { user, id, kept, message } => {
+                    archive.insert((user.as_str(), *id), message.as_slice()).map_err(|e| write(&e))?;
+                    if *id > *kept {
+                        archive.remove((user.as_str(), id - kept)).map_err(|e| write(&e))?;
+                    }
                 }
             }
         }
@@ -230,24 +406,53 @@ mod tests {
     }
 
     #[test]
+    fn archive_is_bounded_and_reads_from_either_end() {
+        let dir = scratch_dir("archive");
+        let partitions = open_partitions(&dir, 1, |_| 0).expect("open");
+        let database = &partitions[0].database;
+        for id in 1..=8u64 {
+            commit(database, &[Record::ArchiveAppend { user: "a".into(), id, kept: 5, message: vec![id as u8] }]).expect("append");
+        }
+        let all = read_archive(database, "a", 0, u64::MAX, 100, false).expect("read");
+        assert_eq!(all.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [4, 5, 6, 7, 8], "only the newest `kept` remain");
+        let newest = read_archive(database, "a", 0, u64::MAX, 2, true).expect("read");
+        assert_eq!(newest.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [7, 8]);
+        let oldest = read_archive(database, "a", 5, 7, 2, false).expect("read");
+        assert_eq!(oldest.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [5, 6]);
+        assert!(read_archive(database, "b", 0, u64::MAX, 100, false).expect("read").is_empty());
+        drop(partitions);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
     fn accounts_survive_reopen_and_follow_a_shard_count_change() {
         let dir = scratch_dir("repartition");
         let users = ["a", "b", "c", "d", "e", "f"];
         let home2 = |u: &str| (u.as_bytes()[0] as usize) % 2;
         let partitions = open_partitions(&dir, 2, home2).expect("open");
         for user in users {
-            commit(&partitions[home2(user)].0, &[Record::AccountPut(account(user))]).expect("commit");
+            let database = &partitions[home2(user)].database;
+            commit(database, &[Record::AccountPut(account(user))]).expect("commit");
+            let item = Record::ItemPut { user: user.into(), kind: ItemKind::Roster, key: "x@y".into(), value: vec![7] };
+            commit(database, &[item]).expect("item");
+            let message = Record::ArchiveAppend { user: user.into(), id: 1, kept: 10, message: vec![8] };
+            commit(database, &[message]).expect("archive");
         }
-        commit(&partitions[home2("f")].0, &[Record::AccountDelete { user: "f".into() }]).expect("delete");
+        commit(&partitions[home2("f")].database, &[Record::AccountDelete { user: "f".into() }]).expect("delete");
+        assert!(read_user_items(&partitions[home2("f")].database, "f").expect("items").is_empty(), "deleting an account deletes its state");
         drop(partitions);
 
         let home3 = |u: &str| (u.as_bytes()[0] as usize) % 3;
         let partitions = open_partitions(&dir, 3, home3).expect("reopen with 3 shards");
         let mut seen = Vec::new();
-        for (k, (_, accounts)) in partitions.iter().enumerate() {
-            for account in accounts {
+        for (k, partition) in partitions.iter().enumerate() {
+            for account in &partition.accounts {
                 assert_eq!(home3(&account.user), k, "{} lives on its home shard", account.user);
                 seen.push(account.user.clone());
+                let items = read_user_items(&partition.database, &account.user).expect("items");
+                assert_eq!(items.len(), 1, "{}'s roster moved with it", account.user);
+                let archive = read_archive(&partition.database, &account.user, 0, u64::MAX, 100, false).expect("archive");
+                assert_eq!(archive, vec![(1, vec![8])], "{}'s archive moved with it", account.user);
             }
         }
         seen.sort();
@@ -256,7 +461,8 @@ mod tests {
 
         let home1 = |_: &str| 0;
         let partitions = open_partitions(&dir, 1, home1).expect("reopen with 1 shard");
-        assert_eq!(partitions[0].1.len(), 5);
+        assert_eq!(partitions[0].accounts.len(), 5);
+        assert_eq!(partitions[0].items.len(), 5);
         assert!(!partition_path(&dir, 1).exists(), "drained partitions are removed");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -98,7 +98,9 @@ fn server_iqs() {
     lee.send("<iq to='localhost' type='get' id='d2'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
     assert!(lee.expect("id='d2'").contains("type='result'"));
     lee.send("<iq type='get' id='v1'><query xmlns='jabber:iq:version'/></iq>");
-    assert!(lee.expect("id='v1'").contains("<service-unavailable"));
+    assert!(lee.expect("id='v1'").contains("<name>Confab</name>"));
+    lee.send("<iq type='get' id='u1'><query xmlns='urn:example:unknown'/></iq>");
+    assert!(lee.expect("id='u1'").contains("<service-unavailable"));
     lee.send("<iq to='lee@localhost' type='get' id='d3'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
     let account = lee.expect("id='d3'");
     assert!(account.contains("category='account'"), "{account}");

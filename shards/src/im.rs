@@ -1,0 +1,1276 @@
+//! Instant messaging for the users homed on this shard: rosters and subscriptions (RFC 6121
+//! §2–3), presence broadcast, probes and directed presence (§4), offline messages (XEP-0160),
+//! message carbons (XEP-0280), the user archive (XEP-0313), blocking (XEP-0191), private XML
+//! storage (XEP-0049), vCards (XEP-0054), last activity (XEP-0012), software version
+//! (XEP-0092) and entity time (XEP-0202).
+//!
+//! Everything here runs on the home shard of the user whose state it touches: a contact's
+//! roster is only ever read on the contact's home shard, reached by routing a stanza there.
+//! Changes are applied to memory first and then handed to the partition as `Record`s, in call
+//! order; a reply that acknowledges a change (a roster set's result) is sent only once its
+//! records are durable. The decisions themselves (subscription state machine, parsing, the
+//! elements sent) live in confab-core; this module applies them to the shard's tables and
+//! does no socket I/O.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
+
+use confab_core::archive::{self, ArchiveQuery, ArchivedMessage, Preferences, MAM_NAMESPACE};
+use confab_core::blocking::{self, BlockingRequest, BLOCKING_NAMESPACE};
+use confab_core::carbons::{self, CARBONS_NAMESPACE};
+use confab_core::framer::{parse_element, Stanza};
+use confab_core::jid::{BareJid, FullJid, Jid};
+use confab_core::records::{ItemKind, Record};
+use confab_core::roster::{self, RosterItem, RosterSet, Subscription, SubscriptionStanza, ROSTER_NAMESPACE};
+use confab_core::routing::{self, deliver_to_account, error_reply, iq_result, Delivery, SessionView, StanzaKind};
+use confab_core::xml::{escape_attribute, Element, Node};
+use rand::distr::{Alphanumeric, SampleString as _};
+
+use crate::shard::{error_envelope, offer, Envelope, Outgoing, SessionMessage, Shard};
+use crate::storage::StoredItem;
+
+/// XEP-0054 vCard namespace.
+pub const VCARD_NAMESPACE: &str = "vcard-temp";
+/// XEP-0049 private XML storage namespace.
+pub const PRIVATE_NAMESPACE: &str = "jabber:iq:private";
+/// XEP-0012 last activity namespace.
+pub const LAST_NAMESPACE: &str = "jabber:iq:last";
+/// XEP-0092 software version namespace.
+pub const VERSION_NAMESPACE: &str = "jabber:iq:version";
+/// XEP-0202 entity time namespace.
+pub const TIME_NAMESPACE: &str = "urn:xmpp:time";
+/// XEP-0359 unique and stable stanza ids.
+pub const STANZA_ID_NAMESPACE: &str = "urn:xmpp:sid:0";
+/// XEP-0160 offline storage feature.
+pub const OFFLINE_FEATURE: &str = "msgoffline";
+
+/// Features the server itself advertises in disco#info (XEP-0030 §3.1): only what works.
+pub const SERVER_FEATURES: &[&str] = &[
+    routing::DISCO_INFO_NAMESPACE,
+    routing::DISCO_ITEMS_NAMESPACE,
+    routing::PING_NAMESPACE,
+    ROSTER_NAMESPACE,
+    VCARD_NAMESPACE,
+    PRIVATE_NAMESPACE,
+    LAST_NAMESPACE,
+    VERSION_NAMESPACE,
+    TIME_NAMESPACE,
+    CARBONS_NAMESPACE,
+    BLOCKING_NAMESPACE,
+    OFFLINE_FEATURE,
+];
+
+/// Features of an account's bare JID (XEP-0313 §7 advertises MAM there).
+pub const ACCOUNT_FEATURES: &[&str] = &[routing::DISCO_INFO_NAMESPACE, MAM_NAMESPACE, STANZA_ID_NAMESPACE, LAST_NAMESPACE, VCARD_NAMESPACE];
+
+/// One user's stored state, kept in memory on the home shard.
+#[derive(Debug, Default)]
+pub struct UserData {
+    /// Roster entries by contact bare JID, including hidden pending-in requests.
+    pub roster: BTreeMap<String, RosterItem>,
+    pub roster_version: u64,
+    pub blocklist: BTreeSet<String>,
+    /// XEP-0049 fragments by "{namespace} {name}".
+    pub private: BTreeMap<String, String>,
+    pub vcard: Option<String>,
+    pub preferences: Preferences,
+    /// XEP-0160 messages by arrival sequence, already carrying their `<delay/>`.
+    pub offline: BTreeMap<u64, Vec<u8>>,
+    /// The newest archive id used (0: none yet).
+    pub archive_last: u64,
+    /// XEP-0012: when the last session ended (ms) and its status text.
+    pub last_activity: Option<(u64, String)>,
+}
+
+impl UserData {
+    /// Rebuilds the tables from the store at start-up. Unreadable values are reported and
+    /// skipped (they stay on disk for an operator).
+    pub fn load(items: Vec<StoredItem>, archive_last: Vec<(String, u64)>) -> HashMap<String, UserData> {
+        let mut users: HashMap<String, UserData> = HashMap::new();
+        for item in items {
+            let data = users.entry(item.user.clone()).or_default();
+            if let Err(error) = data.apply(item.kind, &item.key, &item.value) {
+                tracing::error!(user = %item.user, kind = ?item.kind, key = %item.key, %error, "unreadable stored item skipped");
+            }
+        }
+        for (user, last) in archive_last {
+            users.entry(user).or_default().archive_last = last;
+        }
+        users
+    }
+
+    fn apply(&mut self, kind: ItemKind, key: &str, value: &[u8]) -> Result<(), String> {
+        let text = || String::from_utf8(value.to_vec()).map_err(|e| e.to_string());
+        match kind {
+            ItemKind::Roster => {
+                self.roster.insert(key.to_owned(), RosterItem::decode(value)?);
+            }
+            ItemKind::RosterVersion => self.roster_version = read_u64(value)?,
+            ItemKind::Block => {
+                self.blocklist.insert(key.to_owned());
+            }
+            ItemKind::Private => {
+                self.private.insert(key.to_owned(), text()?);
+            }
+            ItemKind::Vcard => self.vcard = Some(text()?),
+            ItemKind::ArchivePreferences => self.preferences = Preferences::decode(value)?,
+            ItemKind::Offline => {
+                let sequence = key.parse::<u64>().map_err(|e| e.to_string())?;
+                self.offline.insert(sequence, value.to_vec());
+            }
+            ItemKind::LastActivity => {
+                let stamp = read_u64(value.get(..8).unwrap_or_default())?;
+                let status = String::from_utf8(value.get(8..).unwrap_or_default().to_vec()).map_err(|e| e.to_string())?;
+                self.last_activity = Some((stamp, status));
+            }
+        }
+        Ok(())
+    }
+
+    /// Is `address` blocked (XEP-0191 §3.5 with XEP-0016 §2.1 matching)?
+    pub fn is_blocked(&self, address: &str) -> bool {
+        !self.blocklist.is_empty() && self.blocklist.iter().any(|entry| blocking::matches(entry, address))
+    }
+
+    fn subscription(&self, contact: &str) -> Subscription {
+        self.roster.get(contact).map(|item| item.subscription).unwrap_or(Subscription::None)
+    }
+
+    /// Contacts that receive the user's presence (subscription from or both).
+    fn presence_subscribers(&self) -> Vec<String> {
+        self.roster
+            .values()
+            .filter(|item| matches!(item.subscription, Subscription::From | Subscription::Both))
+            .filter(|item| !self.is_blocked(&item.jid))
+            .map(|item| item.jid.clone())
+            .collect()
+    }
+}
+
+fn read_u64(bytes: &[u8]) -> Result<u64, String> {
+    let array: [u8; 8] = bytes.try_into().map_err(|_| "expected 8 bytes".to_owned())?;
+    Ok(u64::from_le_bytes(array))
+}
+
+/// What handling a client's stanza produced beyond direct session deliveries.
+#[derive(Default)]
+pub struct Effects {
+    /// Stanzas for the acting connection, written once `records` are durable.
+    pub reply: Vec<Vec<u8>>,
+    /// Stanzas to route (to this shard or others).
+    pub envelopes: Vec<Envelope>,
+    /// State changes to make durable, in order.
+    pub records: Vec<Record>,
+    /// A MAM query to run against the store (it reads from disk, so the connection runs it).
+    pub archive_query: Option<ArchiveRequest>,
+}
+
+/// A XEP-0313 query waiting for its read.
+pub struct ArchiveRequest {
+    pub user: String,
+    pub requester: String,
+    pub id: String,
+    pub query: ArchiveQuery,
+}
+
+/// Milliseconds since the Unix epoch (the one clock the IM services read).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+fn token() -> String {
+    Alphanumeric.sample_string(&mut rand::rng(), 12)
+}
+
+fn presence_bytes(stanza_type: &str, from: &str, to: &str) -> Vec<u8> {
+    format!("<presence type='{}' from='{}' to='{}'/>", stanza_type, escape_attribute(from), escape_attribute(to)).into_bytes()
+}
+
+fn presence_envelope(to: Jid, from: Jid, stanza_type: Option<&str>, bytes: Vec<u8>) -> Envelope {
+    Envelope { to, from, kind: StanzaKind::Presence, stanza_type: stanza_type.map(Into::into), id: None, bytes }
+}
+
+/// The bytes of an unavailable presence from `from` (RFC 6121 §4.5.2).
+fn unavailable_from(from: &FullJid) -> Vec<u8> {
+    format!("<presence type='unavailable' from='{}'/>", escape_attribute(from.as_str())).into_bytes()
+}
+
+// ---------------------------------------------------------------------------------------
+// Stanzas from the user's own clients.
+// ---------------------------------------------------------------------------------------
+
+/// Handles a stanza from a bound client of a user homed here (RFC 6120 §10, RFC 6121 §8).
+/// `undirected` is true for presence without `to`.
+pub fn from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, undirected: bool, now_ms: u64) -> Effects {
+    let mut fx = Effects::default();
+    let domain = shard.shared.config.domain.clone();
+    let Some(kind) = StanzaKind::from_name(stanza.name) else { return fx };
+    let stanza_type = stanza.kind.as_deref();
+    let id = stanza.id.as_deref();
+    let from = Jid::Full(me.clone());
+    let to = match stanza.to.as_deref().map(Jid::parse) {
+        Some(Ok(to)) => Some(to),
+        None => None,
+        Some(Err(_)) => {
+            // RFC 6120 §8.3.3.8 jid-malformed.
+            if let Some(error) = error_envelope(&Jid::Bare(me.bare()), &from, kind, stanza_type, id, "jid-malformed") {
+                fx.reply.push(error.bytes);
+            }
+            return fx;
+        }
+    };
+    let user = me.local().unwrap_or_default().to_owned();
+    if let Some(to) = &to {
+        // XEP-0191 §3.5: nothing goes out to a blocked entity; messages and iqs bounce.
+        if shard.users.get(&user).is_some_and(|data| data.is_blocked(to.as_str())) {
+            if kind != StanzaKind::Presence && !matches!(stanza_type, Some("error") | Some("result")) {
+                fx.reply.push(blocking::blocked_error(kind.name(), id, to.as_str(), me.as_str()));
+            }
+            return fx;
+        }
+    }
+    match kind {
+        StanzaKind::Presence => presence_from_client(shard, me, stanza, to, undirected, now_ms, &mut fx),
+        StanzaKind::Iq => {
+            let own_account = match &to {
+                None => true,
+                Some(Jid::Bare(bare)) => *bare == me.bare(),
+                Some(Jid::Full(_)) => false,
+            };
+            if own_account {
+                if matches!(stanza_type, Some("result") | Some("error")) {
+                    // Answers to roster or block pushes: nothing to do (RFC 6121 §2.1.6).
+                    return fx;
+                }
+                let element = stanza.element().ok();
+                let payload = element.as_ref().and_then(|e| e.elements().next());
+                own_iq(shard, me, stanza_type.unwrap_or(""), id.unwrap_or(""), payload, to.is_some(), now_ms, &mut fx);
+            } else {
+                let to = to.unwrap_or_else(|| Jid::Bare(me.bare()));
+                route_or_answer(shard, me, kind, stanza, to, &domain, now_ms, &mut fx);
+            }
+        }
+        StanzaKind::Message => {
+            // RFC 6121 §8.1: no `to` means the sender's bare JID.
+            let to = to.unwrap_or_else(|| Jid::Bare(me.bare()));
+            if to.local().is_some() && to.domain() == domain {
+                message_from_client(shard, me, stanza, &to, now_ms, &mut fx);
+            }
+            route_or_answer(shard, me, kind, stanza, to, &domain, now_ms, &mut fx);
+        }
+    }
+    fx
+}
+
+/// Routes a stanza to a user, or answers it for the server (RFC 6120 §10.3–10.4).
+#[allow(clippy::too_many_arguments)]
+fn route_or_answer(shard: &mut Shard, me: &FullJid, kind: StanzaKind, stanza: &Stanza<'_>, to: Jid, domain: &str, now_ms: u64, fx: &mut Effects) {
+    let stanza_type = stanza.kind.as_deref();
+    let id = stanza.id.as_deref();
+    let from = Jid::Full(me.clone());
+    if to.domain() != domain {
+        // No server-to-server yet: RFC 6120 §10.4.3 remote-server-not-found.
+        if let Some(error) = error_envelope(&to, &from, kind, stanza_type, id, "remote-server-not-found") {
+            fx.reply.push(error.bytes);
+        }
+        return;
+    }
+    if to.local().is_none() {
+        if kind == StanzaKind::Iq && to.resource().is_none() && !matches!(stanza_type, Some("result") | Some("error")) {
+            let element = stanza.element().ok();
+            let payload = element.as_ref().and_then(|e| e.elements().next());
+            fx.reply.push(server_iq(shard, stanza_type.unwrap_or(""), id.unwrap_or(""), payload, me.as_str(), now_ms));
+        } else if kind != StanzaKind::Presence {
+            // RFC 6120 §10.3: nothing is served at the domain's resources or by message.
+            if let Some(error) = error_envelope(&to, &from, kind, stanza_type, id, "service-unavailable") {
+                fx.reply.push(error.bytes);
+            }
+        }
+        return;
+    }
+    fx.envelopes.push(Envelope {
+        to,
+        from,
+        kind,
+        stanza_type: stanza_type.map(Into::into),
+        id: id.map(Into::into),
+        // The original bytes with only `from` stamped (RFC 6120 §8.1.2.1).
+        bytes: stanza.with_from(me.as_str()),
+    });
+}
+
+/// The server's own answers at the domain: ping, disco, version, time, uptime.
+fn server_iq(shard: &Shard, stanza_type: &str, id: &str, payload: Option<&Element>, requester: &str, now_ms: u64) -> Vec<u8> {
+    let domain = shard.shared.config.domain.as_str();
+    let Some(payload) = payload else {
+        return routing::server_iq(stanza_type, id, None, Some(domain), requester, None);
+    };
+    match (stanza_type, payload.name.as_str(), payload.namespace.as_str()) {
+        ("get", "query", VERSION_NAMESPACE) => {
+            // XEP-0092 §2.1: name and version; the operating system is not disclosed.
+            let query = Element::new("query", VERSION_NAMESPACE)
+                .with_child(Element::new("name", VERSION_NAMESPACE).with_text("Confab"))
+                .with_child(Element::new("version", VERSION_NAMESPACE).with_text(env!("CARGO_PKG_VERSION")));
+            iq_result(id, Some(domain), requester, Some(&query))
+        }
+        ("get", "time", TIME_NAMESPACE) => {
+            // XEP-0202 §3: the server keeps UTC.
+            let time = Element::new("time", TIME_NAMESPACE)
+                .with_child(Element::new("tzo", TIME_NAMESPACE).with_text("+00:00"))
+                .with_child(Element::new("utc", TIME_NAMESPACE).with_text(&confab_core::time::format_timestamp(now_ms)));
+            iq_result(id, Some(domain), requester, Some(&time))
+        }
+        ("get", "query", LAST_NAMESPACE) => {
+            // XEP-0012 §6: a server answers with its uptime.
+            let uptime = shard.shared.started.elapsed().as_secs();
+            let query = Element::new("query", LAST_NAMESPACE).with_attribute("seconds", &uptime.to_string());
+            iq_result(id, Some(domain), requester, Some(&query))
+        }
+        ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => {
+            let mut query = Element::new("query", routing::DISCO_INFO_NAMESPACE).with_child(
+                Element::new("identity", routing::DISCO_INFO_NAMESPACE)
+                    .with_attribute("category", "server")
+                    .with_attribute("type", "im")
+                    .with_attribute("name", "Confab"),
+            );
+            for feature in SERVER_FEATURES {
+                query = query.with_child(Element::new("feature", routing::DISCO_INFO_NAMESPACE).with_attribute("var", feature));
+            }
+            iq_result(id, Some(domain), requester, Some(&query))
+        }
+        _ => routing::server_iq(stanza_type, id, Some(payload), Some(domain), requester, None),
+    }
+}
+
+fn presence_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to: Option<Jid>, undirected: bool, now_ms: u64, fx: &mut Effects) {
+    let stanza_type = stanza.kind.as_deref();
+    let user = me.local().unwrap_or_default().to_owned();
+    match (to, stanza_type) {
+        (None, None) if undirected => available_from_client(shard, me, stanza, fx),
+        (None, Some("unavailable")) if undirected => {
+            let bytes = stanza.with_from(me.as_str());
+            unavailable_broadcast(shard, me, bytes, fx);
+        }
+        // Subscription stanzas, probes and errors need an addressee; a client must not probe
+        // (RFC 6121 §4.3); all are ignored without one.
+        (None, _) => {}
+        (Some(to), Some(kind)) if SubscriptionStanza::from_type(kind).is_some() => {
+            let Some(stanza_kind) = SubscriptionStanza::from_type(kind) else { return };
+            let contact = to.bare();
+            if contact.domain() != shard.shared.config.domain || contact.local().is_none() || contact == me.bare() {
+                // No server-to-server; subscribing to oneself or a domain is meaningless.
+                return;
+            }
+            outbound_subscription(shard, me, &user, &contact, stanza_kind, stanza, fx);
+        }
+        (Some(_), Some("probe")) => {}
+        (Some(to), stanza_type) => {
+            // Directed presence (RFC 6121 §4.6): routed as is; remembered so the entity hears
+            // of our unavailability, unless it is a subscriber that hears anyway.
+            let subscriber = shard
+                .users
+                .get(&user)
+                .is_some_and(|data| matches!(data.subscription(to.bare().as_str()), Subscription::From | Subscription::Both));
+            if let Some(session) = shard.session_mut(me) {
+                match stanza_type {
+                    None if !subscriber && session.available => {
+                        if !session.directed.contains(&to) {
+                            if session.directed.len() >= confab_core::limits::DIRECTED_PRESENCE_MAX {
+                                session.directed.remove(0);
+                            }
+                            session.directed.push(to.clone());
+                        }
+                    }
+                    Some("unavailable") => session.directed.retain(|j| *j != to),
+                    _ => {}
+                }
+            }
+            let domain = shard.shared.config.domain.clone();
+            route_or_answer(shard, me, StanzaKind::Presence, stanza, to, &domain, now_ms, fx);
+        }
+    }
+}
+
+/// RFC 6121 §4.2 (initial presence) and §4.4 (subsequent presence).
+fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, fx: &mut Effects) {
+    let user = me.local().unwrap_or_default().to_owned();
+    let bare = me.bare();
+    let priority = stanza
+        .element()
+        .ok()
+        .and_then(|e| e.child("priority", confab_core::stream::CLIENT_NAMESPACE).map(|p| p.text()))
+        .and_then(|text| text.trim().parse::<i8>().ok())
+        .unwrap_or(0);
+    let bytes: Rc<[u8]> = stanza.with_from(me.as_str()).into();
+    let Some(session) = shard.session_mut(me) else { return };
+    let initial = !session.available;
+    session.available = true;
+    session.priority = priority;
+    session.presence = Some(bytes.clone());
+    // §4.2.2 / §4.4.2: to every subscriber, and to all of the user's available resources
+    // (including this one).
+    let subscribers = shard.users.get(&user).map(UserData::presence_subscribers).unwrap_or_default();
+    for contact in subscribers {
+        if let Ok(contact) = Jid::parse(&contact) {
+            fx.envelopes.push(presence_envelope(contact, Jid::Full(me.clone()), None, bytes.to_vec()));
+        }
+    }
+    deliver_to_own_available(shard, &bare, &bytes);
+    if !initial {
+        return;
+    }
+    // §4.2.1: probe the contacts we are subscribed to, from the bare JID.
+    if let Some(data) = shard.users.get(&user) {
+        for item in data.roster.values() {
+            if matches!(item.subscription, Subscription::To | Subscription::Both) && !data.is_blocked(&item.jid) {
+                if let Ok(Jid::Bare(contact)) = Jid::parse(&item.jid) {
+                    let bytes = presence_bytes("probe", bare.as_str(), contact.as_str());
+                    fx.envelopes.push(presence_envelope(Jid::Bare(contact), Jid::Bare(bare.clone()), Some("probe"), bytes));
+                }
+            }
+        }
+    }
+    // §3.1.3: subscription requests that arrived while the user had no available resource.
+    let Some(index) = shard.sessions.get(&bare).and_then(|s| s.iter().position(|s| s.resource == me.resource())) else { return };
+    let Some(sessions) = shard.sessions.get(&bare) else { return };
+    let sender = &sessions[index].sender;
+    if let Some(data) = shard.users.get(&user) {
+        for item in data.roster.values().filter(|item| item.pending_in) {
+            let _ = offer(sender, SessionMessage::Stanza(presence_bytes("subscribe", &item.jid, bare.as_str())));
+        }
+    }
+    // XEP-0160 §3: offline messages go to the first resource with non-negative priority.
+    if priority >= 0 {
+        if let Some(data) = shard.users.get_mut(&user) {
+            let mut delivered = Vec::new();
+            for (sequence, message) in &data.offline {
+                if !offer(sender, SessionMessage::Stanza(message.clone())) {
+                    break;
+                }
+                delivered.push(*sequence);
+            }
+            for sequence in delivered {
+                data.offline.remove(&sequence);
+                fx.records.push(Record::ItemDelete { user: user.clone(), kind: ItemKind::Offline, key: offline_key(sequence) });
+            }
+        }
+    }
+}
+
+fn offline_key(sequence: u64) -> String {
+    format!("{sequence:020}")
+}
+
+/// Delivers presence bytes to every available session of a local user.
+fn deliver_to_own_available(shard: &Shard, bare: &BareJid, bytes: &[u8]) {
+    if let Some(sessions) = shard.sessions.get(bare) {
+        for session in sessions.iter().filter(|s| s.available) {
+            let _ = offer(&session.sender, SessionMessage::Stanza(bytes.to_vec()));
+        }
+    }
+}
+
+/// RFC 6121 §4.5: the session becomes unavailable; subscribers, entities that got directed
+/// presence and the user's own resources are told.
+fn unavailable_broadcast(shard: &mut Shard, me: &FullJid, bytes: Vec<u8>, fx: &mut Effects) {
+    let user = me.local().unwrap_or_default().to_owned();
+    let bare = me.bare();
+    let Some(session) = shard.session_mut(me) else { return };
+    let was_available = session.available;
+    session.available = false;
+    session.presence = None;
+    let directed = std::mem::take(&mut session.directed);
+    // The session itself sees its own unavailable presence too (§4.5.2 includes it).
+    let _ = offer(&session.sender, SessionMessage::Stanza(bytes.clone()));
+    if !was_available {
+        return;
+    }
+    announce_departure(shard, &user, me, &bytes, directed, fx);
+    deliver_to_own_available(shard, &bare, &bytes);
+}
+
+fn announce_departure(shard: &Shard, user: &str, me: &FullJid, bytes: &[u8], directed: Vec<Jid>, fx: &mut Effects) {
+    let subscribers = shard.users.get(user).map(UserData::presence_subscribers).unwrap_or_default();
+    for contact in subscribers {
+        if let Ok(contact) = Jid::parse(&contact) {
+            fx.envelopes.push(presence_envelope(contact, Jid::Full(me.clone()), Some("unavailable"), bytes.to_vec()));
+        }
+    }
+    for entity in directed {
+        fx.envelopes.push(presence_envelope(entity, Jid::Full(me.clone()), Some("unavailable"), bytes.to_vec()));
+    }
+}
+
+/// A session ended (stream closed or connection lost): it leaves the table and, if it was
+/// available, its unavailability is announced (RFC 6121 §4.5.2). Returns what to route and
+/// what to store.
+pub fn session_ended(shard: &mut Shard, me: &FullJid, connection: u64, now_ms: u64) -> Effects {
+    let mut fx = Effects::default();
+    let Some(session) = shard.unbind(me, connection) else { return fx };
+    let user = me.local().unwrap_or_default().to_owned();
+    if session.available {
+        let bytes = unavailable_from(me);
+        announce_departure(shard, &user, me, &bytes, session.directed, &mut fx);
+        deliver_to_own_available(shard, &me.bare(), &bytes);
+    }
+    if !shard.sessions.contains_key(&me.bare()) && shard.accounts.contains_key(&user) {
+        // XEP-0012 §4: the last logout, for "last seen".
+        let mut value = now_ms.to_le_bytes().to_vec();
+        let status = session
+            .presence
+            .as_deref()
+            .and_then(|p| parse_element(p).ok())
+            .and_then(|p| p.child("status", confab_core::stream::CLIENT_NAMESPACE).map(Element::text))
+            .unwrap_or_default();
+        value.extend_from_slice(status.as_bytes());
+        shard.users.entry(user.clone()).or_default().last_activity = Some((now_ms, status));
+        fx.records.push(Record::ItemPut { user, kind: ItemKind::LastActivity, key: String::new(), value });
+    }
+    fx
+}
+
+/// RFC 6121 §3.1.2, §3.2.2, §3.3.2, §3.4: the user sends a subscription stanza.
+fn outbound_subscription(shard: &mut Shard, me: &FullJid, user: &str, contact: &BareJid, kind: SubscriptionStanza, stanza: &Stanza<'_>, fx: &mut Effects) {
+    let roster_max = shard.shared.config.limits.roster_items;
+    let data = shard.users.entry(user.to_owned()).or_default();
+    let current = data.roster.get(contact.as_str());
+    if current.is_none() && data.roster.len() >= roster_max {
+        fx.reply.push(error_reply(StanzaKind::Presence, stanza.id.as_deref(), Some(contact.as_str()), Some(me.as_str()), "resource-constraint"));
+        return;
+    }
+    let effect = roster::outbound(current, contact.as_str(), kind);
+    let visible = apply_roster_effect(data, user, contact.as_str(), effect.item, effect.changed, fx);
+    if let Some(element) = visible {
+        let version = data.roster_version;
+        push_roster(shard, &me.bare(), version, &element);
+    }
+    if !effect.route {
+        return;
+    }
+    // §3.1.2: stamped with the user's bare JID.
+    let bare = me.bare();
+    fx.envelopes.push(presence_envelope(Jid::Bare(contact.clone()), Jid::Bare(bare.clone()), Some(kind.as_type()), stanza.with_from(bare.as_str())));
+    match kind {
+        // §3.1.5: the contact now gets the user's current presence from each resource.
+        SubscriptionStanza::Subscribed => send_current_presence(shard, &bare, contact, fx),
+        // §3.2.2: and loses it when the subscription is cancelled.
+        SubscriptionStanza::Unsubscribed => send_unavailable(shard, &bare, contact, fx),
+        _ => {}
+    }
+}
+
+/// Applies a subscription effect to the roster table; returns the element to push when the
+/// change is visible to the user.
+fn apply_roster_effect(data: &mut UserData, user: &str, contact: &str, item: Option<RosterItem>, changed: bool, fx: &mut Effects) -> Option<Element> {
+    let was_visible = data.roster.get(contact).is_some_and(|i| !i.hidden);
+    let pushed = match item {
+        Some(item) if !item.is_empty_state() => {
+            let element = (!item.hidden).then(|| item.to_element());
+            fx.records.push(Record::ItemPut { user: user.to_owned(), kind: ItemKind::Roster, key: contact.to_owned(), value: item.encode() });
+            data.roster.insert(contact.to_owned(), item);
+            element
+        }
+        _ => {
+            if data.roster.remove(contact).is_some() {
+                fx.records.push(Record::ItemDelete { user: user.to_owned(), kind: ItemKind::Roster, key: contact.to_owned() });
+            }
+            was_visible.then(|| roster::removed_item_element(contact))
+        }
+    };
+    if changed && pushed.is_some() {
+        data.roster_version += 1;
+        fx.records.push(Record::ItemPut {
+            user: user.to_owned(),
+            kind: ItemKind::RosterVersion,
+            key: String::new(),
+            value: data.roster_version.to_le_bytes().to_vec(),
+        });
+        pushed
+    } else {
+        None
+    }
+}
+
+/// RFC 6121 §2.1.6: a roster push to every interested resource of the user.
+fn push_roster(shard: &Shard, user: &BareJid, version: u64, item: &Element) {
+    let Some(sessions) = shard.sessions.get(user) else { return };
+    let version = version.to_string();
+    for session in sessions.iter().filter(|s| s.interested) {
+        let to = format!("{}/{}", user.as_str(), session.resource);
+        let _ = offer(&session.sender, SessionMessage::Stanza(roster::push_iq(&token(), &to, Some(&version), item)));
+    }
+}
+
+/// The user's current presence from each available resource, to `contact`.
+fn send_current_presence(shard: &Shard, user: &BareJid, contact: &BareJid, fx: &mut Effects) {
+    let Some(sessions) = shard.sessions.get(user) else { return };
+    for session in sessions.iter().filter(|s| s.available) {
+        if let (Some(bytes), Ok(from)) = (&session.presence, user.with_resource(&session.resource)) {
+            fx.envelopes.push(presence_envelope(Jid::Bare(contact.clone()), Jid::Full(from), None, bytes.to_vec()));
+        }
+    }
+}
+
+fn send_unavailable(shard: &Shard, user: &BareJid, contact: &BareJid, fx: &mut Effects) {
+    let Some(sessions) = shard.sessions.get(user) else { return };
+    for session in sessions.iter().filter(|s| s.available) {
+        if let Ok(from) = user.with_resource(&session.resource) {
+            let bytes = presence_bytes("unavailable", from.as_str(), contact.as_str());
+            fx.envelopes.push(presence_envelope(Jid::Bare(contact.clone()), Jid::Full(from), Some("unavailable"), bytes));
+        }
+    }
+}
+
+/// Carbons (XEP-0280 §5) and the sender's archive (XEP-0313) for a message to a local user.
+fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to: &Jid, now_ms: u64, fx: &mut Effects) {
+    if !might_be_interesting(stanza.kind.as_deref(), stanza.bytes()) {
+        return;
+    }
+    let bare = me.bare();
+    let user = me.local().unwrap_or_default().to_owned();
+    let carbon_targets: Vec<usize> = shard
+        .sessions
+        .get(&bare)
+        .map(|sessions| (0..sessions.len()).filter(|&i| sessions[i].carbons && sessions[i].available && sessions[i].resource != me.resource()).collect())
+        .unwrap_or_default();
+    let to_bare = to.bare();
+    let archive = to_bare != bare;
+    if carbon_targets.is_empty() && !archive {
+        return;
+    }
+    let Ok(mut element) = stanza.element() else { return };
+    element.set_attribute("from", me.as_str());
+    let canonical = element.to_xml().into_bytes();
+    if !carbon_targets.is_empty() && carbons::is_eligible_for(carbons::Direction::Sent, &element) {
+        if let Some(sessions) = shard.sessions.get(&bare) {
+            for index in carbon_targets {
+                let session = &sessions[index];
+                let full = format!("{}/{}", bare.as_str(), session.resource);
+                let _ = offer(&session.sender, SessionMessage::Stanza(carbons::wrap(carbons::Direction::Sent, bare.as_str(), &full, &canonical)));
+            }
+        }
+    }
+    if archive && archive::is_archivable(&element) {
+        let data = shard.users.entry(user.clone()).or_default();
+        let in_roster = data.roster.get(to_bare.as_str()).is_some_and(|i| !i.hidden);
+        if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) {
+            let kept = shard.shared.config.limits.archive_messages;
+            let record = archive_append(data, &user, to_bare.as_str(), now_ms, canonical, kept);
+            fx.records.push(record);
+        }
+    }
+}
+
+/// A cheap test before parsing: chat messages (carbons copy them, XEP-0280 §6) and normal
+/// messages with a body (archived and stored offline) need more than routing.
+fn might_be_interesting(stanza_type: Option<&str>, bytes: &[u8]) -> bool {
+    match stanza_type {
+        Some("chat") => true,
+        None | Some("normal") => bytes.windows(5).any(|window| window == b"<body"),
+        _ => false,
+    }
+}
+
+fn archive_append(data: &mut UserData, user: &str, with: &str, now_ms: u64, bytes: Vec<u8>, kept: u64) -> Record {
+    data.archive_last += 1;
+    let message = ArchivedMessage { id: data.archive_last, stamp_ms: now_ms, with: with.to_owned(), bytes };
+    Record::ArchiveAppend { user: user.to_owned(), id: message.id, kept, message: message.encode() }
+}
+
+/// Requests to the user's own account (no `to`, or the bare JID): roster, blocking, private
+/// storage, vCard, carbons, archive, and the server's answers on the account's behalf.
+#[allow(clippy::too_many_arguments)]
+fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload: Option<&Element>, addressed: bool, now_ms: u64, fx: &mut Effects) {
+    let bare = me.bare();
+    let user = me.local().unwrap_or_default().to_owned();
+    // RFC 6120 §8.1.2.1: a reply to an iq without `to` comes from the account, without `from`.
+    let reply_from = addressed.then(|| bare.as_str().to_owned());
+    let error = |condition: &str| error_reply(StanzaKind::Iq, Some(id), reply_from.as_deref(), Some(me.as_str()), condition);
+    let result = |payload: Option<&Element>| iq_result(id, reply_from.as_deref(), me.as_str(), payload);
+    let Some(payload) = payload else {
+        fx.reply.push(error("bad-request"));
+        return;
+    };
+    match (stanza_type, payload.name.as_str(), payload.namespace.as_str()) {
+        ("get", "query", ROSTER_NAMESPACE) => {
+            // RFC 6121 §2.1.3 / §2.6.3: the full roster, or an empty result when the client's
+            // version is current (later changes come as pushes).
+            let data = shard.users.get(&user);
+            let version = data.map(|d| d.roster_version).unwrap_or(0).to_string();
+            if let Some(session) = shard.session_mut(me) {
+                session.interested = true;
+            }
+            if payload.attribute("ver") == Some(version.as_str()) {
+                fx.reply.push(result(None));
+            } else {
+                let items = shard.users.get(&user).map(|d| d.roster.values().filter(|i| !i.hidden).cloned().collect::<Vec<_>>()).unwrap_or_default();
+                fx.reply.push(roster::roster_result(id, me.as_str(), Some(&version), items.iter()));
+            }
+        }
+        ("set", "query", ROSTER_NAMESPACE) => roster_set(shard, me, &user, id, payload, fx),
+        ("get" | "set", _, BLOCKING_NAMESPACE) => match blocking::parse_request(stanza_type, payload) {
+            Err(condition) => fx.reply.push(error(condition)),
+            Ok(request) => blocking_request(shard, me, &user, id, request, fx),
+        },
+        ("get", "query", PRIVATE_NAMESPACE) => {
+            let Some(child) = payload.elements().next() else {
+                fx.reply.push(error("bad-request"));
+                return;
+            };
+            let key = format!("{} {}", child.namespace, child.name);
+            let stored = shard.users.get(&user).and_then(|d| d.private.get(&key)).and_then(|xml| parse_fragment(xml));
+            let query = Element::new("query", PRIVATE_NAMESPACE).with_child(stored.unwrap_or_else(|| Element::new(&child.name, &child.namespace)));
+            fx.reply.push(result(Some(&query)));
+        }
+        ("set", "query", PRIVATE_NAMESPACE) => {
+            let children: Vec<&Element> = payload.elements().collect();
+            // XEP-0049 §3: jabber:* namespaces are reserved; at least one fragment.
+            if children.is_empty() || children.iter().any(|c| c.namespace.starts_with("jabber:") || c.namespace.is_empty()) {
+                fx.reply.push(error("not-acceptable"));
+                return;
+            }
+            let data = shard.users.entry(user.clone()).or_default();
+            let new_keys = children.iter().filter(|c| !data.private.contains_key(&format!("{} {}", c.namespace, c.name))).count();
+            if data.private.len() + new_keys > confab_core::limits::PRIVATE_ITEMS_MAX {
+                fx.reply.push(error("resource-constraint"));
+                return;
+            }
+            for child in children {
+                let key = format!("{} {}", child.namespace, child.name);
+                let xml = child.to_xml();
+                fx.records.push(Record::ItemPut { user: user.clone(), kind: ItemKind::Private, key: key.clone(), value: xml.clone().into_bytes() });
+                data.private.insert(key, xml);
+            }
+            fx.reply.push(result(None));
+        }
+        ("get", "vCard", VCARD_NAMESPACE) => {
+            let stored = shard.users.get(&user).and_then(|d| d.vcard.as_deref()).and_then(parse_fragment);
+            fx.reply.push(result(Some(&stored.unwrap_or_else(|| Element::new("vCard", VCARD_NAMESPACE)))));
+        }
+        ("set", "vCard", VCARD_NAMESPACE) => {
+            let xml = payload.to_xml();
+            let data = shard.users.entry(user.clone()).or_default();
+            fx.records.push(Record::ItemPut { user: user.clone(), kind: ItemKind::Vcard, key: String::new(), value: xml.clone().into_bytes() });
+            data.vcard = Some(xml);
+            fx.reply.push(result(None));
+        }
+        ("set", "enable" | "disable", CARBONS_NAMESPACE) => match carbons::parse_toggle(payload) {
+            // XEP-0280 §4: per session.
+            Some(enabled) => {
+                if let Some(session) = shard.session_mut(me) {
+                    session.carbons = enabled;
+                }
+                fx.reply.push(result(None));
+            }
+            None => fx.reply.push(error("bad-request")),
+        },
+        ("get", "query", MAM_NAMESPACE) => fx.reply.push(archive::fields_iq(id, me.as_str())),
+        ("set", "query", MAM_NAMESPACE) => match archive::parse_query(payload) {
+            Ok(query) => fx.archive_query = Some(ArchiveRequest { user, requester: me.as_str().to_owned(), id: id.to_owned(), query }),
+            Err((condition, text)) => {
+                tracing::debug!(%text, "bad archive query");
+                fx.reply.push(error(condition));
+            }
+        },
+        ("get", "prefs", MAM_NAMESPACE) => {
+            let prefs = shard.users.get(&user).map(|d| d.preferences.clone()).unwrap_or_default();
+            fx.reply.push(result(Some(&archive::prefs_element(&prefs))));
+        }
+        ("set", "prefs", MAM_NAMESPACE) => match archive::parse_prefs(payload) {
+            Ok(prefs) => {
+                let data = shard.users.entry(user.clone()).or_default();
+                fx.records.push(Record::ItemPut { user, kind: ItemKind::ArchivePreferences, key: String::new(), value: prefs.encode() });
+                fx.reply.push(result(Some(&archive::prefs_element(&prefs))));
+                data.preferences = prefs;
+            }
+            Err(condition) => fx.reply.push(error(condition)),
+        },
+        ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => {
+            fx.reply.push(account_disco(id, reply_from.as_deref(), me.as_str()));
+        }
+        ("get", "query", LAST_NAMESPACE) => {
+            // XEP-0012 §4: asking one's own account while online: 0 seconds.
+            let query = Element::new("query", LAST_NAMESPACE).with_attribute("seconds", "0");
+            fx.reply.push(result(Some(&query)));
+        }
+        _ if !addressed => fx.reply.push(server_iq(shard, stanza_type, id, Some(payload), me.as_str(), now_ms)),
+        _ => fx.reply.push(routing::server_iq(stanza_type, id, Some(payload), reply_from.as_deref(), me.as_str(), Some(bare.as_str()))),
+    }
+}
+
+fn account_disco(id: &str, from: Option<&str>, to: &str) -> Vec<u8> {
+    let mut query = Element::new("query", routing::DISCO_INFO_NAMESPACE).with_child(
+        Element::new("identity", routing::DISCO_INFO_NAMESPACE).with_attribute("category", "account").with_attribute("type", "registered"),
+    );
+    for feature in ACCOUNT_FEATURES {
+        query = query.with_child(Element::new("feature", routing::DISCO_INFO_NAMESPACE).with_attribute("var", feature));
+    }
+    iq_result(id, from, to, Some(&query))
+}
+
+fn parse_fragment(xml: &str) -> Option<Element> {
+    // Stored fragments were serialised by Element::to_xml with their namespace declared on
+    // the root, so parsing them needs no stream context.
+    parse_element(xml.as_bytes()).ok()
+}
+
+/// RFC 6121 §2.3–2.5: roster set (add, update, remove).
+fn roster_set(shard: &mut Shard, me: &FullJid, user: &str, id: &str, query: &Element, fx: &mut Effects) {
+    let bare = me.bare();
+    let error = |condition: &str| error_reply(StanzaKind::Iq, Some(id), None, Some(me.as_str()), condition);
+    let roster_max = shard.shared.config.limits.roster_items;
+    let set = match roster::parse_roster_set(query) {
+        Ok(set) => set,
+        Err(condition) => {
+            fx.reply.push(error(condition));
+            return;
+        }
+    };
+    let data = shard.users.entry(user.to_owned()).or_default();
+    let (contact, element, removed) = match set {
+        RosterSet::Update { jid, name, groups } => {
+            let existing = data.roster.get(jid.as_str()).cloned();
+            if existing.is_none() && data.roster.len() >= roster_max {
+                fx.reply.push(error("resource-constraint"));
+                return;
+            }
+            let mut item = existing.unwrap_or_else(|| RosterItem::new(jid.as_str()));
+            item.name = name;
+            item.groups = groups;
+            item.hidden = false;
+            let element = item.to_element();
+            fx.records.push(Record::ItemPut { user: user.to_owned(), kind: ItemKind::Roster, key: jid.as_str().to_owned(), value: item.encode() });
+            data.roster.insert(jid.as_str().to_owned(), item);
+            (jid, element, None)
+        }
+        RosterSet::Remove { jid } => {
+            // §2.5.3: removing an item that is not there.
+            let Some(item) = data.roster.get(jid.as_str()).filter(|i| !i.hidden).cloned() else {
+                fx.reply.push(error("item-not-found"));
+                return;
+            };
+            data.roster.remove(jid.as_str());
+            fx.records.push(Record::ItemDelete { user: user.to_owned(), kind: ItemKind::Roster, key: jid.as_str().to_owned() });
+            (jid.clone(), roster::removed_item_element(jid.as_str()), Some(item))
+        }
+    };
+    data.roster_version += 1;
+    let version = data.roster_version;
+    fx.records.push(Record::ItemPut { user: user.to_owned(), kind: ItemKind::RosterVersion, key: String::new(), value: version.to_le_bytes().to_vec() });
+    fx.reply.push(iq_result(id, None, me.as_str(), None));
+    push_roster(shard, &bare, version, &element);
+    if let Some(item) = removed {
+        // §2.5.2: the contact learns the subscriptions are gone, and stops seeing us.
+        let had_from = matches!(item.subscription, Subscription::From | Subscription::Both);
+        for kind in roster::removal_stanzas(&item) {
+            let bytes = presence_bytes(kind.as_type(), bare.as_str(), contact.as_str());
+            fx.envelopes.push(presence_envelope(Jid::Bare(contact.clone()), Jid::Bare(bare.clone()), Some(kind.as_type()), bytes));
+        }
+        if had_from {
+            send_unavailable(shard, &bare, &contact, fx);
+        }
+    }
+}
+
+/// XEP-0191 §3.2–3.4.
+fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, request: BlockingRequest, fx: &mut Effects) {
+    let bare = me.bare();
+    let data = shard.users.entry(user.to_owned()).or_default();
+    let (block, jids) = match request {
+        BlockingRequest::List => {
+            let list = blocking::blocklist_element(data.blocklist.iter().map(String::as_str));
+            fx.reply.push(iq_result(id, None, me.as_str(), Some(&list)));
+            if let Some(session) = shard.session_mut(me) {
+                session.blocklist_interested = true;
+            }
+            return;
+        }
+        BlockingRequest::Block(jids) => {
+            let new: Vec<String> = jids.into_iter().filter(|j| !data.blocklist.contains(j)).collect();
+            if data.blocklist.len() + new.len() > blocking::BLOCKLIST_ITEMS_MAX {
+                fx.reply.push(error_reply(StanzaKind::Iq, Some(id), None, Some(me.as_str()), "resource-constraint"));
+                return;
+            }
+            for jid in &new {
+                data.blocklist.insert(jid.clone());
+                fx.records.push(Record::ItemPut { user: user.to_owned(), kind: ItemKind::Block, key: jid.clone(), value: Vec::new() });
+            }
+            (true, new)
+        }
+        BlockingRequest::Unblock(jids) => {
+            let gone: Vec<String> = if jids.is_empty() { data.blocklist.iter().cloned().collect() } else { jids.into_iter().filter(|j| data.blocklist.contains(j)).collect() };
+            for jid in &gone {
+                data.blocklist.remove(jid);
+                fx.records.push(Record::ItemDelete { user: user.to_owned(), kind: ItemKind::Block, key: jid.clone() });
+            }
+            (false, gone)
+        }
+    };
+    fx.reply.push(iq_result(id, None, me.as_str(), None));
+    if jids.is_empty() {
+        return;
+    }
+    // §3.3 / §3.4: the change is pushed to every resource that asked for the list.
+    if let Some(sessions) = shard.sessions.get(&bare) {
+        for session in sessions.iter().filter(|s| s.blocklist_interested) {
+            let to = format!("{}/{}", bare.as_str(), session.resource);
+            let _ = offer(&session.sender, SessionMessage::Stanza(blocking::push_iq(&token(), &to, block, &jids)));
+        }
+    }
+    // §3.3: blocked contacts stop seeing us; unblocked subscribers see us again.
+    let subscribers: BTreeSet<String> = shard.users.get(user).map(|d| d.presence_subscribers()).unwrap_or_default().into_iter().collect();
+    for jid in &jids {
+        let Ok(Jid::Bare(contact)) = Jid::parse(jid) else { continue };
+        if block {
+            send_unavailable(shard, &bare, &contact, fx);
+        } else if subscribers.contains(contact.as_str()) {
+            send_current_presence(shard, &bare, &contact, fx);
+        }
+    }
+}
+
+/// Runs a XEP-0313 query against the store and returns the result messages and the final iq.
+pub async fn run_archive_query(partition: Rc<crate::storage::Partition>, request: ArchiveRequest, kept: u64) -> Vec<Vec<u8>> {
+    let ArchiveRequest { user, requester, id, query } = request;
+    let read = partition.archive_range(&user, 0, u64::MAX, kept as usize, true).await;
+    let rows = match read {
+        Ok(rows) => rows,
+        Err(error) => {
+            tracing::error!(%error, "archive read failed");
+            return vec![error_reply(StanzaKind::Iq, Some(&id), None, Some(&requester), "internal-server-error")];
+        }
+    };
+    let messages: Vec<ArchivedMessage> = rows.into_iter().filter_map(|(_, bytes)| ArchivedMessage::decode(&bytes).ok()).collect();
+    match archive::select(&messages, &query) {
+        Err(condition) => vec![error_reply(StanzaKind::Iq, Some(&id), None, Some(&requester), condition)],
+        Ok(page) => {
+            let mut out = Vec::with_capacity(page.items.len() + 1);
+            for item in &page.items {
+                out.push(archive::result_message(&requester, query.query_id.as_deref(), item));
+            }
+            out.push(archive::fin_iq(&id, &requester, &page));
+            out
+        }
+    }
+}
+
+/// Stanzas a session was sent but never acknowledged (XEP-0198 §5: the session ended or was
+/// not resumed in time) are treated as undelivered: messages with content go to the user's
+/// other available resources, else to offline storage; never silently dropped. Everything
+/// else (presence, iq, carbons and archive results) is stale and dropped.
+pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) {
+    let mut records = Vec::new();
+    let name = user.local().unwrap_or_default().to_owned();
+    let offline_max = shard.shared.config.limits.offline_messages;
+    let domain = shard.shared.config.domain.clone();
+    for bytes in stanzas {
+        if !bytes.starts_with(b"<message") {
+            continue;
+        }
+        let Ok(element) = parse_element(&bytes) else { continue };
+        if !archive::is_archivable(&element) {
+            continue;
+        }
+        let views = session_views(shard, user);
+        let views: Vec<SessionView<'_>> = views.iter().map(|(r, a, p)| SessionView { resource: r, available: *a, priority: *p }).collect();
+        let decision = deliver_to_account(StanzaKind::Message, element.attribute("type"), None, true, &views);
+        if let (Delivery::Sessions(indices), Some(sessions)) = (&decision, shard.sessions.get(user)) {
+            if indices.iter().filter_map(|i| sessions.get(*i)).any(|s| offer(&s.sender, SessionMessage::Stanza(bytes.clone()))) {
+                continue;
+            }
+        }
+        let data = shard.users.entry(name.clone()).or_default();
+        if data.offline.len() >= offline_max {
+            tracing::warn!(user = %user, "offline storage full; an unacknowledged message was not kept");
+            continue;
+        }
+        let has_delay = element.child("delay", confab_core::time::DELAY_NAMESPACE).is_some();
+        let stored = if has_delay { bytes } else { confab_core::time::with_delay(&bytes, &domain, now_ms()) };
+        let sequence = data.offline.keys().next_back().map_or(1, |last| last + 1);
+        records.push(Record::ItemPut { user: name.clone(), kind: ItemKind::Offline, key: offline_key(sequence), value: stored.clone() });
+        data.offline.insert(sequence, stored);
+    }
+    store(shard, records);
+}
+
+// ---------------------------------------------------------------------------------------
+// Stanzas arriving for a user homed here.
+// ---------------------------------------------------------------------------------------
+
+/// Delivers an envelope to a local user (RFC 6121 §8.5 with the IM services above). Returns
+/// replies to route; state changes go to the partition in call order.
+pub fn deliver(shard: &mut Shard, envelope: Envelope) -> Outgoing {
+    let mut fx = Effects::default();
+    let to_bare = envelope.to.bare();
+    let user = to_bare.local().unwrap_or_default().to_owned();
+    let exists = shard.accounts.contains_key(&user);
+    let mut replies = Vec::new();
+    // XEP-0191 §5: a user's own resources are never blocked from each other.
+    let own = envelope.from.bare() == to_bare;
+    let blocked = exists && !own && shard.users.get(&user).is_some_and(|data| data.is_blocked(envelope.from.as_str()));
+    if blocked {
+        // XEP-0191 §3.5: presence is dropped; messages and requests bounce.
+        let answer = matches!(envelope.kind, StanzaKind::Message) || (envelope.kind == StanzaKind::Iq && matches!(envelope.stanza_type.as_deref(), Some("get") | Some("set")));
+        if answer {
+            replies.extend(bounce(&envelope, "service-unavailable"));
+        }
+        return replies;
+    }
+    match envelope.kind {
+        StanzaKind::Presence => deliver_presence(shard, envelope, exists, &mut fx, &mut replies),
+        StanzaKind::Message => deliver_message(shard, envelope, exists, &mut fx, &mut replies),
+        StanzaKind::Iq => deliver_iq(shard, envelope, exists, &mut replies),
+    }
+    store(shard, fx.records);
+    replies.extend(fx.envelopes);
+    replies
+}
+
+fn bounce(envelope: &Envelope, condition: &'static str) -> Option<Envelope> {
+    error_envelope(&envelope.to, &envelope.from, envelope.kind, envelope.stanza_type.as_deref(), envelope.id.as_deref(), condition)
+}
+
+/// Hands records to the partition without waiting (the inbox loop cannot).
+pub fn store(shard: &Shard, records: Vec<Record>) {
+    if !records.is_empty() {
+        drop(shard.partition.submit(records));
+    }
+}
+
+fn session_views(shard: &Shard, user: &BareJid) -> Vec<(String, bool, i8)> {
+    shard.sessions.get(user).map(|s| s.iter().map(|s| (s.resource.clone(), s.available, s.priority)).collect()).unwrap_or_default()
+}
+
+fn verdict(shard: &Shard, envelope: &Envelope, exists: bool) -> Delivery {
+    let views = session_views(shard, &envelope.to.bare());
+    let views: Vec<SessionView<'_>> = views.iter().map(|(r, a, p)| SessionView { resource: r, available: *a, priority: *p }).collect();
+    deliver_to_account(envelope.kind, envelope.stanza_type.as_deref(), envelope.to.resource(), exists, &views)
+}
+
+/// Offers bytes to the sessions at `indices`; the first refusal bounces the stanza.
+fn to_sessions(shard: &Shard, envelope: &Envelope, indices: &[usize], bytes: &[u8], replies: &mut Vec<Envelope>) {
+    let Some(sessions) = shard.sessions.get(&envelope.to.bare()) else { return };
+    for (n, index) in indices.iter().enumerate() {
+        let Some(session) = sessions.get(*index) else { continue };
+        if !offer(&session.sender, SessionMessage::Stanza(bytes.to_vec())) && n == 0 {
+            // RFC 6120 §8.3.3.18: the recipient cannot take more right now.
+            replies.extend(bounce(envelope, "resource-constraint"));
+        }
+    }
+}
+
+fn deliver_presence(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut Effects, replies: &mut Vec<Envelope>) {
+    let stanza_type = envelope.stanza_type.as_deref();
+    let to_bare = envelope.to.bare();
+    let user = to_bare.local().unwrap_or_default().to_owned();
+    let contact = envelope.from.bare();
+    if let Some(kind) = stanza_type.and_then(SubscriptionStanza::from_type) {
+        if !exists {
+            // RFC 6121 §3.1.3: a request for an account that does not exist is refused.
+            if kind == SubscriptionStanza::Subscribe {
+                let bytes = presence_bytes("unsubscribed", to_bare.as_str(), contact.as_str());
+                replies.push(presence_envelope(Jid::Bare(contact), Jid::Bare(to_bare), Some("unsubscribed"), bytes));
+            }
+            return;
+        }
+        inbound_subscription(shard, &user, &to_bare, &contact, kind, envelope, fx);
+        return;
+    }
+    if stanza_type == Some("probe") {
+        // RFC 6121 §4.3.2: answered by the server, only to subscribers.
+        if !exists || envelope.to.resource().is_some() {
+            return;
+        }
+        let subscribed = shard.users.get(&user).is_some_and(|d| matches!(d.subscription(contact.as_str()), Subscription::From | Subscription::Both));
+        if subscribed {
+            send_current_presence(shard, &to_bare, &contact, fx);
+        }
+        return;
+    }
+    if let Delivery::Sessions(indices) = verdict(shard, &envelope, exists) {
+        to_sessions(shard, &envelope, &indices, &envelope.bytes, replies);
+    }
+}
+
+/// RFC 6121 §3.1.3, §3.1.6, §3.2.3, §3.3.3: a contact's subscription stanza arrives.
+fn inbound_subscription(shard: &mut Shard, user: &str, to_bare: &BareJid, contact: &BareJid, kind: SubscriptionStanza, envelope: Envelope, fx: &mut Effects) {
+    let roster_max = shard.shared.config.limits.roster_items;
+    let data = shard.users.entry(user.to_owned()).or_default();
+    let current = data.roster.get(contact.as_str());
+    if current.is_none() && data.roster.len() >= roster_max {
+        tracing::debug!(user, "subscription request dropped: roster full");
+        return;
+    }
+    let effect = roster::inbound(current, contact.as_str(), kind);
+    let visible = apply_roster_effect(data, user, contact.as_str(), effect.item, effect.changed, fx);
+    if let Some(element) = visible {
+        let version = data.roster_version;
+        push_roster(shard, to_bare, version, &element);
+    }
+    if effect.deliver {
+        // To every available resource; a subscribe request with none available waits as
+        // pending-in state and is delivered at the next initial presence.
+        deliver_to_own_available(shard, to_bare, &envelope.bytes);
+    }
+    if let Some(reply) = effect.auto_reply {
+        let bytes = presence_bytes(reply.as_type(), to_bare.as_str(), contact.as_str());
+        fx.envelopes.push(presence_envelope(Jid::Bare(contact.clone()), Jid::Bare(to_bare.clone()), Some(reply.as_type()), bytes));
+        if reply == SubscriptionStanza::Subscribed {
+            send_current_presence(shard, to_bare, contact, fx);
+        }
+    }
+    if kind == SubscriptionStanza::Unsubscribe && effect.changed {
+        // §3.3.3: the former subscriber stops seeing us.
+        send_unavailable(shard, to_bare, contact, fx);
+    }
+}
+
+fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut Effects, replies: &mut Vec<Envelope>) {
+    let to_bare = envelope.to.bare();
+    let user = to_bare.local().unwrap_or_default().to_owned();
+    let decision = verdict(shard, &envelope, exists);
+    let offline = matches!(decision, Delivery::Error("service-unavailable")) && exists;
+    let interesting = exists && might_be_interesting(envelope.stanza_type.as_deref(), &envelope.bytes);
+    if !interesting {
+        match decision {
+            Delivery::Sessions(indices) => to_sessions(shard, &envelope, &indices, &envelope.bytes, replies),
+            Delivery::Error(condition) => replies.extend(bounce(&envelope, condition)),
+            Delivery::Ignore | Delivery::Server => {}
+        }
+        return;
+    }
+    let Ok(mut element) = parse_element(&envelope.bytes) else { return };
+    // XEP-0280 §9: <private/> has done its job once the message reached the recipient's server.
+    carbons::remove_private(&mut element);
+    let from_bare = envelope.from.bare();
+    let content = archive::is_archivable(&element);
+    let archivable = content && from_bare != to_bare;
+    let kept = shard.shared.config.limits.archive_messages;
+    let offline_max = shard.shared.config.limits.offline_messages;
+    if archivable || offline {
+        if shard.partition.is_congested() {
+            replies.extend(bounce(&envelope, "resource-constraint"));
+            return;
+        }
+    }
+    if offline && !content {
+        // XEP-0160 §3 stores messages with content; chat states alone are dropped.
+        return;
+    }
+    let data = shard.users.entry(user.clone()).or_default();
+    if offline && data.offline.len() >= offline_max {
+        // XEP-0160 §4: storage full.
+        replies.extend(bounce(&envelope, "service-unavailable"));
+        return;
+    }
+    if archivable {
+        let in_roster = data.roster.get(from_bare.as_str()).is_some_and(|i| !i.hidden);
+        if archive::should_archive(&data.preferences, from_bare.as_str(), in_roster) {
+            // XEP-0359 §3: our stanza-id, after removing any that claims to be ours.
+            let id = data.archive_last + 1;
+            element.children.retain(|node| match node {
+                Node::Element(child) => !(child.name == "stanza-id" && child.namespace == STANZA_ID_NAMESPACE && child.attribute("by") == Some(to_bare.as_str())),
+                Node::Text(_) => true,
+            });
+            element.children.push(Node::Element(
+                Element::new("stanza-id", STANZA_ID_NAMESPACE).with_attribute("id", &id.to_string()).with_attribute("by", to_bare.as_str()),
+            ));
+            let bytes = element.to_xml().into_bytes();
+            fx.records.push(archive_append(data, &user, from_bare.as_str(), now_ms(), bytes, kept));
+        }
+    }
+    let bytes = element.to_xml().into_bytes();
+    match decision {
+        Delivery::Sessions(indices) => {
+            to_sessions(shard, &envelope, &indices, &bytes, replies);
+            // XEP-0280 §5.1: the user's other carbons-enabled resources get a copy.
+            if carbons::is_eligible(&element) {
+                if let Some(sessions) = shard.sessions.get(&to_bare) {
+                    for (index, session) in sessions.iter().enumerate() {
+                        if session.carbons && session.available && !indices.contains(&index) {
+                            let full = format!("{}/{}", to_bare.as_str(), session.resource);
+                            let _ = offer(&session.sender, SessionMessage::Stanza(carbons::wrap(carbons::Direction::Received, to_bare.as_str(), &full, &bytes)));
+                        }
+                    }
+                }
+            }
+        }
+        Delivery::Error(_) if offline => {
+            // XEP-0160 with XEP-0203: stored with the time it arrived.
+            let domain = shard.shared.config.domain.clone();
+            let stored = confab_core::time::with_delay(&bytes, &domain, now_ms());
+            let data = shard.users.entry(user.clone()).or_default();
+            let sequence = data.offline.keys().next_back().map_or(1, |last| last + 1);
+            fx.records.push(Record::ItemPut { user, kind: ItemKind::Offline, key: offline_key(sequence), value: stored.clone() });
+            data.offline.insert(sequence, stored);
+        }
+        Delivery::Error(condition) => replies.extend(bounce(&envelope, condition)),
+        Delivery::Ignore | Delivery::Server => {}
+    }
+}
+
+fn deliver_iq(shard: &mut Shard, envelope: Envelope, exists: bool, replies: &mut Vec<Envelope>) {
+    match verdict(shard, &envelope, exists) {
+        Delivery::Sessions(indices) => to_sessions(shard, &envelope, &indices, &envelope.bytes, replies),
+        Delivery::Error(condition) => replies.extend(bounce(&envelope, condition)),
+        Delivery::Ignore => {}
+        Delivery::Server => {
+            let to_bare = envelope.to.bare();
+            let element = parse_element(&envelope.bytes).ok();
+            let payload = element.as_ref().and_then(|e| e.elements().next());
+            let bytes = account_iq(shard, &to_bare, &envelope, payload);
+            replies.push(Envelope {
+                to: envelope.from.clone(),
+                from: Jid::Bare(to_bare),
+                kind: StanzaKind::Iq,
+                stanza_type: Some(if bytes.starts_with(b"<iq type='error'") { "error" } else { "result" }.into()),
+                id: envelope.id.clone(),
+                bytes,
+            });
+        }
+    }
+}
+
+/// RFC 6121 §8.5.2.1.3: an iq to an account's bare JID from someone else, answered by the
+/// server on the account's behalf.
+fn account_iq(shard: &Shard, owner: &BareJid, envelope: &Envelope, payload: Option<&Element>) -> Vec<u8> {
+    let id = envelope.id.as_deref().unwrap_or("");
+    let requester = envelope.from.as_str();
+    let stanza_type = envelope.stanza_type.as_deref().unwrap_or("");
+    let error = |condition: &str| error_reply(StanzaKind::Iq, Some(id), Some(owner.as_str()), Some(requester), condition);
+    let user = owner.local().unwrap_or_default();
+    let Some(payload) = payload else { return error("bad-request") };
+    match (stanza_type, payload.name.as_str(), payload.namespace.as_str()) {
+        // XEP-0054 §3.2: anyone may read a user's vCard.
+        ("get", "vCard", VCARD_NAMESPACE) => {
+            let stored = shard.users.get(user).and_then(|d| d.vcard.as_deref()).and_then(parse_fragment);
+            iq_result(id, Some(owner.as_str()), requester, Some(&stored.unwrap_or_else(|| Element::new("vCard", VCARD_NAMESPACE))))
+        }
+        ("get", "query", LAST_NAMESPACE) => {
+            // XEP-0012 §4: only for those allowed to see the user's presence.
+            let data = shard.users.get(user);
+            let allowed = data.is_some_and(|d| matches!(d.subscription(envelope.from.bare().as_str()), Subscription::From | Subscription::Both));
+            if !allowed {
+                return error("forbidden");
+            }
+            let online = shard.sessions.get(owner).is_some_and(|s| s.iter().any(|s| s.available));
+            let (seconds, status) = match (online, data.and_then(|d| d.last_activity.clone())) {
+                (true, _) => (0, String::new()),
+                (false, Some((stamp, status))) => (now_ms().saturating_sub(stamp) / 1000, status),
+                (false, None) => return error("item-not-found"),
+            };
+            let mut query = Element::new("query", LAST_NAMESPACE).with_attribute("seconds", &seconds.to_string());
+            if !status.is_empty() {
+                query = query.with_text(&status);
+            }
+            iq_result(id, Some(owner.as_str()), requester, Some(&query))
+        }
+        ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => account_disco(id, Some(owner.as_str()), requester),
+        // Another user's roster, block list, private data, archive or vCard (RFC 6121 §2.1.5,
+        // XEP-0049 §3, XEP-0313 §4): only the owner may touch them.
+        (_, _, ROSTER_NAMESPACE | BLOCKING_NAMESPACE | PRIVATE_NAMESPACE | MAM_NAMESPACE | CARBONS_NAMESPACE) | ("set", "vCard", VCARD_NAMESPACE) => {
+            error("forbidden")
+        }
+        _ => routing::server_iq(stanza_type, id, Some(payload), Some(owner.as_str()), requester, Some(owner.as_str())),
+    }
+}
