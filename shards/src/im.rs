@@ -416,11 +416,8 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
         }
     }
     deliver_to_own_available(shard, &bare, &bytes);
-    if !initial {
-        return;
-    }
     // §4.2.1: probe the contacts we are subscribed to, from the bare JID.
-    if let Some(data) = shard.users.get(&user) {
+    if let Some(data) = shard.users.get(&user).filter(|_| initial) {
         for item in data.roster.values() {
             if matches!(item.subscription, Subscription::To | Subscription::Both) && !data.is_blocked(&item.jid) {
                 if let Ok(Jid::Bare(contact)) = Jid::parse(&item.jid) {
@@ -434,12 +431,13 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
     let Some(index) = shard.sessions.get(&bare).and_then(|s| s.iter().position(|s| s.resource == me.resource())) else { return };
     let Some(sessions) = shard.sessions.get(&bare) else { return };
     let sender = &sessions[index].sender;
-    if let Some(data) = shard.users.get(&user) {
+    if let Some(data) = shard.users.get(&user).filter(|_| initial) {
         for item in data.roster.values().filter(|item| item.pending_in) {
             let _ = offer(sender, SessionMessage::Stanza(presence_bytes("subscribe", &item.jid, bare.as_str())));
         }
     }
-    // XEP-0160 §3: offline messages go to the first resource with non-negative priority.
+    // XEP-0160 §3: offline messages go to the first resource that is available with a
+    // non-negative priority (on its initial presence or a later change).
     if priority >= 0 {
         if let Some(data) = shard.users.get_mut(&user) {
             let mut delivered = Vec::new();

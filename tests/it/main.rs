@@ -5,6 +5,7 @@
 
 mod admin;
 mod hostile;
+mod im;
 mod layout;
 mod loadgen;
 mod login;

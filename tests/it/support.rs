@@ -62,18 +62,31 @@ impl Server {
         );
         let config_path = data_dir.join("confab.toml");
         std::fs::write(&config_path, config).expect("write config");
-        let log = std::fs::File::create(data_dir.join("server.log")).expect("log file");
-        let child = Command::new(binary())
+        let child = Server::spawn(&data_dir);
+        let server = Server { child, c2s, c2s_tls, http, data_dir };
+        server.wait_ready();
+        server
+    }
+
+    fn spawn(data_dir: &std::path::Path) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).expect("log file");
+        Command::new(binary())
             .args(["serve", "--config"])
-            .arg(&config_path)
+            .arg(data_dir.join("confab.toml"))
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn confab");
-        let server = Server { child, c2s, c2s_tls, http, data_dir };
-        server.wait_ready();
-        server
+            .expect("spawn confab")
+    }
+
+    /// Stops the server abruptly (SIGKILL: nothing gets a chance to flush) and starts it
+    /// again on the same configuration and data directory.
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = Server::spawn(&self.data_dir);
+        self.wait_ready();
     }
 
     fn wait_ready(&self) {
@@ -186,6 +199,29 @@ impl Client {
                 Err(error) => panic!("server sent bad XML: {error:?}"),
             }
             assert!(Instant::now() < deadline, "timed out waiting for the server");
+            let mut buffer = [0u8; 16 * 1024];
+            let n = match &mut self.transport {
+                Transport::Plain(tcp) => tcp.read(&mut buffer),
+                Transport::Tls(tls) => tls.read(&mut buffer),
+            };
+            match n {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.framer.push(&buffer[..n]),
+            }
+        }
+    }
+
+    /// Like `next`, but `None` also when the read times out.
+    fn try_next(&mut self) -> Option<String> {
+        loop {
+            match self.framer.next_frame() {
+                Ok(Some(Frame::StreamOpen(_))) => return Some("<stream:stream>".into()),
+                Ok(Some(Frame::Stanza(stanza))) => return Some(String::from_utf8_lossy(stanza.bytes()).into_owned()),
+                Ok(Some(Frame::StreamClose)) => return Some("</stream:stream>".into()),
+                Ok(Some(Frame::Whitespace)) => continue,
+                Ok(None) => {}
+                Err(error) => panic!("server sent bad XML: {error:?}"),
+            }
             let mut buffer = [0u8; 16 * 1024];
             let n = match &mut self.transport {
                 Transport::Plain(tcp) => tcp.read(&mut buffer),
@@ -330,14 +366,60 @@ impl Client {
 
     /// STARTTLS + SCRAM-SHA-256 + bind + available presence.
     pub fn login(server: &Server, user: &str, password: &str, resource: &str) -> Client {
+        let mut client = Client::bound(server, user, password, resource);
+        client.send("<presence/>");
+        client.expect("<presence");
+        client
+    }
+
+    /// STARTTLS + SCRAM-SHA-256, stopping before the post-authentication stream restart.
+    pub fn authenticated(server: &Server, user: &str, password: &str) -> Client {
         let mut client = Client::connect(server);
         client.starttls();
         let answer = client.scram("SCRAM-SHA-256", user, password);
         assert!(answer.contains("<success"), "login {user}: {answer}");
-        client.bind(resource);
-        client.send("<presence/>");
-        client.expect("<presence");
         client
+    }
+
+    /// STARTTLS + SCRAM-SHA-256 + bind, without presence (the session is not yet available).
+    pub fn bound(server: &Server, user: &str, password: &str, resource: &str) -> Client {
+        let mut client = Client::authenticated(server, user, password);
+        client.bind(resource);
+        client
+    }
+
+    /// Sends an iq and returns the answer with the same id.
+    pub fn iq(&mut self, id: &str, body: &str) -> String {
+        self.send(body);
+        self.expect(&format!("id='{id}'"))
+    }
+
+    /// Reads frames for `wait` and returns them (for checking that something did not arrive).
+    pub fn collect_for(&mut self, wait: Duration) -> Vec<String> {
+        self.set_read_timeout(wait);
+        let mut seen = Vec::new();
+        while let Some(frame) = self.try_next() {
+            seen.push(frame);
+        }
+        self.set_read_timeout(TIMEOUT);
+        seen
+    }
+
+    fn set_read_timeout(&mut self, timeout: Duration) {
+        let tcp = match &self.transport {
+            Transport::Plain(tcp) => tcp,
+            Transport::Tls(tls) => tls.get_ref(),
+        };
+        tcp.set_read_timeout(Some(timeout)).expect("timeout");
+    }
+
+    /// Drops the TCP connection without closing the stream (a lost connection).
+    pub fn drop_connection(self) {
+        let tcp = match &self.transport {
+            Transport::Plain(tcp) => tcp,
+            Transport::Tls(tls) => tls.get_ref(),
+        };
+        let _ = tcp.shutdown(std::net::Shutdown::Both);
     }
 }
 
