@@ -13,6 +13,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use confab_core::jid::{prepare_local, BareJid};
 use confab_core::records::Account;
+use confab_core::roster::{RosterItem, Subscription};
 use confab_core::sasl::{ScramCredentials, ScramHash, SCRAM_SALT_BYTES};
 use futures_channel::oneshot;
 use rand::RngCore as _;
@@ -32,6 +33,8 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("check_account", &["user", "host"]),
     ("registered_users", &["host"]),
     ("connected_users_number", &[]),
+    ("add_rosteritem", &["localuser", "localhost", "user", "host", "nick", "group", "subs"]),
+    ("get_roster", &["user", "host"]),
     ("status", &[]),
 ];
 
@@ -149,6 +152,70 @@ fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) ->
                 // ejabberd's unregister answers 0 for an absent user too (nothing to remove).
                 AdminReply::NoSuchAccount if command == "unregister" => (200, json!(0)),
                 AdminReply::NoSuchAccount => (200, json!(1)),
+                other => failed(other),
+            }
+        }
+        "add_rosteritem" => {
+            // ejabberd mod_admin_extra: one side of the relationship, subscription as given.
+            let Some(local) = text("localuser").and_then(|u| prepare_local(&u).ok()) else {
+                return error(400, 31, "Invalid localuser");
+            };
+            if !host_ok(text("localhost")) {
+                return error(400, 31, "Unknown host");
+            }
+            let contact = match (text("user"), text("host")) {
+                (Some(user), Some(host)) => match confab_core::jid::Jid::parse(&format!("{user}@{host}")) {
+                    Ok(jid) => jid.bare(),
+                    Err(_) => return error(400, 31, "Invalid contact"),
+                },
+                _ => return error(400, 31, "Missing argument: user or host"),
+            };
+            let subscription = match text("subs").as_deref() {
+                Some("none") | None => Subscription::None,
+                Some("to") => Subscription::To,
+                Some("from") => Subscription::From,
+                Some("both") => Subscription::Both,
+                Some(_) => return error(400, 31, "subs must be none, to, from or both"),
+            };
+            let mut item = RosterItem::new(contact.as_str());
+            item.name = text("nick").filter(|n| !n.is_empty());
+            item.groups = text("group").filter(|g| !g.is_empty()).into_iter().collect();
+            item.subscription = subscription;
+            let Ok(bare) = BareJid::new(Some(&local), &shared.config.domain) else { return error(400, 31, "Invalid localuser") };
+            match ask(shared, shared.home_of(&bare), AdminRequest::RosterPut(local, item)) {
+                AdminReply::Done => (200, json!(0)),
+                AdminReply::NoSuchAccount => error(404, 33, "User does not exist"),
+                other => failed(other),
+            }
+        }
+        "get_roster" => {
+            let (local, bare) = match user() {
+                Ok(user) => user,
+                Err(e) => return e,
+            };
+            match ask(shared, shared.home_of(&bare), AdminRequest::Roster(local)) {
+                AdminReply::Roster(items) => {
+                    let items: Vec<Value> = items
+                        .iter()
+                        .map(|item| {
+                            let subscription = match item.subscription {
+                                Subscription::None => "none",
+                                Subscription::To => "to",
+                                Subscription::From => "from",
+                                Subscription::Both => "both",
+                            };
+                            json!({
+                                "jid": item.jid,
+                                "nick": item.name.clone().unwrap_or_default(),
+                                "subscription": subscription,
+                                "ask": if item.pending_out { "subscribe" } else { "none" },
+                                "group": item.groups.first().cloned().unwrap_or_default(),
+                            })
+                        })
+                        .collect();
+                    (200, json!(items))
+                }
+                AdminReply::NoSuchAccount => error(404, 33, "User does not exist"),
                 other => failed(other),
             }
         }

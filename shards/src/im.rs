@@ -927,6 +927,21 @@ fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, reque
     }
 }
 
+/// The admin API's add_rosteritem: sets the item (with its subscription) as given, pushes it
+/// to the user's interested resources and returns the records to store.
+pub fn admin_roster_put(shard: &mut Shard, user: &str, item: RosterItem) -> Vec<Record> {
+    let mut fx = Effects::default();
+    let data = shard.users.entry(user.to_owned()).or_default();
+    let contact = item.jid.clone();
+    if let Some(element) = apply_roster_effect(data, user, &contact, Some(item), true, &mut fx) {
+        let version = data.roster_version;
+        if let Ok(bare) = BareJid::new(Some(user), &shard.shared.config.domain) {
+            push_roster(shard, &bare, version, &element);
+        }
+    }
+    fx.records
+}
+
 /// Runs a XEP-0313 query against the store and returns the result messages and the final iq.
 pub async fn run_archive_query(partition: Rc<crate::storage::Partition>, request: ArchiveRequest, kept: u64) -> Vec<Vec<u8>> {
     let ArchiveRequest { user, requester, id, query } = request;

@@ -111,17 +111,20 @@ async fn run_shard(shard: ShardRef, inbox: async_channel::Receiver<ShardMessage>
             ShardMessage::AuthFailure(address) => connection::handle_auth_failure(&shard, address),
             ShardMessage::Ban(address, until) => shard.borrow_mut().ban(address, until),
             ShardMessage::Admin(request, reply) => {
-                let (record, answer) = shard.borrow_mut().admin(&request);
+                let (records, answer) = shard.borrow_mut().admin(&request);
                 let partition = shard.borrow().partition.clone();
-                let answer = match record {
-                    None => answer,
-                    Some(record) => match partition.apply(record.clone()).await {
+                let answer = if records.is_empty() {
+                    answer
+                } else {
+                    match partition.apply_all(records.clone()).await {
                         Ok(()) => {
-                            shard.borrow_mut().applied(record);
+                            for record in records {
+                                shard.borrow_mut().applied(record);
+                            }
                             answer
                         }
                         Err(error) => AdminReply::Failed(error.to_string()),
-                    },
+                    }
                 };
                 let _ = reply.send(answer);
             }

@@ -90,6 +90,11 @@ pub enum AdminRequest {
     CheckAccount(String),
     RegisteredUsers,
     SessionCount,
+    /// Create or replace a roster item with the given subscription (ejabberd's
+    /// add_rosteritem), pushed to the user's interested resources.
+    RosterPut(String, confab_core::roster::RosterItem),
+    /// The user's roster (ejabberd's get_roster).
+    Roster(String),
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -99,6 +104,7 @@ pub enum AdminReply {
     NoSuchAccount,
     Users(Vec<String>),
     Count(usize),
+    Roster(Vec<confab_core::roster::RosterItem>),
     Failed(String),
 }
 
@@ -293,7 +299,27 @@ impl Shard {
 
     /// Handles an admin request for accounts homed here. Storage writes happen in the caller
     /// (they are async); this returns the record to write, if any, and the reply.
-    pub fn admin(&mut self, request: &AdminRequest) -> (Option<Record>, AdminReply) {
+    pub fn admin(&mut self, request: &AdminRequest) -> (Vec<Record>, AdminReply) {
+        let (record, reply) = match request {
+            AdminRequest::RosterPut(user, item) => {
+                if !self.accounts.contains_key(user) {
+                    return (Vec::new(), AdminReply::NoSuchAccount);
+                }
+                return (crate::im::admin_roster_put(self, user, item.clone()), AdminReply::Done);
+            }
+            AdminRequest::Roster(user) => {
+                if !self.accounts.contains_key(user) {
+                    return (Vec::new(), AdminReply::NoSuchAccount);
+                }
+                let items = self.users.get(user).map(|d| d.roster.values().filter(|i| !i.hidden).cloned().collect()).unwrap_or_default();
+                return (Vec::new(), AdminReply::Roster(items));
+            }
+            other => self.account_admin(other),
+        };
+        (record.into_iter().collect(), reply)
+    }
+
+    fn account_admin(&mut self, request: &AdminRequest) -> (Option<Record>, AdminReply) {
         match request {
             AdminRequest::Register(account) => {
                 if self.accounts.contains_key(&account.user) {
@@ -321,6 +347,7 @@ impl Shard {
             }
             AdminRequest::RegisteredUsers => (None, AdminReply::Users(self.accounts.keys().cloned().collect())),
             AdminRequest::SessionCount => (None, AdminReply::Count(self.session_count)),
+            AdminRequest::RosterPut(..) | AdminRequest::Roster(_) => unreachable!("handled by admin()"),
         }
     }
 

@@ -104,3 +104,25 @@ fn ctl_calls_the_api() {
     let (ok, _, err) = ctl(&["register", "only-two-args"]);
     assert!(!ok && err.contains("usage"), "{err}");
 }
+
+#[test]
+fn add_rosteritem_sets_one_side_and_pushes_it() {
+    let server = Server::start();
+    server.register("rosa", "pw");
+    server.register("sid", "pw");
+    let mut rosa = Client::login(&server, "rosa", "pw", "r");
+    rosa.iq("r1", "<iq type='get' id='r1'><query xmlns='jabber:iq:roster'/></iq>");
+    let item = serde_json::json!({"localuser": "rosa", "localhost": DOMAIN, "user": "sid", "host": DOMAIN, "nick": "Sid", "group": "Ops", "subs": "both"});
+    let (status, body) = server.api("add_rosteritem", item);
+    assert_eq!((status, body), (200, serde_json::json!(0)));
+    let push = rosa.expect("type='set'");
+    assert!(push.contains("jid='sid@localhost'") && push.contains("subscription='both'") && push.contains("<group>Ops</group>"), "{push}");
+    let (status, roster) = server.api("get_roster", serde_json::json!({"user": "rosa", "host": DOMAIN}));
+    assert_eq!(status, 200);
+    assert_eq!(roster[0]["jid"], "sid@localhost");
+    assert_eq!(roster[0]["subscription"], "both");
+    let (status, _) = server.api("add_rosteritem", serde_json::json!({"localuser": "nobody", "localhost": DOMAIN, "user": "sid", "host": DOMAIN, "nick": "", "group": "", "subs": "both"}));
+    assert_eq!(status, 404);
+    let (status, _) = server.api("add_rosteritem", serde_json::json!({"localuser": "rosa", "localhost": DOMAIN, "user": "sid", "host": DOMAIN, "nick": "", "group": "", "subs": "maybe"}));
+    assert_eq!(status, 400);
+}
