@@ -96,3 +96,9 @@ pub const CSI_HELD_STANZAS_MAX: usize = 256;
 /// Seconds a dropped session with stream management enabled waits for the client to resume it
 /// (XEP-0198 §5); after that its unacknowledged messages go to offline storage.
 pub const RESUME_TIMEOUT_S: u32 = 300;
+
+/// Seconds between two in-band registrations (XEP-0077) from one address.
+pub const REGISTRATION_INTERVAL_S: u64 = 600;
+
+/// Addresses remembered for the registration interval; past it the oldest are forgotten.
+pub const REGISTRATION_ADDRESSES_MAX: usize = 65_536;

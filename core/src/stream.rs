@@ -54,7 +54,13 @@ pub struct StreamConfig {
     /// honestly sends "y"; failing it locks such clients out. Enable where every client
     /// supports tls-exporter or tls-server-end-point.
     pub reject_channel_binding_downgrade: bool,
+    /// XEP-0077 in-band registration of new accounts before authentication (off by default).
+    pub registration: bool,
 }
+
+/// XEP-0077 in-band registration namespace and its stream feature.
+pub const REGISTER_NAMESPACE: &str = "jabber:iq:register";
+pub const REGISTER_FEATURE_NAMESPACE: &str = "http://jabber.org/features/iq-register";
 
 /// Randomness from the runtime (the core owns no RNG).
 pub trait Entropy {
@@ -85,6 +91,9 @@ pub enum Action {
     /// The client asked to bind this (prepared or generated) resource: answer with
     /// `C2sStream::bind_result`.
     Bind { jid: FullJid, id: String },
+    /// XEP-0077 §3.1: create this account (the password is not stored: derive SCRAM secrets)
+    /// and answer the iq `id` with a result or an error.
+    Register { id: String, user: BareJid, password: String },
     /// Close the connection once everything queued has been written.
     Close,
 }
@@ -368,7 +377,7 @@ impl C2sStream {
             return self.fail(StreamError::new("host-unknown"), config, entropy, out);
         }
         self.send_header_if_needed(config, entropy, out);
-        out.push(Action::Send(self.features()));
+        out.push(Action::Send(self.features(config)));
         self.phase = Phase::Open;
     }
 
@@ -396,7 +405,7 @@ impl C2sStream {
     }
 
     /// RFC 6120 §4.3.2: the features on offer at this point of the negotiation.
-    fn features(&self) -> Vec<u8> {
+    fn features(&self, config: &StreamConfig) -> Vec<u8> {
         let mut xml = String::with_capacity(512);
         xml.push_str("<stream:features>");
         if self.user.is_some() {
@@ -430,6 +439,12 @@ impl C2sStream {
                 xml.push_str("</mechanism>");
             }
             xml.push_str("</mechanisms>");
+            if self.registration_offered(config) {
+                // XEP-0077 §4: registration is on offer (only inside TLS, where passwords travel).
+                xml.push_str("<register xmlns='");
+                xml.push_str(REGISTER_FEATURE_NAMESPACE);
+                xml.push_str("'/>");
+            }
             if let Some(bindings) = &self.tls {
                 // XEP-0440 §2: the channel-binding types we can verify on this connection.
                 xml.push_str("<sasl-channel-binding xmlns='");
@@ -511,6 +526,10 @@ impl C2sStream {
                 self.bind(&stanza, config, entropy, out);
                 None
             }
+            Phase::Open if is_client_stanza && self.user.is_none() && self.registration_offered(config) && stanza.name == "iq" => {
+                self.registration_iq(&stanza, config, entropy, out);
+                None
+            }
             _ if is_client_stanza => {
                 // RFC 6120 §4.9.3.12: stanzas before authentication (and, §7.1, before bind).
                 self.fail(StreamError::new("not-authorized"), config, entropy, out);
@@ -521,6 +540,56 @@ impl C2sStream {
                 None
             }
         }
+    }
+
+    /// XEP-0077 §3.1 before authentication: the form, or an account creation request. Anything
+    /// else before authentication still ends the stream (RFC 6120 §4.9.3.12).
+    fn registration_iq(&mut self, stanza: &Stanza<'_>, config: &StreamConfig, entropy: &mut dyn Entropy, out: &mut Vec<Action>) {
+        let id = stanza.id.as_deref().unwrap_or("").to_owned();
+        let element = match stanza.element() {
+            Ok(element) => element,
+            Err(error) => return self.framer_error(error, config, entropy, out),
+        };
+        let Some(query) = element.child("query", REGISTER_NAMESPACE) else {
+            return self.fail(StreamError::new("not-authorized"), config, entropy, out);
+        };
+        let error = |condition| Action::Send(error_reply(StanzaKind::Iq, Some(&id), None, None, condition));
+        match stanza.kind.as_deref() {
+            Some("get") => {
+                let mut xml = String::with_capacity(256);
+                xml.push_str("<iq type='result' id='");
+                xml.push_str(&escape_attribute(&id));
+                xml.push_str("'><query xmlns='");
+                xml.push_str(REGISTER_NAMESPACE);
+                xml.push_str("'><instructions>Choose a user name and password.</instructions><username/><password/></query></iq>");
+                out.push(Action::Send(xml.into_bytes()));
+            }
+            Some("set") => {
+                if query.child("remove", REGISTER_NAMESPACE).is_some() {
+                    // §3.2: cancelling needs an authenticated stream.
+                    out.push(error("not-authorized"));
+                    return;
+                }
+                let username = query.child("username", REGISTER_NAMESPACE).map(|e| e.text()).unwrap_or_default();
+                let password = query.child("password", REGISTER_NAMESPACE).map(|e| e.text()).unwrap_or_default();
+                if username.is_empty() || password.is_empty() {
+                    // §3.1: required fields missing.
+                    out.push(error("not-acceptable"));
+                    return;
+                }
+                match prepare_local(&username).ok().and_then(|local| BareJid::new(Some(&local), &config.domain).ok()) {
+                    Some(user) => out.push(Action::Register { id, user, password }),
+                    None => out.push(error("jid-malformed")),
+                }
+            }
+            _ => out.push(error("bad-request")),
+        }
+    }
+
+    /// XEP-0077: registration is offered when configured, and only once TLS protects the
+    /// stream (the password travels in the clear inside it, §9).
+    fn registration_offered(&self, config: &StreamConfig) -> bool {
+        config.registration && self.tls.is_some()
     }
 
     fn bind(&mut self, stanza: &Stanza<'_>, config: &StreamConfig, entropy: &mut dyn Entropy, out: &mut Vec<Action>) {
@@ -732,6 +801,7 @@ impl StreamConfig {
             scram_iterations: crate::sasl::SCRAM_ITERATIONS_DEFAULT,
             sasl_attempts_max: SASL_ATTEMPTS_MAX,
             reject_channel_binding_downgrade: false,
+            registration: false,
         }
     }
 }

@@ -272,6 +272,16 @@ fn ask(shared: &Shared, shard: usize, request: AdminRequest) -> AdminReply {
     futures_lite::future::block_on(answer).unwrap_or_else(|_| AdminReply::Failed("shard dropped the request".into()))
 }
 
+/// Sends a request to a shard from a shard task and waits for its answer without blocking
+/// the thread (the request may be for this very shard).
+pub async fn ask_async(shared: &Shared, shard: usize, request: AdminRequest) -> AdminReply {
+    let (reply, answer) = oneshot::channel();
+    if shared.inboxes[shard].send(ShardMessage::Admin(request, reply)).await.is_err() {
+        return AdminReply::Failed("shard unavailable".into());
+    }
+    answer.await.unwrap_or_else(|_| AdminReply::Failed("shard dropped the request".into()))
+}
+
 /// Derives the stored SCRAM secrets for both hashes (RFC 5802 §3) with fresh salts.
 pub fn make_account(local: &str, password: &str, iterations: u32) -> Result<Account, String> {
     let mut rng = rand::rng();

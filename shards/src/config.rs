@@ -30,7 +30,26 @@ pub struct Config {
     pub limits: Limits,
     pub security: Security,
     pub admin: Admin,
+    pub registration: Registration,
     pub log: Log,
+}
+
+/// XEP-0077 in-band registration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Registration {
+    /// Let anyone create an account from a client (off by default: accounts come from the
+    /// admin API or the directory).
+    pub enabled: bool,
+    /// Seconds before the same address may create another account (as ejabberd's
+    /// registration_timeout), so one host cannot mass-create accounts.
+    pub interval_s: u64,
+}
+
+impl Default for Registration {
+    fn default() -> Self {
+        Registration { enabled: false, interval_s: confab_core::limits::REGISTRATION_INTERVAL_S }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -121,6 +140,7 @@ impl Default for Config {
             limits: Limits::default(),
             security: Security::default(),
             admin: Admin::default(),
+            registration: Registration::default(),
             log: Log::default(),
         }
     }

@@ -518,7 +518,7 @@ impl Connection {
     /// Routes what a client stanza produced; a reply that acknowledges stored state is written
     /// only once that state is durable.
     async fn carry_out_effects(&mut self, effects: im::Effects, outbox: &mut Vec<(usize, Envelope)>) {
-        let im::Effects { reply, envelopes, records, archive_query } = effects;
+        let im::Effects { reply, envelopes, records, archive_query, account_change } = effects;
         let (shared, partition) = {
             let shard = self.shard.borrow();
             (shard.shared.clone(), shard.partition.clone())
@@ -547,6 +547,33 @@ impl Connection {
             for stanza in im::run_archive_query(partition, request, kept).await {
                 self.emit(stanza);
             }
+        }
+        if let Some((id, change)) = account_change {
+            let answer = self.change_account(&id, change).await;
+            self.emit(answer);
+        }
+    }
+
+    /// XEP-0077 §3.2 (cancel) and §3.3 (password change) for the bound user.
+    async fn change_account(&mut self, id: &str, change: im::AccountChange) -> Vec<u8> {
+        let shared = self.shard.borrow().shared.clone();
+        let Some(me) = self.stream.bound().cloned() else { return Vec::new() };
+        let error = |condition| routing::error_reply(StanzaKind::Iq, Some(id), None, Some(me.as_str()), condition);
+        let local = me.local().unwrap_or_default().to_owned();
+        let request = match change {
+            im::AccountChange::Remove => shard::AdminRequest::Unregister(local),
+            im::AccountChange::Password(password) => {
+                let iterations = shared.config.security.scram_iterations;
+                let account = glommio::executor().spawn_blocking(move || crate::admin::make_account(&local, &password, iterations)).await;
+                match account {
+                    Ok(account) => shard::AdminRequest::ChangePassword(account),
+                    Err(_) => return error("not-acceptable"),
+                }
+            }
+        };
+        match crate::admin::ask_async(&shared, shared.home_of(&me.bare()), request).await {
+            shard::AdminReply::Done => routing::iq_result(id, None, me.as_str(), None),
+            _ => error("internal-server-error"),
         }
     }
 
@@ -780,6 +807,10 @@ impl Connection {
                     let ok = glommio::executor().spawn_blocking(move || credentials.verify_password(&password)).await;
                     self.stream.plain_checked(ok, &shared.stream, &mut ThreadEntropy, &mut more);
                 }
+                Action::Register { id, user, password } => {
+                    let answer = self.register(&id, &user, password).await;
+                    self.output.extend_from_slice(&answer);
+                }
                 Action::Authenticated(user) => {
                     debug_assert_eq!(shared.home_of(&user), self.shard.borrow().id, "authenticated away from the home shard");
                     tracing::info!(peer = %self.peer, %user, "authenticated");
@@ -817,6 +848,28 @@ impl Connection {
             }
         }
         Ok(flow)
+    }
+
+    /// XEP-0077 §3.1: creates the account on its home shard; returns the iq answer.
+    async fn register(&mut self, id: &str, user: &confab_core::jid::BareJid, password: String) -> Vec<u8> {
+        let error = |condition| routing::error_reply(StanzaKind::Iq, Some(id), None, None, condition);
+        let shared = self.shard.borrow().shared.clone();
+        if !self.shard.borrow_mut().registration_allowed(self.peer.ip(), Instant::now()) {
+            // XEP-0077 §3.1 with RFC 6120 §8.3.3.18: try again later.
+            return error("resource-constraint");
+        }
+        let local = user.local().unwrap_or_default().to_owned();
+        let iterations = shared.config.security.scram_iterations;
+        let account = glommio::executor().spawn_blocking(move || crate::admin::make_account(&local, &password, iterations)).await;
+        let Ok(account) = account else { return error("not-acceptable") };
+        match crate::admin::ask_async(&shared, shared.home_of(user), shard::AdminRequest::Register(account)).await {
+            shard::AdminReply::Done => {
+                tracing::info!(peer = %self.peer, %user, "account registered in band");
+                format!("<iq type='result' id='{}'/>", confab_core::xml::escape_attribute(id)).into_bytes()
+            }
+            shard::AdminReply::AlreadyExists => error("conflict"),
+            _ => error("internal-server-error"),
+        }
     }
 
     fn refuse_if_banned(&mut self) -> bool {

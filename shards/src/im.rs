@@ -22,6 +22,7 @@ use confab_core::framer::{parse_element, Stanza};
 use confab_core::jid::{BareJid, FullJid, Jid};
 use confab_core::records::{ItemKind, Record};
 use confab_core::roster::{self, RosterItem, RosterSet, Subscription, SubscriptionStanza, ROSTER_NAMESPACE};
+use confab_core::stream::REGISTER_NAMESPACE;
 use confab_core::routing::{self, deliver_to_account, error_reply, iq_result, Delivery, SessionView, StanzaKind};
 use confab_core::xml::{escape_attribute, Element, Node};
 use rand::distr::{Alphanumeric, SampleString as _};
@@ -163,6 +164,15 @@ pub struct Effects {
     pub records: Vec<Record>,
     /// A MAM query to run against the store (it reads from disk, so the connection runs it).
     pub archive_query: Option<ArchiveRequest>,
+    /// An in-band account change (XEP-0077 §3.2–3.3), carried out by the connection (it
+    /// derives secrets off the shard thread); `id` is the iq to answer.
+    pub account_change: Option<(String, AccountChange)>,
+}
+
+/// XEP-0077 changes an authenticated user makes to their own account.
+pub enum AccountChange {
+    Password(String),
+    Remove,
 }
 
 /// A XEP-0313 query waiting for its read.
@@ -785,6 +795,30 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
         },
         ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => {
             fx.reply.push(account_disco(id, reply_from.as_deref(), me.as_str()));
+        }
+        ("get", "query", REGISTER_NAMESPACE) if shard.shared.config.registration.enabled => {
+            // XEP-0077 §3.2: already registered.
+            let query = Element::new("query", REGISTER_NAMESPACE)
+                .with_child(Element::new("registered", REGISTER_NAMESPACE))
+                .with_child(Element::new("username", REGISTER_NAMESPACE).with_text(&user))
+                .with_child(Element::new("password", REGISTER_NAMESPACE));
+            fx.reply.push(result(Some(&query)));
+        }
+        ("set", "query", REGISTER_NAMESPACE) if shard.shared.config.registration.enabled => {
+            if payload.child("remove", REGISTER_NAMESPACE).is_some() {
+                fx.account_change = Some((id.to_owned(), AccountChange::Remove));
+                return;
+            }
+            // §3.3: a password change names the account's own user.
+            let username = payload.child("username", REGISTER_NAMESPACE).map(Element::text).unwrap_or_default();
+            let password = payload.child("password", REGISTER_NAMESPACE).map(Element::text).unwrap_or_default();
+            if confab_core::jid::prepare_local(&username).ok().as_deref() != Some(user.as_str()) {
+                fx.reply.push(error("bad-request"));
+            } else if password.is_empty() {
+                fx.reply.push(error("not-acceptable"));
+            } else {
+                fx.account_change = Some((id.to_owned(), AccountChange::Password(password)));
+            }
         }
         ("get", "query", LAST_NAMESPACE) => {
             // XEP-0012 §4: asking one's own account while online: 0 seconds.

@@ -46,6 +46,7 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     stream.scram_iterations = config.security.scram_iterations;
     stream.sasl_attempts_max = config.security.sasl_attempts;
     stream.reject_channel_binding_downgrade = config.security.reject_channel_binding_downgrade;
+    stream.registration = config.registration.enabled;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| async_channel::bounded(SHARD_INBOX_MESSAGES_MAX)).unzip();
     let shared = Arc::new(Shared { config, stream, tls, inboxes: senders, started: Instant::now() });
 

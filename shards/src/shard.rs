@@ -169,6 +169,8 @@ pub struct Shard {
     session_count: usize,
     bans: HashMap<IpAddr, Instant>,
     failures: HashMap<IpAddr, (u32, Instant)>,
+    /// When each address last registered an account in band (XEP-0077), bounded.
+    registrations: HashMap<IpAddr, Instant>,
     next_connection: u64,
 }
 
@@ -191,6 +193,7 @@ impl Shard {
             session_count: 0,
             bans: HashMap::new(),
             failures: HashMap::new(),
+            registrations: HashMap::new(),
             next_connection: (id as u64) << 48,
         }
     }
@@ -241,6 +244,26 @@ impl Shard {
         } else {
             None
         }
+    }
+
+    /// XEP-0077: may `address` register an account now? Records the attempt when it may.
+    /// (Counted per shard: an address spread over shards gets one registration per shard per
+    /// interval at most.)
+    pub fn registration_allowed(&mut self, address: IpAddr, now: Instant) -> bool {
+        let interval = Duration::from_secs(self.shared.config.registration.interval_s);
+        if let Some(last) = self.registrations.get(&address) {
+            if now.duration_since(*last) < interval {
+                return false;
+            }
+        }
+        if self.registrations.len() >= confab_core::limits::REGISTRATION_ADDRESSES_MAX {
+            self.registrations.retain(|_, last| now.duration_since(*last) < interval);
+            if self.registrations.len() >= confab_core::limits::REGISTRATION_ADDRESSES_MAX {
+                self.registrations.clear();
+            }
+        }
+        self.registrations.insert(address, now);
+        true
     }
 
     pub fn ban(&mut self, address: IpAddr, until: Instant) {

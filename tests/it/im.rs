@@ -459,3 +459,39 @@ fn small_services_answer_as_their_xeps_say() {
     let reserved = k.iq("p", "<iq type='set' id='p'><query xmlns='jabber:iq:private'><x xmlns='jabber:iq:roster'/></query></iq>");
     assert!(reserved.contains("<not-acceptable"), "{reserved}");
 }
+
+#[test]
+fn in_band_registration_creates_changes_and_removes_accounts_when_enabled() {
+    // Off by default: not advertised, and an iq before authentication ends the stream.
+    let closed = Server::start();
+    let mut c = Client::connect(&closed);
+    let features = c.starttls();
+    assert!(!features.contains("iq-register"), "{features}");
+    c.send("<iq type='get' id='g'><query xmlns='jabber:iq:register'/></iq>");
+    assert!(c.read_to_close().join("").contains("not-authorized"));
+
+    let server = Server::start_with("[registration]\nenabled = true\ninterval_s = 0\n");
+    let mut c = Client::connect(&server);
+    let features = c.starttls();
+    assert!(features.contains("http://jabber.org/features/iq-register"), "{features}");
+    let form = c.iq("g", "<iq type='get' id='g'><query xmlns='jabber:iq:register'/></iq>");
+    assert!(form.contains("<username/>") && form.contains("<password/>"), "{form}");
+    let missing = c.iq("m", "<iq type='set' id='m'><query xmlns='jabber:iq:register'><username>newbie</username></query></iq>");
+    assert!(missing.contains("<not-acceptable"), "{missing}");
+    let created = c.iq("s", "<iq type='set' id='s'><query xmlns='jabber:iq:register'><username>newbie</username><password>first</password></query></iq>");
+    assert!(created.contains("type='result'"), "{created}");
+    let again = c.iq("s2", "<iq type='set' id='s2'><query xmlns='jabber:iq:register'><username>newbie</username><password>x</password></query></iq>");
+    assert!(again.contains("<conflict"), "{again}");
+    drop(c);
+
+    let mut n = Client::login(&server, "newbie", "first", "r");
+    let changed = n.iq("p", "<iq type='set' id='p'><query xmlns='jabber:iq:register'><username>newbie</username><password>second</password></query></iq>");
+    assert!(changed.contains("type='result'"), "{changed}");
+    let mut n2 = Client::login(&server, "newbie", "second", "r2");
+    let removed = n2.iq("x", "<iq type='set' id='x'><query xmlns='jabber:iq:register'><remove/></query></iq>");
+    assert!(removed.contains("type='result'"), "{removed}");
+    assert!(n2.read_to_close().join("").contains("not-authorized"), "sessions of a removed account end");
+    let mut gone = Client::connect(&server);
+    gone.starttls();
+    assert!(gone.scram("SCRAM-SHA-256", "newbie", "second").contains("<failure"));
+}
