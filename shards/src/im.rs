@@ -383,13 +383,11 @@ fn presence_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to
                 .is_some_and(|data| matches!(data.subscription(to.bare().as_str()), Subscription::From | Subscription::Both));
             if let Some(session) = shard.session_mut(me) {
                 match stanza_type {
-                    None if !subscriber && session.available => {
-                        if !session.directed.contains(&to) {
-                            if session.directed.len() >= confab_core::limits::DIRECTED_PRESENCE_MAX {
-                                session.directed.remove(0);
-                            }
-                            session.directed.push(to.clone());
+                    None if !subscriber && session.available && !session.directed.contains(&to) => {
+                        if session.directed.len() >= confab_core::limits::DIRECTED_PRESENCE_MAX {
+                            session.directed.remove(0);
                         }
+                        session.directed.push(to.clone());
                     }
                     Some("unavailable") => session.directed.retain(|j| *j != to),
                     _ => {}
@@ -1194,11 +1192,9 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
     let archivable = content && from_bare != to_bare;
     let kept = shard.shared.config.limits.archive_messages;
     let offline_max = shard.shared.config.limits.offline_messages;
-    if archivable || offline {
-        if shard.partition.is_congested() {
-            replies.extend(bounce(&envelope, "resource-constraint"));
-            return;
-        }
+    if (archivable || offline) && shard.partition.is_congested() {
+        replies.extend(bounce(&envelope, "resource-constraint"));
+        return;
     }
     if offline && !content {
         // XEP-0160 §3 stores messages with content; chat states alone are dropped.

@@ -276,6 +276,9 @@ impl Partition {
     }
 }
 
+/// One row of the archive table as redb hands it out.
+type ArchiveEntry<'a> = (redb::AccessGuard<'a, (&'static str, u64)>, redb::AccessGuard<'a, &'static [u8]>);
+
 fn read_archive(database: &Database, user: &str, first: u64, last: u64, limit: usize, newest_first: bool) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
     let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
     if first > last {
@@ -285,7 +288,7 @@ fn read_archive(database: &Database, user: &str, first: u64, last: u64, limit: u
     let table = txn.open_table(ARCHIVE).map_err(|e| read(&e))?;
     let range = table.range((user, first)..=(user, last)).map_err(|e| read(&e))?;
     let mut out = Vec::new();
-    let mut push = |entry: Result<(redb::AccessGuard<'_, (&str, u64)>, redb::AccessGuard<'_, &[u8]>), redb::StorageError>| -> Result<bool, StorageError> {
+    let mut push = |entry: Result<ArchiveEntry<'_>, redb::StorageError>| -> Result<bool, StorageError> {
         let (key, value) = entry.map_err(|e| read(&e))?;
         out.push((key.value().1, value.value().to_vec()));
         Ok(out.len() < limit)
