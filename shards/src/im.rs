@@ -947,12 +947,27 @@ fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, reque
             let _ = offer(&session.sender, SessionMessage::Stanza(blocking::push_iq(&token(), &to, block, &jids)));
         }
     }
-    // §3.3: blocked contacts stop seeing us; unblocked subscribers see us again.
-    let subscribers: BTreeSet<String> = shard.users.get(user).map(|d| d.presence_subscribers()).unwrap_or_default().into_iter().collect();
+    // §3.3: blocked contacts that could see us (subscribers, or sent directed presence)
+    // stop seeing us; unblocked subscribers see us again. Nobody else learns anything.
+    let subscribers: BTreeSet<String> = shard
+        .users
+        .get(user)
+        .map(|d| d.roster.values().filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both)).map(|i| i.jid.clone()).collect())
+        .unwrap_or_default();
     for jid in &jids {
         let Ok(Jid::Bare(contact)) = Jid::parse(jid) else { continue };
         if block {
-            send_unavailable(shard, &bare, &contact, fx);
+            let mut directed = false;
+            if let Some(sessions) = shard.sessions.get_mut(&bare) {
+                for session in sessions.iter_mut() {
+                    let before = session.directed.len();
+                    session.directed.retain(|entity| entity.bare() != contact);
+                    directed |= session.directed.len() != before;
+                }
+            }
+            if directed || subscribers.contains(contact.as_str()) {
+                send_unavailable(shard, &bare, &contact, fx);
+            }
         } else if subscribers.contains(contact.as_str()) {
             send_current_presence(shard, &bare, &contact, fx);
         }

@@ -1,23 +1,22 @@
 //! A real client library: python3-slixmpp logs in with SCRAM-SHA-256 over STARTTLS and chats
-//! between two users on different shards.
+//! between two users on different shards, then drives the IM features (rosters, carbons,
+//! offline delivery, archive, blocking, stream resumption) through its plugins.
 
 use crate::support::{users_on_shards, Server, DOMAIN};
 
+/// Debian's interpreter, which is the one python3-slixmpp installs into.
+const PYTHON: &str = "/usr/bin/python3";
+
 #[test]
 fn slixmpp_clients_chat_over_starttls_with_scram() {
-    let python = "/usr/bin/python3";
-    let check = std::process::Command::new(python).args(["-c", "import slixmpp"]).status();
-    assert!(
-        check.is_ok_and(|s| s.success()),
-        "python3-slixmpp is required (apt-get install python3-slixmpp); .ci/run installs it"
-    );
+    require_slixmpp();
     let server = Server::start();
     let users = users_on_shards("slix", &[0, 1]);
     for user in &users {
         server.register(user, "pw-slix");
     }
     let script = format!("{}/slixmpp_chat.py", env!("CARGO_MANIFEST_DIR"));
-    let output = std::process::Command::new(python)
+    let output = std::process::Command::new(PYTHON)
         .arg(script)
         .args(["127.0.0.1", &server.c2s.to_string()])
         .arg(server.data_dir.join("cert.pem"))
@@ -29,4 +28,41 @@ fn slixmpp_clients_chat_over_starttls_with_scram() {
     assert!(output.status.success(), "slixmpp failed:\n{stdout}\n{stderr}\nserver log:\n{}", server.log());
     assert!(stdout.contains("ok: both messages delivered"), "{stdout}");
     assert!(server.log().contains("authenticated"), "server logged the logins");
+}
+
+/// tests/slixmpp_im.py prints one "ok:"/"FAIL:" line per check and bounds itself to 60 s; run it
+/// with SLIX_DEBUG=1 to trace every stanza per client.
+#[test]
+fn slixmpp_clients_use_roster_carbons_offline_archive_blocking_and_resumption() {
+    require_slixmpp();
+    let server = Server::start();
+    // alice and carol live on shard 0, bob on shard 1: every message between two users crosses
+    // shards, and alice's two resources share one.
+    let users = users_on_shards("im", &[0, 1, 0]);
+    for user in &users {
+        server.register(user, "pw-im");
+    }
+    let script = format!("{}/slixmpp_im.py", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(PYTHON)
+        .arg(script)
+        .args(["127.0.0.1", &server.c2s.to_string()])
+        .arg(server.data_dir.join("cert.pem"))
+        .args([DOMAIN, &users[0], "pw-im", &users[1], "pw-im", &users[2], "pw-im"])
+        .output()
+        .expect("run slixmpp script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("ok: all "),
+        "slixmpp IM scenario failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        server.log()
+    );
+}
+
+fn require_slixmpp() {
+    let check = std::process::Command::new(PYTHON).args(["-c", "import slixmpp"]).status();
+    assert!(
+        check.is_ok_and(|s| s.success()),
+        "python3-slixmpp is required (apt-get install python3-slixmpp); .ci/run installs it"
+    );
 }
