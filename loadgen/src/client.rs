@@ -100,6 +100,8 @@ pub struct Session {
     framer: Framer,
     pub jid: String,
     pub roster_supported: bool,
+    /// Items in the roster fetched at login (RFC 6121 §2.1.3).
+    pub roster_items: u64,
 }
 
 thread_local! {
@@ -131,6 +133,7 @@ pub async fn login(
         framer: Framer::new(FramerLimits { stanza_bytes_max: STANZA_BYTES_MAX, depth_max: 64, attributes_max: 64, namespace_declarations_max: 16 }),
         jid: String::new(),
         roster_supported: true,
+        roster_items: 0,
     };
     let timeout = settings.timeout;
     match settings.tls {
@@ -190,6 +193,7 @@ pub async fn login(
         session.send(b"<iq type='get' id='roster'><query xmlns='jabber:iq:roster'/></iq>").await.map_err(fail(Stage::Roster))?;
         let answer = session.until_id("roster", timeout).await.map_err(fail(Stage::Roster))?;
         session.roster_supported = answer.kind.as_deref() == Some("result");
+        session.roster_items = crate::im::roster_items(&String::from_utf8_lossy(&answer.bytes));
     }
     lap(&mut stages, Stage::Roster);
     // Initial presence; the server reflects it to our own resource (RFC 6121 §4.2.2).

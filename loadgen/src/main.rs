@@ -7,6 +7,7 @@
 //! command and a JSON plan.
 
 mod client;
+mod im;
 mod metrics;
 mod report;
 mod scenario;
@@ -30,8 +31,9 @@ const USERS_PER_SOURCE_ADDRESS: u64 = 20_000;
 const PROVISIONING_THREADS: usize = 8;
 
 #[derive(Parser)]
-#[command(name = "confab-loadgen", version, about = "Standard-XMPP load generator: logins, idle sessions, chat, reconnect storms; \
-measures any compliant server (Confab, ejabberd, Prosody) with HDR histograms, open-loop.")]
+#[command(name = "confab-loadgen", version, about = "Standard-XMPP load generator: logins, idle sessions, chat, reconnect storms, \
+roster loads, presence fan-out, archive (MAM) queries and a mixed IM blend; measures any compliant server (Confab, ejabberd, \
+Prosody) with HDR histograms, open-loop.")]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -57,6 +59,12 @@ struct RunArgs {
     /// and hold them for --duration (memory per session). chat: --users online, --rate
     /// messages/s in total to random online users, end-to-end latency, loss, duplicates,
     /// reordering. storm: log in, hold --duration, then all drop and reconnect at once.
+    /// roster: logins as in login, each account with --contacts roster items; roster load
+    /// time. presence: --users online with --contacts mutual contacts each, --rate presence
+    /// changes/s in total; fan-out latency per copy, missing and duplicated copies. mam:
+    /// --users online each send --messages messages to contacts, then --rate archive queries/s
+    /// for the last --page; query → <fin/> latency, results per page. mixed: --rate events/s
+    /// blending chat 70%, presence 20%, roster gets 5%, archive queries 5%.
     #[arg(long, value_enum)]
     scenario: Scenario,
     /// Server address (host:port): the c2s port for starttls/none, the TLS port for direct.
@@ -139,6 +147,25 @@ struct RunArgs {
     /// Seed for recipient choice.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// IM scenarios: roster contacts per account. User i's contacts are the C/2 users on
+    /// either side of it on a ring (1..=--users), all mutual (subscription both), so C must
+    /// be even and below --users.
+    #[arg(long, default_value_t = 100)]
+    contacts: u64,
+    /// Provision those rosters first through this ejabberd-compatible API
+    /// (POST <url>/api/add_rosteritem, both directions, subs both); idempotent.
+    #[arg(long)]
+    roster_api: Option<String>,
+    /// mam: messages each user sends to its contacts before the queries.
+    #[arg(long, default_value_t = 100)]
+    messages: u64,
+    /// mam: archive-filling messages per second in total (not measured; the queries start
+    /// after the last one plus a drain).
+    #[arg(long, default_value_t = 500.0)]
+    fill_rate: f64,
+    /// mam, mixed: archive page asked for (RSM <max/> with <before/>: the last N messages).
+    #[arg(long, default_value_t = 50)]
+    page: u64,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -230,15 +257,23 @@ fn run(args: RunArgs) -> Result<(), String> {
         return Err("--rate and --login-rate must be positive".into());
     }
     let login_arrivals = (args.rate * args.duration.as_secs_f64()).ceil() as u64;
-    let users = match (args.users, args.scenario) {
+    let arrivals_cycle = matches!(args.scenario, Scenario::Login | Scenario::Roster);
+    let users = match (args.users, arrivals_cycle) {
         (Some(users), _) => users,
-        (None, Scenario::Login) => login_arrivals,
-        (None, _) => return Err("--users is required for this scenario".into()),
+        (None, true) => login_arrivals,
+        (None, false) => return Err("--users is required for this scenario".into()),
     };
     if users == 0 {
         return Err("no users".into());
     }
-    let arrivals = if args.scenario == Scenario::Login { login_arrivals.max(1) } else { users };
+    let graph = if args.scenario.uses_contacts() { Some(im::ContactGraph::new(users, args.contacts)?) } else { None };
+    if args.scenario == Scenario::Roster && args.no_roster {
+        return Err("the roster scenario measures the roster get: drop --no-roster".into());
+    }
+    if args.scenario == Scenario::Mam && (args.fill_rate <= 0.0 || args.page == 0) {
+        return Err("--fill-rate and --page must be positive".into());
+    }
+    let arrivals = if arrivals_cycle { login_arrivals.max(1) } else { users };
     let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
     let procs = args.procs.unwrap_or(cpus).clamp(1, arrivals);
     let sources = match (args.source_addresses, server.ip().is_loopback()) {
@@ -252,6 +287,10 @@ fn run(args: RunArgs) -> Result<(), String> {
     };
     if let Some(url) = &args.register_api {
         provision(url, &args.domain, &args.prefix, &args.password_prefix, users)?;
+    }
+    let mut roster_provisioning = (0.0, 0);
+    if let (Some(url), Some(graph)) = (&args.roster_api, &graph) {
+        roster_provisioning = provision_rosters(url, &args.domain, &args.prefix, graph)?;
     }
     let baseline = sample(&args.server_pid);
     let start_ns = now_ns() + 1_000_000_000;
@@ -280,6 +319,10 @@ fn run(args: RunArgs) -> Result<(), String> {
         worker: 0,
         start_ns,
         seed: args.seed,
+        contacts: if args.scenario.uses_contacts() { args.contacts } else { 0 },
+        messages: args.messages,
+        fill_rate: args.fill_rate,
+        page: args.page,
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let progress: Arc<Mutex<Vec<Counters>>> = Arc::new(Mutex::new(vec![Counters::default(); procs as usize]));
@@ -387,6 +430,21 @@ fn run(args: RunArgs) -> Result<(), String> {
         return Err(format!("{} of {procs} workers reported; see errors above", reports.len()));
     }
     let mut summary = report::merge(&reports);
+    if let Some(graph) = &graph {
+        let sent: Vec<_> = reports.iter().flat_map(|r| r.presence_sent.iter().copied()).collect();
+        let online: Vec<_> = reports.iter().flat_map(|r| r.online.iter().copied()).collect();
+        let mut copies = std::collections::BTreeMap::new();
+        for (event, n) in reports.iter().flat_map(|r| r.presence_copies.iter()) {
+            *copies.entry(*event).or_insert(0) += n;
+        }
+        let tally = im::tally(graph, &sent, &online, &copies);
+        summary.presence_copies_expected = tally.expected;
+        summary.presence_copies_received = tally.received;
+        summary.presence_copies_missing = tally.missing;
+        summary.presence_copies_unexpected = tally.unexpected;
+        summary.contacts = graph.contacts();
+    }
+    (summary.roster_provisioning_s, summary.roster_provisioning_items) = roster_provisioning;
     summary.scenario = args.scenario.name().into();
     summary.label = args.label.clone();
     summary.server = args.server.clone();
@@ -405,7 +463,9 @@ fn run(args: RunArgs) -> Result<(), String> {
         summary.server_rss_bytes_per_session = steady_rss.saturating_sub(baseline.rss_bytes) as f64 / peak_sessions as f64;
     }
     summary.server_cpu_seconds = end.cpu_seconds - baseline.cpu_seconds;
-    if summary.messages_received > 0 {
+    // In the IM scenarios messages are one load among several (mam's fill, mixed's blend):
+    // the measured phase's CPU is reported instead.
+    if summary.messages_received > 0 && !matches!(args.scenario, Scenario::Presence | Scenario::Mam | Scenario::Mixed) {
         summary.server_cpu_us_per_message = summary.server_cpu_seconds * 1e6 / summary.messages_received as f64;
     }
     if summary.logins_ok > 0 {
@@ -413,23 +473,37 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
     summary.loadgen_cpu_seconds = loadgen_cpu;
     let measured_s = match args.scenario {
-        Scenario::Chat | Scenario::Login => args.duration.as_secs_f64(),
-        _ => users as f64 / args.rate,
+        Scenario::Idle | Scenario::Storm => users as f64 / args.rate,
+        _ => args.duration.as_secs_f64(),
     }
     .max(0.001);
-    let login_phase_rate = if args.scenario == Scenario::Chat { args.login_rate } else { args.rate };
+    let login_phase_rate = if args.scenario.has_phase() { args.login_rate } else { args.rate };
     summary.logins_per_s = match args.scenario {
-        Scenario::Login => summary.logins_ok as f64 / measured_s,
+        Scenario::Login | Scenario::Roster => summary.logins_ok as f64 / measured_s,
         _ => summary.logins_ok.min(users) as f64 / (users as f64 / login_phase_rate).max(0.001),
     };
-    if args.scenario == Scenario::Chat && summary.messages_received > 0 {
-        // CPU of the chat phase alone (logins excluded), from the per-second samples.
-        let (from, to) = plan.chat_window_ns();
+    if args.scenario.has_phase() && !args.server_pid.is_empty() {
+        // CPU of the measured phase alone (logins and archive filling excluded), from the
+        // per-second samples.
+        let (from, to) = plan.phase_window_ns();
         let before = cpu_samples.iter().rev().find(|(t, _)| *t <= from).map(|(_, c)| *c).unwrap_or(baseline.cpu_seconds);
         let after = cpu_samples.iter().find(|(t, _)| *t >= to).map(|(_, c)| *c).unwrap_or(end.cpu_seconds);
-        summary.server_cpu_us_per_message = (after - before).max(0.0) * 1e6 / summary.messages_received as f64;
+        let phase = (after - before).max(0.0);
+        summary.server_cpu_phase_seconds = phase;
+        match args.scenario {
+            Scenario::Chat if summary.messages_received > 0 => summary.server_cpu_us_per_message = phase * 1e6 / summary.messages_received as f64,
+            Scenario::Presence if summary.presence_copies_received > 0 => {
+                summary.server_cpu_us_per_presence_copy = phase * 1e6 / summary.presence_copies_received as f64;
+            }
+            Scenario::Mam if summary.archive_answered > 0 => summary.server_cpu_us_per_archive_query = phase * 1e6 / summary.archive_answered as f64,
+            _ => {}
+        }
     }
-    summary.messages_per_s = summary.messages_received as f64 / measured_s;
+    summary.messages_per_s = match args.scenario {
+        // mam's messages are the archive filling, sent before the measured phase.
+        Scenario::Mam => summary.messages_received as f64 / ((users * args.messages) as f64 / args.fill_rate).max(0.001),
+        _ => summary.messages_received as f64 / measured_s,
+    };
     summary.timeline = timeline;
     print!("{}", report::table(&summary));
     if let Some(path) = &args.json {
@@ -452,13 +526,53 @@ fn sum(all: &[Counters]) -> Counters {
 
 /// Registers users 1..=n through the ejabberd-compatible API, concurrently.
 fn provision(url: &str, domain: &str, prefix: &str, password_prefix: &str, n: u64) -> Result<(), String> {
-    let next = Arc::new(Mutex::new(1u64));
-    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
     let started = Instant::now();
+    let (domain, prefix, password_prefix) = (domain.to_owned(), prefix.to_owned(), password_prefix.to_owned());
+    let failures = call_api(url, "register", n, move |i| {
+        let i = i + 1;
+        (format!("{prefix}{i}"), serde_json::json!({"user": format!("{prefix}{i}"), "host": domain, "password": format!("{password_prefix}{i}")}))
+    });
+    eprintln!("confab-loadgen: provisioned {n} accounts in {:.1}s", started.elapsed().as_secs_f64());
+    match failures.first() {
+        Some(first) => Err(format!("{} registrations failed, first: {first}", failures.len())),
+        None => Ok(()),
+    }
+}
+
+/// Gives every account its contacts through ejabberd mod_admin_extra's add_rosteritem (one
+/// call per direction, subscription both: a mutual relationship without any XMPP
+/// handshake). Returns the seconds it took and the items written.
+fn provision_rosters(url: &str, domain: &str, prefix: &str, graph: &im::ContactGraph) -> Result<(f64, u64), String> {
+    let started = Instant::now();
+    let (domain, prefix, graph_copy) = (domain.to_owned(), prefix.to_owned(), *graph);
+    let failures = call_api(url, "add_rosteritem", graph.items(), move |index| {
+        let (owner, contact) = graph_copy.item(index);
+        let body = serde_json::json!({
+            "localuser": format!("{prefix}{owner}"), "localhost": domain,
+            "user": format!("{prefix}{contact}"), "host": domain,
+            "nick": format!("{prefix}{contact}"), "group": "loadgen", "subs": "both",
+        });
+        (format!("{prefix}{owner} → {prefix}{contact}"), body)
+    });
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!("confab-loadgen: provisioned {} roster items ({} contacts each) in {seconds:.1}s", graph.items(), graph.contacts());
+    match failures.first() {
+        Some(first) => Err(format!("{} add_rosteritem calls failed, first: {first}", failures.len())),
+        None => Ok((seconds, graph.items())),
+    }
+}
+
+/// Calls `POST <url>/api/<command>` for i in 0..n on PROVISIONING_THREADS threads; returns the
+/// failures. A success is a 2xx answer whose body is not ejabberd's error code 1; 409
+/// (already registered) counts as a success, since existing accounts are what we want.
+fn call_api(url: &str, command: &str, n: u64, request: impl Fn(u64) -> (String, serde_json::Value) + Send + Sync + 'static) -> Vec<String> {
+    let next = Arc::new(Mutex::new(0u64));
+    let failures = Arc::new(Mutex::new(Vec::<String>::new()));
+    let request = Arc::new(request);
+    let endpoint = format!("{}/api/{command}", url.trim_end_matches('/'));
     let threads: Vec<_> = (0..PROVISIONING_THREADS)
         .map(|_| {
-            let (next, failures) = (next.clone(), failures.clone());
-            let (url, domain, prefix, password_prefix) = (url.to_owned(), domain.to_owned(), prefix.to_owned(), password_prefix.to_owned());
+            let (next, failures, request, endpoint) = (next.clone(), failures.clone(), request.clone(), endpoint.clone());
             std::thread::spawn(move || {
                 let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
                 loop {
@@ -468,20 +582,25 @@ fn provision(url: &str, domain: &str, prefix: &str, password_prefix: &str, n: u6
                         *next += 1;
                         i
                     };
-                    if i > n {
+                    if i >= n {
                         return;
                     }
-                    let body = serde_json::json!({"user": format!("{prefix}{i}"), "host": domain, "password": format!("{password_prefix}{i}")});
-                    let result = agent.post(&format!("{}/api/register", url.trim_end_matches('/'))).send_json(body);
-                    let problem = match result {
-                        // 409: already registered, which is what we want.
-                        Ok(response) if response.status().is_success() || response.status().as_u16() == 409 => None,
-                        Ok(mut response) => Some(format!("HTTP {}: {}", response.status(), response.body_mut().read_to_string().unwrap_or_default())),
+                    let (what, body) = request(i);
+                    let problem = match agent.post(&endpoint).send_json(body) {
+                        Ok(mut response) => {
+                            let status = response.status();
+                            let text = response.body_mut().read_to_string().unwrap_or_default();
+                            if status.as_u16() == 409 || (status.is_success() && text.trim() != "1") {
+                                None
+                            } else {
+                                Some(format!("HTTP {status}: {text}"))
+                            }
+                        }
                         Err(error) => Some(error.to_string()),
                     };
                     if let Some(problem) = problem {
                         if let Ok(mut failures) = failures.lock() {
-                            failures.push(format!("{prefix}{i}: {problem}"));
+                            failures.push(format!("{what}: {problem}"));
                         }
                     }
                 }
@@ -491,12 +610,7 @@ fn provision(url: &str, domain: &str, prefix: &str, password_prefix: &str, n: u6
     for thread in threads {
         let _ = thread.join();
     }
-    let failures = failures.lock().map_err(|_| "lock")?;
-    eprintln!("confab-loadgen: provisioned {n} accounts in {:.1}s", started.elapsed().as_secs_f64());
-    match failures.first() {
-        Some(first) => Err(format!("{} registrations failed, first: {first}", failures.len())),
-        None => Ok(()),
-    }
+    failures.lock().map(|f| f.clone()).unwrap_or_default()
 }
 
 #[derive(Default)]

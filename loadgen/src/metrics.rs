@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
 use crate::client::Stage;
+use crate::im;
 
 /// Highest value a histogram tracks: one hour in microseconds.
 pub const HISTOGRAM_MAX_US: u64 = 3_600_000_000;
@@ -41,10 +42,23 @@ pub struct Metrics {
     pub stage_us: BTreeMap<Stage, Histogram<u64>>,
     pub latency_us: Histogram<u64>,
     pub storm_login_us: Histogram<u64>,
+    /// Roster get sent → result (at login in `roster`, from the intended time in `mixed`).
+    pub roster_us: Histogram<u64>,
+    /// Presence change intended → each contact's copy received.
+    pub presence_us: Histogram<u64>,
+    /// Archive query intended → `<fin/>` received.
+    pub archive_us: Histogram<u64>,
     pub counters: Counters,
+    /// Presence changes this worker sent: (event, sender, send ns).
+    pub presence_sent: im::SentLog,
+    /// Distinct presence copies this worker's users received, per event.
+    pub presence_copies: BTreeMap<u64, u64>,
+    /// When this worker's sessions were online: (user, from ns, to ns).
+    pub online: im::OnlineLog,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default)]
 pub struct Counters {
     pub logins_ok: u64,
     pub logins_failed: u64,
@@ -59,6 +73,23 @@ pub struct Counters {
     pub errors: BTreeMap<String, u64>,
     /// Storm: microseconds from the drop until the last session was back.
     pub storm_recovery_us: u64,
+    pub presence_sent: u64,
+    /// Distinct presence copies received from contacts (our own reflection excluded).
+    pub presence_received: u64,
+    pub presence_duplicated: u64,
+    pub roster_gets: u64,
+    pub roster_results: u64,
+    /// Roster results whose item count was not the provisioned number of contacts.
+    pub roster_items_wrong: u64,
+    pub roster_errors: u64,
+    pub archive_queries: u64,
+    /// Queries answered with a `<fin/>` (iq result).
+    pub archive_answered: u64,
+    /// Result messages received for our queries.
+    pub archive_results: u64,
+    /// Answered queries with fewer results than the page should hold.
+    pub archive_incomplete: u64,
+    pub archive_errors: u64,
 }
 
 /// A histogram as (value, count) pairs, mergeable by the parent.
@@ -66,13 +97,20 @@ pub struct Counters {
 pub struct Buckets(pub Vec<(u64, u64)>);
 
 /// A worker's final report, as JSON on its stdout.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct WorkerReport {
     pub login_us: Buckets,
     pub stage_us: BTreeMap<String, Buckets>,
     pub latency_us: Buckets,
     pub storm_login_us: Buckets,
+    pub roster_us: Buckets,
+    pub presence_us: Buckets,
+    pub archive_us: Buckets,
     pub counters: Counters,
+    pub presence_sent: im::SentLog,
+    pub presence_copies: Vec<(u64, u64)>,
+    pub online: im::OnlineLog,
 }
 
 impl Metrics {
@@ -82,7 +120,13 @@ impl Metrics {
             stage_us: Stage::ALL.iter().map(|s| (*s, histogram())).collect(),
             latency_us: histogram(),
             storm_login_us: histogram(),
+            roster_us: histogram(),
+            presence_us: histogram(),
+            archive_us: histogram(),
             counters: Counters::default(),
+            presence_sent: Vec::new(),
+            presence_copies: BTreeMap::new(),
+            online: Vec::new(),
         }
     }
 
@@ -96,7 +140,13 @@ impl Metrics {
             stage_us: self.stage_us.iter().map(|(s, h)| (s.name().to_owned(), buckets(h))).collect(),
             latency_us: buckets(&self.latency_us),
             storm_login_us: buckets(&self.storm_login_us),
+            roster_us: buckets(&self.roster_us),
+            presence_us: buckets(&self.presence_us),
+            archive_us: buckets(&self.archive_us),
             counters: self.counters.clone(),
+            presence_sent: self.presence_sent.clone(),
+            presence_copies: self.presence_copies.iter().map(|(k, v)| (*k, *v)).collect(),
+            online: self.online.clone(),
         }
     }
 }
@@ -140,9 +190,22 @@ pub fn merge_counters(into: &mut Counters, from: &Counters) {
         *into.errors.entry(k.clone()).or_default() += v;
     }
     into.storm_recovery_us = into.storm_recovery_us.max(from.storm_recovery_us);
+    into.presence_sent += from.presence_sent;
+    into.presence_received += from.presence_received;
+    into.presence_duplicated += from.presence_duplicated;
+    into.roster_gets += from.roster_gets;
+    into.roster_results += from.roster_results;
+    into.roster_items_wrong += from.roster_items_wrong;
+    into.roster_errors += from.roster_errors;
+    into.archive_queries += from.archive_queries;
+    into.archive_answered += from.archive_answered;
+    into.archive_results += from.archive_results;
+    into.archive_incomplete += from.archive_incomplete;
+    into.archive_errors += from.archive_errors;
 }
 
-/// Percentiles of a histogram in milliseconds (what people read).
+/// Percentiles of a histogram, in milliseconds (`percentiles_ms`, the older login and chat
+/// figures) or microseconds (`percentiles_us`, fields named `…_us`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 #[serde(default)]
 pub struct Percentiles {
@@ -168,6 +231,21 @@ pub fn percentiles_ms(histogram: &Histogram<u64>) -> Percentiles {
         p99: ms(histogram.value_at_quantile(0.99)),
         p999: ms(histogram.value_at_quantile(0.999)),
         max: ms(histogram.max()),
+    }
+}
+
+pub fn percentiles_us(histogram: &Histogram<u64>) -> Percentiles {
+    if histogram.is_empty() {
+        return Percentiles::default();
+    }
+    Percentiles {
+        count: histogram.len(),
+        mean: histogram.mean(),
+        p50: histogram.value_at_quantile(0.50) as f64,
+        p90: histogram.value_at_quantile(0.90) as f64,
+        p99: histogram.value_at_quantile(0.99) as f64,
+        p999: histogram.value_at_quantile(0.999) as f64,
+        max: histogram.max() as f64,
     }
 }
 
@@ -226,6 +304,36 @@ pub struct Summary {
     pub loadgen_cpu_seconds: f64,
     pub errors: BTreeMap<String, u64>,
     pub timeline: Vec<Tick>,
+    /// Contacts per user in the IM scenarios (roster, presence, mam, mixed).
+    pub contacts: u64,
+    /// Seconds and items of roster provisioning through add_rosteritem (0 when skipped).
+    pub roster_provisioning_s: f64,
+    pub roster_provisioning_items: u64,
+    /// Roster get sent → result, µs.
+    pub roster_load_us: Percentiles,
+    pub roster_gets: u64,
+    pub roster_results: u64,
+    pub roster_items_wrong: u64,
+    pub roster_errors: u64,
+    /// Presence change intended → each contact's copy received, µs.
+    pub presence_fanout_us: Percentiles,
+    pub presence_sent: u64,
+    pub presence_copies_expected: u64,
+    pub presence_copies_received: u64,
+    pub presence_copies_missing: u64,
+    pub presence_copies_unexpected: u64,
+    pub presence_copies_duplicated: u64,
+    /// Archive query intended → `<fin/>`, µs.
+    pub archive_query_us: Percentiles,
+    pub archive_queries: u64,
+    pub archive_answered: u64,
+    pub archive_results: u64,
+    pub archive_incomplete: u64,
+    pub archive_errors: u64,
+    /// Server CPU over the measured phase (chat, presence, mam queries, mixed), and per unit.
+    pub server_cpu_phase_seconds: f64,
+    pub server_cpu_us_per_presence_copy: f64,
+    pub server_cpu_us_per_archive_query: f64,
 }
 
 #[cfg(test)]

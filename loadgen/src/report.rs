@@ -7,19 +7,24 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::metrics::{self, histogram, merge_counters, merge_into, percentiles_ms, Counters, Summary, WorkerReport};
+use crate::metrics::{self, histogram, merge_counters, merge_into, percentiles_ms, percentiles_us, Counters, Summary, WorkerReport};
 
-/// Merges the workers' reports into a summary (histograms and counters only).
+/// Merges the workers' reports into a summary (histograms and counters only; the presence
+/// fan-out ledger needs the contact graph and is tallied by the caller).
 pub fn merge(reports: &[WorkerReport]) -> Summary {
     let mut login = histogram();
     let mut latency = histogram();
     let mut storm = histogram();
+    let (mut roster, mut presence, mut archive) = (histogram(), histogram(), histogram());
     let mut stages: std::collections::BTreeMap<String, hdrhistogram::Histogram<u64>> = Default::default();
     let mut counters = Counters::default();
     for report in reports {
         merge_into(&mut login, &report.login_us);
         merge_into(&mut latency, &report.latency_us);
         merge_into(&mut storm, &report.storm_login_us);
+        merge_into(&mut roster, &report.roster_us);
+        merge_into(&mut presence, &report.presence_us);
+        merge_into(&mut archive, &report.archive_us);
         for (stage, buckets) in &report.stage_us {
             merge_into(stages.entry(stage.clone()).or_insert_with(histogram), buckets);
         }
@@ -41,6 +46,21 @@ pub fn merge(reports: &[WorkerReport]) -> Summary {
         message_errors: counters.message_errors,
         latency_ms: percentiles_ms(&latency),
         roster_unsupported: counters.roster_unsupported,
+        roster_load_us: percentiles_us(&roster),
+        roster_gets: counters.roster_gets,
+        roster_results: counters.roster_results,
+        roster_items_wrong: counters.roster_items_wrong,
+        roster_errors: counters.roster_errors,
+        presence_fanout_us: percentiles_us(&presence),
+        presence_sent: counters.presence_sent,
+        presence_copies_received: counters.presence_received,
+        presence_copies_duplicated: counters.presence_duplicated,
+        archive_query_us: percentiles_us(&archive),
+        archive_queries: counters.archive_queries,
+        archive_answered: counters.archive_answered,
+        archive_results: counters.archive_results,
+        archive_incomplete: counters.archive_incomplete,
+        archive_errors: counters.archive_errors,
         errors: counters.errors,
         ..Summary::default()
     }
@@ -71,17 +91,46 @@ pub fn table(s: &Summary) -> String {
         );
         let _ = writeln!(out, "  latency       {}", p(&s.latency_ms));
     }
+    let us = |p: &metrics::Percentiles| format!("p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0} µs", p.p50, p.p90, p.p99, p.p999, p.max);
+    if s.roster_gets > 0 {
+        let _ = writeln!(
+            out,
+            "  roster gets   {} sent, {} results, {} with a wrong item count (expected {}), {} errors",
+            s.roster_gets, s.roster_results, s.roster_items_wrong, s.contacts, s.roster_errors
+        );
+        let _ = writeln!(out, "  roster load   {}", us(&s.roster_load_us));
+    }
+    if s.presence_sent > 0 {
+        let _ = writeln!(
+            out,
+            "  presence      {} changes, {} copies owed, {} received, {} missing, {} unexpected, {} duplicated",
+            s.presence_sent, s.presence_copies_expected, s.presence_copies_received, s.presence_copies_missing, s.presence_copies_unexpected, s.presence_copies_duplicated
+        );
+        let _ = writeln!(out, "  fan-out       {}", us(&s.presence_fanout_us));
+    }
+    if s.archive_queries > 0 {
+        let _ = writeln!(
+            out,
+            "  archive       {} queries, {} answered, {} results, {} incomplete pages, {} errors",
+            s.archive_queries, s.archive_answered, s.archive_results, s.archive_incomplete, s.archive_errors
+        );
+        let _ = writeln!(out, "  query → fin   {}", us(&s.archive_query_us));
+    }
+    if s.roster_provisioning_items > 0 {
+        let _ = writeln!(out, "  provisioning  {} roster items in {:.1} s", s.roster_provisioning_items, s.roster_provisioning_s);
+    }
     if s.server_rss_bytes > 0 {
         let _ = writeln!(
             out,
-            "  server        peak RSS {:.1} MiB (baseline {:.1} MiB), {:.0} bytes/session at {} sessions, CPU {:.2} s ({:.1} µs/message, {:.0} µs/login)",
+            "  server        peak RSS {:.1} MiB (baseline {:.1} MiB), {:.0} bytes/session at {} sessions, CPU {:.2} s ({:.1} µs/message, {:.0} µs/login, {:.2} s in the measured phase)",
             s.server_rss_bytes as f64 / 1048576.0,
             s.server_rss_baseline_bytes as f64 / 1048576.0,
             s.server_rss_bytes_per_session,
             s.sessions_peak,
             s.server_cpu_seconds,
             s.server_cpu_us_per_message,
-            s.server_cpu_us_per_login
+            s.server_cpu_us_per_login,
+            s.server_cpu_phase_seconds
         );
     }
     let _ = writeln!(out, "  loadgen CPU   {:.2} s", s.loadgen_cpu_seconds);
@@ -100,7 +149,16 @@ pub fn write_report(dir: &Path, s: &Summary) -> std::io::Result<()> {
     let _ = writeln!(md, "Command: `{}`\n", s.command);
     let _ = writeln!(md, "```\n{}```\n", table(s));
     let mut charts = Vec::new();
-    let percentile_rows = [("login", &s.login_ms), ("latency", &s.latency_ms), ("storm relogin", &s.storm_login_ms)];
+    // The chart is in ms; the IM figures are kept in µs.
+    let in_ms = |p: &metrics::Percentiles| metrics::Percentiles { p50: p.p50 / 1000.0, p90: p.p90 / 1000.0, p99: p.p99 / 1000.0, p999: p.p999 / 1000.0, max: p.max / 1000.0, ..p.clone() };
+    let percentile_rows = [
+        ("login", s.login_ms.clone()),
+        ("latency", s.latency_ms.clone()),
+        ("storm relogin", s.storm_login_ms.clone()),
+        ("roster load", in_ms(&s.roster_load_us)),
+        ("fan-out", in_ms(&s.presence_fanout_us)),
+        ("archive query", in_ms(&s.archive_query_us)),
+    ];
     let bars: Vec<(String, f64)> = percentile_rows
         .iter()
         .filter(|(_, p)| p.count > 0)
@@ -156,6 +214,34 @@ pub fn compare(files: &[PathBuf]) -> Result<String, String> {
         ("server CPU s", |s| s.server_cpu_seconds),
         ("server CPU µs/message", |s| s.server_cpu_us_per_message),
         ("server CPU µs/login", |s| s.server_cpu_us_per_login),
+        ("roster gets", |s| s.roster_gets as f64),
+        ("roster items wrong", |s| s.roster_items_wrong as f64),
+        ("roster errors", |s| s.roster_errors as f64),
+        ("roster load p50 µs", |s| s.roster_load_us.p50),
+        ("roster load p99 µs", |s| s.roster_load_us.p99),
+        ("roster load p99.9 µs", |s| s.roster_load_us.p999),
+        ("roster load max µs", |s| s.roster_load_us.max),
+        ("presence changes", |s| s.presence_sent as f64),
+        ("presence copies owed", |s| s.presence_copies_expected as f64),
+        ("presence copies missing", |s| s.presence_copies_missing as f64),
+        ("presence copies duplicated", |s| s.presence_copies_duplicated as f64),
+        ("presence copies unexpected", |s| s.presence_copies_unexpected as f64),
+        ("fan-out p50 µs", |s| s.presence_fanout_us.p50),
+        ("fan-out p99 µs", |s| s.presence_fanout_us.p99),
+        ("fan-out p99.9 µs", |s| s.presence_fanout_us.p999),
+        ("fan-out max µs", |s| s.presence_fanout_us.max),
+        ("archive queries answered", |s| s.archive_answered as f64),
+        ("archive results", |s| s.archive_results as f64),
+        ("archive pages incomplete", |s| s.archive_incomplete as f64),
+        ("archive errors", |s| s.archive_errors as f64),
+        ("archive query p50 µs", |s| s.archive_query_us.p50),
+        ("archive query p99 µs", |s| s.archive_query_us.p99),
+        ("archive query p99.9 µs", |s| s.archive_query_us.p999),
+        ("archive query max µs", |s| s.archive_query_us.max),
+        ("server CPU s in phase", |s| s.server_cpu_phase_seconds),
+        ("server CPU µs/presence copy", |s| s.server_cpu_us_per_presence_copy),
+        ("server CPU µs/archive query", |s| s.server_cpu_us_per_archive_query),
+        ("roster provisioning s", |s| s.roster_provisioning_s),
         ("loadgen CPU s", |s| s.loadgen_cpu_seconds),
     ];
     let mut out = String::new();

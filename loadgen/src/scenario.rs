@@ -3,11 +3,12 @@
 //! Open loop: every action has an intended time on a timetable fixed before the run (from the
 //! shared monotonic `start_ns`), and latency counts from that intended time, so a slow server
 //! cannot hide behind a slowed-down generator (no coordinated omission). Worker `k` of `p`
-//! plays users `i` with `(i - 1) % p == k`. This module does not spawn processes or print
-//! reports (main.rs does).
+//! plays users `i` with `(i - 1) % p == k`. The IM scenarios (roster, presence, mam, mixed)
+//! take their contact graph and timetable from im.rs. This module does not spawn processes,
+//! provision accounts or print reports (main.rs does).
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -16,6 +17,7 @@ use rand::{Rng as _, SeedableRng as _};
 use serde::{Deserialize, Serialize};
 
 use crate::client::{self, ClientSettings, Session, Stage, TlsMode};
+use crate::im::{self, Action, ContactGraph, Fill, Timetable};
 use crate::metrics::{self, now_ns, Metrics};
 
 /// Grace between the end of the login phase and the first chat message.
@@ -36,6 +38,20 @@ pub enum Scenario {
     Chat,
     /// Log --users in, hold --duration, then all drop and reconnect at once.
     Storm,
+    /// Logins as in `login`, each account holding --contacts roster items: roster load time
+    /// (roster get sent → result) and full login time.
+    Roster,
+    /// --users online, each with --contacts mutual contacts among them; --rate presence
+    /// changes per second in total: fan-out latency per delivered copy, missing and
+    /// duplicated copies.
+    Presence,
+    /// --users online; each first sends --messages messages to its contacts (at --fill-rate in
+    /// total), then --rate archive queries per second in total for the last --page messages:
+    /// query → `<fin/>` latency, results per page.
+    Mam,
+    /// --users online; --rate events per second in total, blended as im::MIX_PERCENT says:
+    /// chat, presence changes, roster gets, archive queries, each measured as above.
+    Mixed,
 }
 
 impl Scenario {
@@ -45,7 +61,21 @@ impl Scenario {
             Scenario::Idle => "idle",
             Scenario::Chat => "chat",
             Scenario::Storm => "storm",
+            Scenario::Roster => "roster",
+            Scenario::Presence => "presence",
+            Scenario::Mam => "mam",
+            Scenario::Mixed => "mixed",
         }
+    }
+
+    /// Scenarios whose accounts need provisioned rosters.
+    pub fn uses_contacts(self) -> bool {
+        matches!(self, Scenario::Roster | Scenario::Presence | Scenario::Mam | Scenario::Mixed)
+    }
+
+    /// Scenarios that log everyone in at --login-rate and then run a timed phase.
+    pub fn has_phase(self) -> bool {
+        matches!(self, Scenario::Chat | Scenario::Presence | Scenario::Mam | Scenario::Mixed)
     }
 }
 
@@ -84,6 +114,14 @@ pub struct Plan {
     pub worker: u64,
     pub start_ns: u64,
     pub seed: u64,
+    /// Roster contacts per account (IM scenarios; see im::ContactGraph).
+    pub contacts: u64,
+    /// mam: messages each user sends to fill the archives before the queries.
+    pub messages: u64,
+    /// mam: filling messages per second in total.
+    pub fill_rate: f64,
+    /// Archive page size asked for (RSM `<max>`).
+    pub page: u64,
 }
 
 impl Plan {
@@ -91,33 +129,56 @@ impl Plan {
     pub fn end_ns(&self) -> u64 {
         let logins = (self.arrivals as f64 / self.login_phase_rate() * 1e9) as u64;
         match self.scenario {
-            Scenario::Login => self.start_ns + logins + self.timeout_ns.min(10_000_000_000),
+            Scenario::Login | Scenario::Roster => self.start_ns + logins + self.timeout_ns.min(10_000_000_000),
             Scenario::Idle => self.start_ns + logins + self.duration_ns,
-            Scenario::Chat => self.chat_start_ns() + self.duration_ns + DRAIN_NS,
+            Scenario::Chat | Scenario::Presence | Scenario::Mam | Scenario::Mixed => self.phase_window_ns().1,
             Scenario::Storm => self.storm_ns() + self.timeout_ns.min(30_000_000_000),
         }
     }
 
     fn login_phase_rate(&self) -> f64 {
-        match self.scenario {
-            Scenario::Chat => self.login_rate,
-            _ => self.rate,
-        }
-        .max(0.001)
+        if self.scenario.has_phase() { self.login_rate } else { self.rate }.max(0.001)
     }
 
     fn arrival_ns(&self, user: u64) -> u64 {
         self.start_ns + ((user - 1) as f64 / self.login_phase_rate() * 1e9) as u64
     }
 
-    /// The chat phase, from the first message to the end of the drain.
-    pub fn chat_window_ns(&self) -> (u64, u64) {
-        let start = self.chat_start_ns();
+    /// The measured phase (chat messages, presence changes, archive queries, the mixed
+    /// blend), from its first event to the end of the drain.
+    pub fn phase_window_ns(&self) -> (u64, u64) {
+        let start = match self.scenario {
+            Scenario::Mam => self.fill().end_ns() + DRAIN_NS,
+            _ => self.chat_start_ns(),
+        };
         (start, start + self.duration_ns + DRAIN_NS)
     }
 
+    /// After the logins and a grace: the first chat message, or the first filling message.
     fn chat_start_ns(&self) -> u64 {
         self.start_ns + (self.users as f64 / self.login_rate.max(0.001) * 1e9) as u64 + CHAT_GRACE_NS
+    }
+
+    /// The roster graph the accounts were provisioned with.
+    pub fn graph(&self) -> Result<ContactGraph, String> {
+        ContactGraph::new(self.users, self.contacts)
+    }
+
+    /// mam: the archive-filling messages before the queries.
+    pub fn fill(&self) -> Fill {
+        Fill { start_ns: self.chat_start_ns(), rate: self.fill_rate.max(0.001), per_user: self.messages, users: self.users }
+    }
+
+    /// The measured phase's events (IM scenarios other than roster).
+    pub fn timetable(&self) -> Option<Timetable> {
+        let only = match self.scenario {
+            Scenario::Presence => Some(Action::Presence),
+            Scenario::Mam => Some(Action::ArchiveQuery),
+            Scenario::Mixed => None,
+            _ => return None,
+        };
+        let events = (self.rate * self.duration_ns as f64 / 1e9) as u64;
+        Some(Timetable { start_ns: self.phase_window_ns().0, rate: self.rate, events, users: self.users, seed: self.seed, only })
     }
 
     fn storm_ns(&self) -> u64 {
@@ -172,6 +233,9 @@ struct Worker {
     metrics: RefCell<Metrics>,
     /// Per receiving user: per sender, highest sequence seen and the gaps below it.
     seen: RefCell<HashMap<u64, HashMap<u64, (u64, BTreeSet<u64>)>>>,
+    timetable: Option<Timetable>,
+    /// (receiving user, presence event) pairs seen, to tell duplicates.
+    presence_seen: RefCell<HashSet<(u64, u64)>>,
 }
 
 /// Runs the plan; returns the worker's metrics. `progress` is called about once a second.
@@ -181,12 +245,23 @@ pub fn run(plan: Plan, progress: impl Fn(&metrics::Counters) + 'static) -> Resul
         .io_memory(256 * 1024)
         .make()
         .map_err(|e| e.to_string())?;
+    let graph = if plan.scenario.uses_contacts() { plan.graph()? } else { ContactGraph::new(plan.users, 0)? };
+    let timetable = plan.timetable();
+    let mut planned = planned_actions(&plan, &graph);
     executor.run(async move {
-        let worker = Rc::new(Worker { plan, settings, metrics: RefCell::new(Metrics::new()), seen: RefCell::new(HashMap::new()) });
+        let worker = Rc::new(Worker {
+            plan,
+            settings,
+            metrics: RefCell::new(Metrics::new()),
+            seen: RefCell::new(HashMap::new()),
+            timetable,
+            presence_seen: RefCell::new(HashSet::new()),
+        });
         let end = worker.plan.end_ns();
         let mut tasks = Vec::new();
         for user in worker.plan.my_users().collect::<Vec<_>>() {
-            tasks.push(glommio::spawn_local(play(worker.clone(), user)));
+            let actions = planned.remove(&user).unwrap_or_default();
+            tasks.push(glommio::spawn_local(play(worker.clone(), user, actions)));
         }
         let reporter = {
             let worker = worker.clone();
@@ -232,10 +307,24 @@ async fn log_in(worker: &Worker, user: u64, intended_ns: u64, storm: bool) -> Op
                 metrics::record(&mut metrics.storm_login_us, us);
             } else {
                 metrics::record(&mut metrics.login_us, us);
-                for (stage, duration) in stages {
-                    if let Some(h) = metrics.stage_us.get_mut(&stage) {
+                for (stage, duration) in &stages {
+                    if let Some(h) = metrics.stage_us.get_mut(stage) {
                         metrics::record(h, duration.as_micros() as u64);
                     }
+                }
+            }
+            if worker.plan.scenario == Scenario::Roster {
+                // The roster stage is exactly roster get sent → result received.
+                let roster = stages.iter().find(|(stage, _)| *stage == Stage::Roster).map(|(_, d)| d.as_micros() as u64);
+                metrics.counters.roster_gets += 1;
+                if let (Some(us), true) = (roster, session.roster_supported) {
+                    metrics.counters.roster_results += 1;
+                    metrics::record(&mut metrics.roster_us, us);
+                    if session.roster_items != worker.plan.contacts {
+                        metrics.counters.roster_items_wrong += 1;
+                    }
+                } else {
+                    metrics.counters.roster_errors += 1;
                 }
             }
             metrics.counters.logins_ok += 1;
@@ -268,32 +357,45 @@ fn tracing_stderr(message: &str) {
     }
 }
 
-/// One user's whole life in the scenario.
-async fn play(worker: Rc<Worker>, user: u64) {
+/// One user's whole life in the scenario. `actions`: the user's part of the IM timetable.
+async fn play(worker: Rc<Worker>, user: u64, actions: VecDeque<(u64, Planned)>) {
     let plan = worker.plan.clone();
     let arrival = plan.arrival_ns(user);
     sleep_until(arrival).await;
     let Some(mut session) = log_in(&worker, user, arrival, false).await else { return };
+    let mut state = UserState::default();
     match plan.scenario {
-        Scenario::Login if !plan.stay => {
+        Scenario::Login | Scenario::Roster if !plan.stay => {
             worker.metrics.borrow_mut().counters.sessions_online -= 1;
             session.close().await;
         }
-        Scenario::Login | Scenario::Idle => {
-            if hold(&worker, user, &mut session, plan.end_ns(), None).await.is_ok() {
+        Scenario::Login | Scenario::Roster | Scenario::Idle => {
+            if hold(&worker, user, &mut session, plan.end_ns(), None, &mut state).await.is_ok() {
                 worker.metrics.borrow_mut().counters.sessions_online -= 1;
                 session.close().await;
             }
         }
         Scenario::Chat => {
-            if hold(&worker, user, &mut session, plan.end_ns(), Some(ChatSchedule::new(&plan, user))).await.is_ok() {
+            let schedule = Schedule::Chat(Box::new(ChatSchedule::new(&plan, user)));
+            if hold(&worker, user, &mut session, plan.end_ns(), Some(schedule), &mut state).await.is_ok() {
+                worker.metrics.borrow_mut().counters.sessions_online -= 1;
+                session.close().await;
+            }
+        }
+        Scenario::Presence | Scenario::Mam | Scenario::Mixed => {
+            // Online from the reflected initial presence (the end of login) until the session
+            // ends: the window in which contacts' presence changes are owed to this user.
+            let online_from = now_ns();
+            let held = hold(&worker, user, &mut session, plan.end_ns(), Some(Schedule::Planned(actions)), &mut state).await;
+            worker.metrics.borrow_mut().online.push((user, online_from, now_ns()));
+            if held.is_ok() {
                 worker.metrics.borrow_mut().counters.sessions_online -= 1;
                 session.close().await;
             }
         }
         Scenario::Storm => {
             let storm = plan.storm_ns();
-            if hold(&worker, user, &mut session, storm, None).await.is_err() {
+            if hold(&worker, user, &mut session, storm, None, &mut state).await.is_err() {
                 return;
             }
             worker.metrics.borrow_mut().counters.sessions_online -= 1;
@@ -310,19 +412,111 @@ async fn play(worker: Rc<Worker>, user: u64) {
     }
 }
 
+/// Something a user does at a planned time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Planned {
+    Chat { to: u64 },
+    Presence { event: u64 },
+    RosterGet { event: u64 },
+    ArchiveQuery { event: u64 },
+}
+
+/// What a user has yet to do: the chat scenario's lazily drawn messages, or the IM
+/// scenarios' precomputed actions (sorted by due time).
+enum Schedule {
+    Chat(Box<ChatSchedule>),
+    Planned(VecDeque<(u64, Planned)>),
+}
+
+impl Schedule {
+    fn due_ns(&self, plan: &Plan) -> Option<u64> {
+        match self {
+            Schedule::Chat(chat) => chat.due_ns(plan),
+            Schedule::Planned(actions) => actions.front().map(|(due, _)| *due),
+        }
+    }
+
+    /// Takes the next action (call only when `due_ns` is `Some`).
+    fn take(&mut self, plan: &Plan, user: u64) -> Option<Planned> {
+        match self {
+            Schedule::Chat(chat) => {
+                let to = pick_recipient(&mut chat.rng, plan.users, user);
+                chat.next_m += plan.users;
+                Some(Planned::Chat { to })
+            }
+            Schedule::Planned(actions) => actions.pop_front().map(|(_, action)| action),
+        }
+    }
+}
+
+/// Every action of this worker's users, per user, in due order: the archive-filling
+/// messages (mam), then the timetable's events (presence, mam, mixed).
+fn planned_actions(plan: &Plan, graph: &ContactGraph) -> HashMap<u64, VecDeque<(u64, Planned)>> {
+    let mut actions: HashMap<u64, VecDeque<(u64, Planned)>> = HashMap::new();
+    let mine = |user: u64| (user - 1) % plan.procs == plan.worker;
+    let mut rngs: HashMap<u64, rand::rngs::StdRng> = HashMap::new();
+    let mut recipient = |user: u64, k: Option<u64>| -> u64 {
+        let rng = rngs.entry(user).or_insert_with(|| rand::rngs::StdRng::seed_from_u64(plan.seed ^ user.rotate_left(17)));
+        match (graph.contacts(), k) {
+            (0, _) => pick_recipient(rng, plan.users, user),
+            (c, Some(k)) => graph.contact(user, k % c),
+            (c, None) => graph.contact(user, rng.random_range(0..c)),
+        }
+    };
+    if plan.scenario == Scenario::Mam {
+        let fill = plan.fill();
+        for user in (1..=plan.users).filter(|u| mine(*u)) {
+            for k in 0..plan.messages {
+                let to = recipient(user, Some(k));
+                actions.entry(user).or_default().push_back((fill.due_ns(user, k), Planned::Chat { to }));
+            }
+        }
+    }
+    if let Some(table) = plan.timetable() {
+        for event in 0..table.events {
+            let user = table.actor(event);
+            if !mine(user) {
+                continue;
+            }
+            let action = match table.action(event) {
+                Action::Chat => Planned::Chat { to: recipient(user, None) },
+                Action::Presence => Planned::Presence { event },
+                Action::RosterGet => Planned::RosterGet { event },
+                Action::ArchiveQuery => Planned::ArchiveQuery { event },
+            };
+            actions.entry(user).or_default().push_back((table.due_ns(event), action));
+        }
+    }
+    actions
+}
+
+/// A user's session state while held: chat sequence numbers per recipient, and the iq
+/// queries awaiting their answer (by timetable event).
+#[derive(Default)]
+struct UserState {
+    sequences: HashMap<u64, u64>,
+    pending: HashMap<u64, Pending>,
+}
+
+struct Pending {
+    action: Action,
+    due_ns: u64,
+    /// Archive result messages received so far.
+    results: u64,
+}
+
 /// The messages one user sends in the chat phase: global message m (0-based, at
 /// chat_start + m / rate) is sent by user (m % users) + 1.
 struct ChatSchedule {
     next_m: u64,
     last_m: u64,
     rng: rand::rngs::StdRng,
-    sequences: HashMap<u64, u64>,
 }
 
 impl ChatSchedule {
     fn new(plan: &Plan, user: u64) -> ChatSchedule {
         let total = (plan.rate * plan.duration_ns as f64 / 1e9) as u64;
-        ChatSchedule { next_m: user - 1, last_m: total, rng: rand::rngs::StdRng::seed_from_u64(plan.seed ^ user), sequences: HashMap::new() }
+        ChatSchedule { next_m: user - 1, last_m: total, rng: rand::rngs::StdRng::seed_from_u64(plan.seed ^ user) }
     }
 
     fn due_ns(&self, plan: &Plan) -> Option<u64> {
@@ -331,13 +525,13 @@ impl ChatSchedule {
 }
 
 /// Keeps a session until `until_ns`: answers nothing, reads everything, sends keepalives and
-/// (chat) scheduled messages. Err when the session died.
-async fn hold(worker: &Worker, user: u64, session: &mut Session, until_ns: u64, mut chat: Option<ChatSchedule>) -> Result<(), ()> {
+/// the scheduled actions. Err when the session died.
+async fn hold(worker: &Worker, user: u64, session: &mut Session, until_ns: u64, mut schedule: Option<Schedule>, state: &mut UserState) -> Result<(), ()> {
     let plan = &worker.plan;
     let mut next_keepalive = now_ns() + plan.keepalive_ns;
     loop {
-        let chat_due = chat.as_ref().and_then(|c| c.due_ns(plan));
-        let wake = [Some(until_ns), Some(next_keepalive), chat_due].into_iter().flatten().min().unwrap_or(until_ns);
+        let action_due = schedule.as_ref().and_then(|s| s.due_ns(plan));
+        let wake = [Some(until_ns), Some(next_keepalive), action_due].into_iter().flatten().min().unwrap_or(until_ns);
         let now = now_ns();
         if now >= until_ns {
             return Ok(());
@@ -355,7 +549,7 @@ async fn hold(worker: &Worker, user: u64, session: &mut Session, until_ns: u64, 
                 }
                 loop {
                     match session.take_frame() {
-                        Ok(Some(frame)) => receive(worker, user, &frame),
+                        Ok(Some(frame)) => receive(worker, user, &frame, state),
                         Ok(None) => break,
                         Err(_) => {
                             lost(worker, "session_closed_by_server");
@@ -367,21 +561,13 @@ async fn hold(worker: &Worker, user: u64, session: &mut Session, until_ns: u64, 
             }
         }
         let now = now_ns();
-        if let (Some(schedule), Some(due)) = (chat.as_mut(), chat_due) {
+        if let (Some(schedule), Some(due)) = (schedule.as_mut(), action_due) {
             if now >= due {
-                let to = pick_recipient(&mut schedule.rng, plan.users, user);
-                let sequence = schedule.sequences.entry(to).or_insert(0);
-                *sequence += 1;
-                let (to_name, _) = user_name(plan, to);
-                let marker = format!("lg {user} {} {due} ", *sequence);
-                let padding = "x".repeat(plan.body_bytes.saturating_sub(marker.len()));
-                let stanza = format!("<message to='{to_name}@{}' type='chat'><body>{marker}{padding}</body></message>", plan.domain);
-                schedule.next_m += plan.users;
-                if session.send(stanza.as_bytes()).await.is_err() {
+                let Some(action) = schedule.take(plan, user) else { continue };
+                if perform(worker, user, session, state, due, action).await.is_err() {
                     lost(worker, "send_failed");
                     return Err(());
                 }
-                worker.metrics.borrow_mut().counters.messages_sent += 1;
                 continue;
             }
         }
@@ -394,6 +580,49 @@ async fn hold(worker: &Worker, user: u64, session: &mut Session, until_ns: u64, 
             next_keepalive = now + plan.keepalive_ns;
         }
     }
+}
+
+/// Sends one planned action, intended at `due`.
+async fn perform(worker: &Worker, user: u64, session: &mut Session, state: &mut UserState, due: u64, action: Planned) -> std::io::Result<()> {
+    let plan = &worker.plan;
+    match action {
+        Planned::Chat { to } => {
+            let sequence = state.sequences.entry(to).or_insert(0);
+            *sequence += 1;
+            let (to_name, _) = user_name(plan, to);
+            let marker = format!("lg {user} {} {due} ", *sequence);
+            let padding = "x".repeat(plan.body_bytes.saturating_sub(marker.len()));
+            let stanza = format!("<message to='{to_name}@{}' type='chat'><body>{marker}{padding}</body></message>", plan.domain);
+            session.send(stanza.as_bytes()).await?;
+            worker.metrics.borrow_mut().counters.messages_sent += 1;
+        }
+        Planned::Presence { event } => {
+            // RFC 6121 §4.4.2: the server broadcasts it to every online contact with a
+            // subscription from us (and reflects it to us).
+            let stanza = format!("<presence><status>{}</status></presence>", im::presence_status(event, due));
+            let sent_ns = now_ns();
+            session.send(stanza.as_bytes()).await?;
+            let mut metrics = worker.metrics.borrow_mut();
+            metrics.counters.presence_sent += 1;
+            metrics.presence_sent.push((event, user, sent_ns));
+        }
+        Planned::RosterGet { event } => {
+            state.pending.insert(event, Pending { action: Action::RosterGet, due_ns: due, results: 0 });
+            session.send(format!("<iq type='get' id='r{event}'><query xmlns='jabber:iq:roster'/></iq>").as_bytes()).await?;
+            worker.metrics.borrow_mut().counters.roster_gets += 1;
+        }
+        Planned::ArchiveQuery { event } => {
+            // XEP-0313 §4 with XEP-0059 §2.5: the last page, newest messages.
+            state.pending.insert(event, Pending { action: Action::ArchiveQuery, due_ns: due, results: 0 });
+            let stanza = format!(
+                "<iq type='set' id='q{event}'><query xmlns='urn:xmpp:mam:2' queryid='q{event}'><set xmlns='http://jabber.org/protocol/rsm'><max>{}</max><before/></set></query></iq>",
+                plan.page
+            );
+            session.send(stanza.as_bytes()).await?;
+            worker.metrics.borrow_mut().counters.archive_queries += 1;
+        }
+    }
+    Ok(())
 }
 
 fn lost(worker: &Worker, kind: &str) {
@@ -414,17 +643,31 @@ fn pick_recipient(rng: &mut rand::rngs::StdRng, users: u64, me: u64) -> u64 {
     }
 }
 
-/// Accounts for a received stanza: our chat messages (latency, duplicates, reordering) and
-/// errors bounced back to us.
-fn receive(worker: &Worker, me: u64, frame: &client::Incoming) {
-    if frame.name != "message" {
-        return;
+/// Accounts for a received stanza: our chat messages (latency, duplicates, reordering),
+/// errors bounced back to us, contacts' presence changes, archive results and the answers
+/// to our roster and archive queries.
+fn receive(worker: &Worker, me: u64, frame: &client::Incoming, state: &mut UserState) {
+    match frame.name.as_str() {
+        "message" => receive_message(worker, me, frame, state),
+        "presence" => receive_presence(worker, me, frame),
+        "iq" => receive_answer(worker, frame, state),
+        _ => {}
     }
+}
+
+fn receive_message(worker: &Worker, me: u64, frame: &client::Incoming, state: &mut UserState) {
     if frame.kind.as_deref() == Some("error") {
         worker.metrics.borrow_mut().counters.message_errors += 1;
         return;
     }
     let text = String::from_utf8_lossy(&frame.bytes);
+    // An archive result forwards one of our chat messages: it must not count as a delivery.
+    if let Some(query_id) = im::archive_result_query_id(&text) {
+        if let Some(pending) = query_id.strip_prefix('q').and_then(|e| e.parse::<u64>().ok()).and_then(|e| state.pending.get_mut(&e)) {
+            pending.results += 1;
+        }
+        return;
+    }
     let Some(rest) = text.split("<body>lg ").nth(1) else { return };
     let mut fields = rest.split(' ');
     let (Some(Ok(sender)), Some(Ok(sequence)), Some(Ok(sent_ns))) = (
@@ -453,6 +696,61 @@ fn receive(worker: &Worker, me: u64, frame: &client::Incoming) {
     }
     metrics.counters.messages_received += 1;
     metrics::record(&mut metrics.latency_us, latency_us);
+}
+
+fn receive_presence(worker: &Worker, me: u64, frame: &client::Incoming) {
+    let text = String::from_utf8_lossy(&frame.bytes);
+    let Some((event, due_ns)) = im::presence_token(&text) else { return };
+    // Our own change reflected back (RFC 6121 §4.4.2) is not a fan-out copy.
+    if worker.timetable.is_some_and(|t| t.actor(event) == me) {
+        return;
+    }
+    let latency_us = now_ns().saturating_sub(due_ns) / 1000;
+    let fresh = worker.presence_seen.borrow_mut().insert((me, event));
+    let mut metrics = worker.metrics.borrow_mut();
+    if !fresh {
+        metrics.counters.presence_duplicated += 1;
+        return;
+    }
+    metrics.counters.presence_received += 1;
+    *metrics.presence_copies.entry(event).or_default() += 1;
+    metrics::record(&mut metrics.presence_us, latency_us);
+}
+
+fn receive_answer(worker: &Worker, frame: &client::Incoming, state: &mut UserState) {
+    let Some(event) = frame.id.as_deref().filter(|id| id.starts_with(['r', 'q'])).and_then(|id| id[1..].parse::<u64>().ok()) else { return };
+    let Some(pending) = state.pending.remove(&event) else { return };
+    let latency_us = now_ns().saturating_sub(pending.due_ns) / 1000;
+    let ok = frame.kind.as_deref() == Some("result");
+    let text = String::from_utf8_lossy(&frame.bytes);
+    let plan = &worker.plan;
+    let mut metrics = worker.metrics.borrow_mut();
+    match (pending.action, ok) {
+        (Action::RosterGet, true) => {
+            metrics.counters.roster_results += 1;
+            metrics::record(&mut metrics.roster_us, latency_us);
+            if im::roster_items(&text) != plan.contacts {
+                metrics.counters.roster_items_wrong += 1;
+            }
+        }
+        (Action::RosterGet, false) => metrics.counters.roster_errors += 1,
+        (Action::ArchiveQuery, true) => {
+            metrics.counters.archive_answered += 1;
+            metrics.counters.archive_results += pending.results;
+            metrics::record(&mut metrics.archive_us, latency_us);
+            // In mam every archive holds at least the user's own filling messages, whatever
+            // count the server claims; elsewhere the page holds what the archive has.
+            let mut expected = im::archive_page_expected(plan.page, im::rsm_count(&text));
+            if plan.scenario == Scenario::Mam {
+                expected = expected.max(plan.page.min(plan.messages));
+            }
+            if pending.results < expected {
+                metrics.counters.archive_incomplete += 1;
+            }
+        }
+        (Action::ArchiveQuery, false) => metrics.counters.archive_errors += 1,
+        (Action::Chat | Action::Presence, _) => {}
+    }
 }
 
 #[cfg(test)]
@@ -485,7 +783,29 @@ mod tests {
             worker,
             start_ns: 0,
             seed: 1,
+            contacts: 0,
+            messages: 0,
+            fill_rate: 100.0,
+            page: 50,
         }
+    }
+
+    fn im_plan(scenario: Scenario, users: u64, procs: u64, worker: u64) -> Plan {
+        Plan { scenario, contacts: 4, messages: 6, rate: 20.0, duration_ns: 5_000_000_000, ..plan(users, procs, worker) }
+    }
+
+    /// Every worker's planned actions, merged: (user, due, action).
+    fn all_actions(scenario: Scenario, users: u64, procs: u64) -> Vec<(u64, u64, Planned)> {
+        let mut all = Vec::new();
+        for worker in 0..procs {
+            let p = im_plan(scenario, users, procs, worker);
+            for (user, actions) in planned_actions(&p, &p.graph().expect("graph")) {
+                assert_eq!((user - 1) % procs, worker, "a worker plans only its own users");
+                assert!(actions.iter().zip(actions.iter().skip(1)).all(|(a, b)| a.0 <= b.0), "due order");
+                all.extend(actions.into_iter().map(|(due, action)| (user, due, action)));
+            }
+        }
+        all
     }
 
     #[test]
@@ -522,5 +842,56 @@ mod tests {
         assert_eq!(total, 1000);
         let first = ChatSchedule::new(&p, 1).due_ns(&p).expect("due");
         assert_eq!(first, p.chat_start_ns());
+    }
+
+    #[test]
+    fn presence_plan_sends_rate_times_duration_changes_once_each() {
+        let all = all_actions(Scenario::Presence, 10, 3);
+        let mut events: Vec<u64> = all
+            .iter()
+            .map(|(_, _, action)| match action {
+                Planned::Presence { event } => *event,
+                other => panic!("only presence changes: {other:?}"),
+            })
+            .collect();
+        events.sort_unstable();
+        assert_eq!(events, (0..100).collect::<Vec<_>>());
+        let p = im_plan(Scenario::Presence, 10, 3, 0);
+        assert!(all.iter().all(|(_, due, _)| *due >= p.phase_window_ns().0 && *due < p.phase_window_ns().1));
+    }
+
+    #[test]
+    fn mam_plan_fills_archives_through_contacts_before_the_queries() {
+        let all = all_actions(Scenario::Mam, 10, 2);
+        let p = im_plan(Scenario::Mam, 10, 2, 0);
+        let graph = p.graph().expect("graph");
+        let (query_start, _) = p.phase_window_ns();
+        let fills: Vec<_> = all.iter().filter(|(_, _, a)| matches!(a, Planned::Chat { .. })).collect();
+        assert_eq!(fills.len(), 60, "messages per user × users");
+        for (user, due, action) in &fills {
+            let Planned::Chat { to } = action else { unreachable!() };
+            assert!(graph.are_contacts(*user, *to), "{user} → {to}");
+            assert!(*due < p.fill().end_ns() && p.fill().end_ns() < query_start);
+        }
+        // Round-robin: user 1 writes to each of its 4 contacts, the first two twice.
+        let mut to_of_1: Vec<u64> = fills.iter().filter(|(u, _, _)| *u == 1).map(|(_, _, a)| if let Planned::Chat { to } = a { *to } else { 0 }).collect();
+        to_of_1.sort_unstable();
+        assert_eq!(to_of_1, [2, 2, 3, 9, 10, 10]);
+        let queries = all.iter().filter(|(_, due, a)| matches!(a, Planned::ArchiveQuery { .. }) && *due >= query_start).count();
+        assert_eq!(queries, 100);
+    }
+
+    #[test]
+    fn mixed_plan_chats_only_with_contacts() {
+        let all = all_actions(Scenario::Mixed, 12, 2);
+        assert_eq!(all.len(), 100);
+        let graph = im_plan(Scenario::Mixed, 12, 2, 0).graph().expect("graph");
+        for (user, _, action) in &all {
+            if let Planned::Chat { to } = action {
+                assert!(graph.are_contacts(*user, *to), "{user} → {to}");
+            }
+        }
+        assert!(all.iter().any(|(_, _, a)| matches!(a, Planned::RosterGet { .. })));
+        assert!(all.iter().any(|(_, _, a)| matches!(a, Planned::ArchiveQuery { .. })));
     }
 }

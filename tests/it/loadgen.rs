@@ -1,5 +1,6 @@
 //! confab-loadgen against a real Confab node: every login succeeds, every chat message
-//! arrives exactly once, latencies are recorded.
+//! arrives exactly once, every roster holds the provisioned contacts, every presence copy owed
+//! arrives once, every archive query gets its whole page; latencies are recorded.
 
 use std::path::PathBuf;
 
@@ -83,6 +84,67 @@ fn idle_scenario_measures_memory_per_session() {
     assert_eq!(idle["logins_ok"], 40, "{idle}");
     assert_eq!(idle["sessions_peak"], 40, "{idle}");
     assert!(idle["server_rss_bytes_per_session"].as_f64().expect("per session") > 0.0, "{idle}");
+}
+
+/// Accounts and rosters provisioned through the admin API (add_rosteritem, both directions).
+fn im_run(server: &Server, args: &[&str]) -> serde_json::Value {
+    let api = format!("http://127.0.0.1:{}", server.http);
+    let mut all = vec!["--roster-api", api.as_str()];
+    all.extend_from_slice(args);
+    run(server, &all)
+}
+
+#[test]
+fn roster_scenario_loads_every_provisioned_contact() {
+    let server = Server::start();
+    let result = im_run(&server, &["--scenario", "roster", "--users", "12", "--contacts", "4", "--rate", "20", "--duration", "1s"]);
+    assert_eq!(result["logins_ok"], 20, "arrivals cycle over the 12 accounts: {result}");
+    assert_eq!(result["logins_failed"], 0);
+    assert_eq!(result["roster_provisioning_items"], 48, "12 users × 4 contacts: {result}");
+    assert_eq!(result["roster_gets"], 20);
+    assert_eq!(result["roster_results"], 20);
+    assert_eq!(result["roster_items_wrong"], 0, "every roster holds its 4 contacts: {result}");
+    assert_eq!(result["roster_load_us"]["count"], 20);
+    assert!(result["roster_load_us"]["p50"].as_f64().expect("p50") > 0.0);
+    let (status, roster) = server.api("get_roster", serde_json::json!({"user": "user1", "host": crate::support::DOMAIN}));
+    assert_eq!(status, 200);
+    let mut jids: Vec<&str> = roster.as_array().expect("items").iter().map(|i| i["jid"].as_str().expect("jid")).collect();
+    jids.sort_unstable();
+    assert_eq!(jids, ["user11@localhost", "user12@localhost", "user2@localhost", "user3@localhost"], "the two nearest on either side of a ring of 12");
+    assert!(roster.as_array().expect("items").iter().all(|i| i["subscription"] == "both"), "{roster}");
+}
+
+#[test]
+fn presence_scenario_delivers_every_owed_copy_exactly_once() {
+    let server = Server::start();
+    let result = im_run(&server, &["--scenario", "presence", "--users", "12", "--contacts", "4", "--rate", "20", "--login-rate", "50", "--duration", "2s"]);
+    assert_eq!(result["logins_ok"], 12, "{result}");
+    assert_eq!(result["presence_sent"], 40, "rate × duration changes: {result}");
+    assert_eq!(result["presence_copies_expected"], 160, "4 online contacts per change: {result}");
+    assert_eq!(result["presence_copies_received"], 160, "{result}");
+    assert_eq!(result["presence_copies_missing"], 0);
+    assert_eq!(result["presence_copies_unexpected"], 0);
+    assert_eq!(result["presence_copies_duplicated"], 0);
+    assert_eq!(result["presence_fanout_us"]["count"], 160);
+    assert!(result["server_cpu_us_per_presence_copy"].as_f64().expect("cpu") >= 0.0);
+}
+
+#[test]
+fn mam_scenario_gets_every_page_whole() {
+    let server = Server::start();
+    let result = im_run(
+        &server,
+        &["--scenario", "mam", "--users", "10", "--contacts", "4", "--messages", "60", "--fill-rate", "300", "--rate", "10", "--login-rate", "50", "--duration", "2s"],
+    );
+    assert_eq!(result["logins_ok"], 10, "{result}");
+    assert_eq!(result["messages_sent"], 600, "10 users × 60 filling messages: {result}");
+    assert_eq!(result["messages_received"], 600);
+    assert_eq!(result["archive_queries"], 20, "rate × duration queries: {result}");
+    assert_eq!(result["archive_answered"], 20);
+    assert_eq!(result["archive_results"], 20 * 50, "a whole page of 50 each: {result}");
+    assert_eq!(result["archive_incomplete"], 0);
+    assert_eq!(result["archive_errors"], 0);
+    assert_eq!(result["archive_query_us"]["count"], 20);
 }
 
 #[test]
