@@ -102,3 +102,16 @@ pub const REGISTRATION_INTERVAL_S: u64 = 600;
 
 /// Addresses remembered for the registration interval; past it the oldest are forgotten.
 pub const REGISTRATION_ADDRESSES_MAX: usize = 65_536;
+
+/// Distinct XEP-0115 `ver` strings whose `+notify` nodes a shard caches; past it the cache is
+/// cleared (clients then get asked again). Each entry holds up to `pep::CAPS_FEATURES_MAX`
+/// node names.
+pub const CAPS_CACHE_ENTRIES_MAX: usize = 4_096;
+
+/// XEP-0115 disco#info queries in flight per shard; past it new announcements wait for the
+/// next presence.
+pub const CAPS_QUERIES_PENDING_MAX: usize = 1_024;
+
+/// PEP bytes (item payloads) one user may keep across all nodes; a publish past it is refused
+/// with `not-acceptable` + `<payload-too-big/>`. Nodes are held in memory on the home shard.
+pub const PEP_USER_BYTES_MAX: usize = 4 * 1024 * 1024;

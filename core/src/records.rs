@@ -50,10 +50,13 @@ pub enum ItemKind {
     Offline,
     /// Last logout (XEP-0012), key "": value: u64 ms little-endian then the status text.
     LastActivity,
+    /// A PEP node (XEP-0163) with its configuration and items, keyed by node name: value:
+    /// `pep::Node`.
+    PepNode,
 }
 
 impl ItemKind {
-    pub const ALL: [ItemKind; 8] = [
+    pub const ALL: [ItemKind; 9] = [
         ItemKind::Roster,
         ItemKind::RosterVersion,
         ItemKind::Block,
@@ -62,6 +65,7 @@ impl ItemKind {
         ItemKind::ArchivePreferences,
         ItemKind::Offline,
         ItemKind::LastActivity,
+        ItemKind::PepNode,
     ];
 
     /// The on-disk code.
@@ -76,6 +80,7 @@ impl ItemKind {
             ItemKind::Offline => 7,
             // 8 is reserved (never reuse a code).
             ItemKind::LastActivity => 9,
+            ItemKind::PepNode => 10,
         }
     }
 

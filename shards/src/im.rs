@@ -14,10 +14,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::rc::Rc;
+use std::sync::Arc;
 
 use confab_core::archive::{self, ArchiveQuery, ArchivedMessage, Preferences, MAM_NAMESPACE};
 use confab_core::blocking::{self, BlockingRequest, BLOCKING_NAMESPACE};
 use confab_core::carbons::{self, CARBONS_NAMESPACE};
+use confab_core::pep::{self, PubsubError, PubsubRequest, BOOKMARKS2_NAMESPACE, LEGACY_BOOKMARKS_NAMESPACE, PUBSUB_NAMESPACE, PUBSUB_OWNER_NAMESPACE};
 use confab_core::framer::{parse_element, Stanza};
 use confab_core::jid::{BareJid, FullJid, Jid};
 use confab_core::records::{ItemKind, Record};
@@ -27,7 +29,7 @@ use confab_core::routing::{self, deliver_to_account, error_reply, iq_result, Del
 use confab_core::xml::{escape_attribute, Element, Node};
 use rand::distr::{Alphanumeric, SampleString as _};
 
-use crate::shard::{error_envelope, offer, Envelope, Outgoing, SessionMessage, Shard};
+use crate::shard::{error_envelope, offer, Envelope, Interest, Outgoing, SessionMessage, Shard};
 use crate::storage::StoredItem;
 
 /// XEP-0054 vCard namespace.
@@ -81,6 +83,8 @@ pub struct UserData {
     pub archive_last: u64,
     /// XEP-0012: when the last session ended (ms) and its status text.
     pub last_activity: Option<(u64, String)>,
+    /// XEP-0163 nodes by name.
+    pub pep: BTreeMap<String, pep::Node>,
 }
 
 impl UserData {
@@ -118,6 +122,9 @@ impl UserData {
             ItemKind::Offline => {
                 let sequence = key.parse::<u64>().map_err(|e| e.to_string())?;
                 self.offline.insert(sequence, value.to_vec());
+            }
+            ItemKind::PepNode => {
+                self.pep.insert(key.to_owned(), pep::Node::decode(value)?);
             }
             ItemKind::LastActivity => {
                 let stamp = read_u64(value.get(..8).unwrap_or_default())?;
@@ -197,7 +204,7 @@ fn presence_bytes(stanza_type: &str, from: &str, to: &str) -> Vec<u8> {
 }
 
 fn presence_envelope(to: Jid, from: Jid, stanza_type: Option<&str>, bytes: Vec<u8>) -> Envelope {
-    Envelope { to, from, kind: StanzaKind::Presence, stanza_type: stanza_type.map(Into::into), id: None, bytes }
+    Envelope { to, from, kind: StanzaKind::Presence, stanza_type: stanza_type.map(Into::into), id: None, bytes, interest: None }
 }
 
 /// The bytes of an unavailable presence from `from` (RFC 6121 §4.5.2).
@@ -286,6 +293,9 @@ fn route_or_answer(shard: &mut Shard, me: &FullJid, kind: StanzaKind, stanza: &S
         return;
     }
     if to.local().is_none() {
+        if kind == StanzaKind::Iq && matches!(stanza_type, Some("result") | Some("error")) && caps_answer(shard, me, id.unwrap_or(""), stanza, fx) {
+            return;
+        }
         if kind == StanzaKind::Iq && to.resource().is_none() && !matches!(stanza_type, Some("result") | Some("error")) {
             let element = stanza.element().ok();
             let payload = element.as_ref().and_then(|e| e.elements().next());
@@ -306,6 +316,7 @@ fn route_or_answer(shard: &mut Shard, me: &FullJid, kind: StanzaKind, stanza: &S
         id: id.map(Into::into),
         // The original bytes with only `from` stamped (RFC 6120 §8.1.2.1).
         bytes: stanza.with_from(me.as_str()),
+        interest: None,
     });
 }
 
@@ -403,18 +414,21 @@ fn presence_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to
 fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, fx: &mut Effects) {
     let user = me.local().unwrap_or_default().to_owned();
     let bare = me.bare();
-    let priority = stanza
-        .element()
-        .ok()
+    let element = stanza.element().ok();
+    let priority = element
+        .as_ref()
         .and_then(|e| e.child("priority", confab_core::stream::CLIENT_NAMESPACE).map(|p| p.text()))
         .and_then(|text| text.trim().parse::<i8>().ok())
         .unwrap_or(0);
+    let caps = element.as_ref().and_then(pep::parse_caps);
     let bytes: Rc<[u8]> = stanza.with_from(me.as_str()).into();
+    let caps_changed = caps_announced(shard, me, caps, fx);
     let Some(session) = shard.session_mut(me) else { return };
     let initial = !session.available;
     session.available = true;
     session.priority = priority;
     session.presence = Some(bytes.clone());
+    let notify = session.notify.clone();
     // §4.2.2 / §4.4.2: to every subscriber, and to all of the user's available resources
     // (including this one).
     let subscribers = shard.users.get(&user).map(UserData::presence_subscribers).unwrap_or_default();
@@ -424,16 +438,14 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
         }
     }
     deliver_to_own_available(shard, &bare, &bytes);
-    // §4.2.1: probe the contacts we are subscribed to, from the bare JID.
-    if let Some(data) = shard.users.get(&user).filter(|_| initial) {
-        for item in data.roster.values() {
-            if matches!(item.subscription, Subscription::To | Subscription::Both) && !data.is_blocked(&item.jid) {
-                if let Ok(Jid::Bare(contact)) = Jid::parse(&item.jid) {
-                    let bytes = presence_bytes("probe", bare.as_str(), contact.as_str());
-                    fx.envelopes.push(presence_envelope(Jid::Bare(contact), Jid::Bare(bare.clone()), Some("probe"), bytes));
-                }
-            }
-        }
+    // §4.2.1: probe the contacts we are subscribed to, from the bare JID; the probe also asks
+    // for the last PEP items this session is interested in (XEP-0163 §4.3.2).
+    if initial {
+        let interest = (!notify.is_empty()).then(|| Interest { nodes: notify.clone(), session: Some(me.clone()), items_only: false });
+        probe_contacts(shard, &user, &bare, interest, fx);
+    }
+    if (initial || caps_changed) && !notify.is_empty() {
+        send_own_last_items(shard, me, &notify);
     }
     // §3.1.3: subscription requests that arrived while the user had no available resource.
     let Some(index) = shard.sessions.get(&bare).and_then(|s| s.iter().position(|s| s.resource == me.resource())) else { return };
@@ -465,6 +477,96 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
 
 fn offline_key(sequence: u64) -> String {
     format!("{sequence:020}")
+}
+
+/// Sends a probe to every contact the user is subscribed to (RFC 6121 §4.2.1), with the PEP
+/// interest of the session that asks, if any.
+fn probe_contacts(shard: &Shard, user: &str, bare: &BareJid, interest: Option<Interest>, fx: &mut Effects) {
+    let Some(data) = shard.users.get(user) else { return };
+    for item in data.roster.values() {
+        if matches!(item.subscription, Subscription::To | Subscription::Both) && !data.is_blocked(&item.jid) {
+            if let Ok(Jid::Bare(contact)) = Jid::parse(&item.jid) {
+                let bytes = presence_bytes("probe", bare.as_str(), contact.as_str());
+                let mut envelope = presence_envelope(Jid::Bare(contact), Jid::Bare(bare.clone()), Some("probe"), bytes);
+                envelope.interest = interest.clone();
+                fx.envelopes.push(envelope);
+            }
+        }
+    }
+}
+
+/// XEP-0115 §6.3: a session announced caps. Known `ver`: its `+notify` nodes apply at once;
+/// unknown: the client is asked (disco#info), and the answer is handled by `caps_answer`.
+/// Returns whether the session's caps changed.
+fn caps_announced(shard: &mut Shard, me: &FullJid, caps: Option<pep::Caps>, fx: &mut Effects) -> bool {
+    let Some(caps) = caps else { return false };
+    let known = shard.caps.get(&caps.ver).cloned();
+    let Some(session) = shard.session_mut(me) else { return false };
+    if session.caps_ver.as_deref() == Some(caps.ver.as_str()) {
+        return false;
+    }
+    session.caps_ver = Some(caps.ver.clone().into());
+    match known {
+        Some(nodes) => session.notify = nodes,
+        None => {
+            session.notify = Arc::from(Vec::new());
+            if caps.hash == pep::CAPS_HASH_SHA1 && shard.caps_pending.len() < confab_core::limits::CAPS_QUERIES_PENDING_MAX {
+                let id = format!("caps-{}", token());
+                let domain = shard.shared.config.domain.clone();
+                fx.reply.push(pep::disco_request(&id, &domain, me.as_str(), &caps));
+                shard.caps_pending.insert(id, (caps, me.clone()));
+            }
+        }
+    }
+    true
+}
+
+/// XEP-0115 §5.4: the client answered our disco#info. A verified answer is cached for its
+/// `ver`; sessions announcing that `ver` get its `+notify` nodes, and the asking session
+/// gets the last items it is now known to want (its own nodes and its contacts').
+fn caps_answer(shard: &mut Shard, me: &FullJid, id: &str, stanza: &Stanza<'_>, fx: &mut Effects) -> bool {
+    let Some((caps, asked)) = shard.caps_pending.remove(id) else { return false };
+    if asked != *me {
+        return true;
+    }
+    let element = stanza.element().ok();
+    let query = element.as_ref().and_then(|e| e.child("query", routing::DISCO_INFO_NAMESPACE));
+    let Some(features) = query.and_then(|q| pep::verify(&caps, q)) else {
+        tracing::debug!(jid = %me, ver = %caps.ver, "caps did not verify");
+        return true;
+    };
+    let nodes: Arc<[String]> = Arc::from(pep::notify_nodes(&features));
+    if shard.caps.len() >= confab_core::limits::CAPS_CACHE_ENTRIES_MAX {
+        shard.caps.clear();
+    }
+    shard.caps.insert(caps.ver.clone(), nodes.clone());
+    if let Some(sessions) = shard.sessions.get_mut(&me.bare()) {
+        for session in sessions.iter_mut().filter(|s| s.caps_ver.as_deref() == Some(caps.ver.as_str())) {
+            session.notify = nodes.clone();
+        }
+    }
+    if nodes.is_empty() {
+        return true;
+    }
+    send_own_last_items(shard, me, &nodes);
+    let user = me.local().unwrap_or_default().to_owned();
+    let interest = Interest { nodes, session: Some(me.clone()), items_only: true };
+    probe_contacts(shard, &user, &me.bare(), Some(interest), fx);
+    true
+}
+
+/// XEP-0163 §4.3.2: the last item of each of the user's own nodes the session wants.
+fn send_own_last_items(shard: &Shard, me: &FullJid, nodes: &[String]) {
+    let user = me.local().unwrap_or_default();
+    let (Some(data), Some(session)) = (shard.users.get(user), shard.sessions.get(&me.bare()).and_then(|s| s.iter().find(|s| s.resource == me.resource()))) else {
+        return;
+    };
+    let owner = me.bare();
+    for name in nodes {
+        if let Some(item) = data.pep.get(name).filter(|n| n.config.send_last_published_item != pep::SendLastPublishedItem::Never).and_then(|n| n.last_item()) {
+            let _ = offer(&session.sender, SessionMessage::Stanza(pep::last_item_event(owner.as_str(), me.as_str(), name, item)));
+        }
+    }
 }
 
 /// Delivers presence bytes to every available session of a local user.
@@ -724,6 +826,13 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
                 return;
             };
             let key = format!("{} {}", child.namespace, child.name);
+            if child.namespace == LEGACY_BOOKMARKS_NAMESPACE && child.name == "storage" {
+                // XEP-0402 §5.3 (#compat): XEP-0048 bookmarks are a view of the bookmarks node.
+                let items = shard.users.get(&user).and_then(|d| d.pep.get(BOOKMARKS2_NAMESPACE)).map(|n| n.items.clone()).unwrap_or_default();
+                let query = Element::new("query", PRIVATE_NAMESPACE).with_child(pep::legacy_from_bookmarks(&items));
+                fx.reply.push(result(Some(&query)));
+                return;
+            }
             let stored = shard.users.get(&user).and_then(|d| d.private.get(&key)).and_then(|xml| parse_fragment(xml));
             let query = Element::new("query", PRIVATE_NAMESPACE).with_child(stored.unwrap_or_else(|| Element::new(&child.name, &child.namespace)));
             fx.reply.push(result(Some(&query)));
@@ -742,6 +851,11 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
                 return;
             }
             for child in children {
+                if child.namespace == LEGACY_BOOKMARKS_NAMESPACE && child.name == "storage" {
+                    legacy_bookmarks_set(shard, me, &user, child, now_ms, fx);
+                    continue;
+                }
+                let data = shard.users.entry(user.clone()).or_default();
                 let key = format!("{} {}", child.namespace, child.name);
                 let xml = child.to_xml();
                 fx.records.push(Record::ItemPut { user: user.clone(), kind: ItemKind::Private, key: key.clone(), value: xml.clone().into_bytes() });
@@ -794,6 +908,7 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
         ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => {
             fx.reply.push(account_disco(id, reply_from.as_deref(), me.as_str()));
         }
+        ("get" | "set", "pubsub", PUBSUB_NAMESPACE | PUBSUB_OWNER_NAMESPACE) => pep_request(shard, me, &user, stanza_type, id, payload, now_ms, fx),
         ("get", "query", REGISTER_NAMESPACE) if shard.shared.config.registration.enabled => {
             // XEP-0077 §3.2: already registered.
             let query = Element::new("query", REGISTER_NAMESPACE)
@@ -829,10 +944,11 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
 }
 
 fn account_disco(id: &str, from: Option<&str>, to: &str) -> Vec<u8> {
-    let mut query = Element::new("query", routing::DISCO_INFO_NAMESPACE).with_child(
-        Element::new("identity", routing::DISCO_INFO_NAMESPACE).with_attribute("category", "account").with_attribute("type", "registered"),
-    );
-    for feature in ACCOUNT_FEATURES {
+    // XEP-0163 §6.1: the account is also a PEP service.
+    let mut query = Element::new("query", routing::DISCO_INFO_NAMESPACE)
+        .with_child(Element::new("identity", routing::DISCO_INFO_NAMESPACE).with_attribute("category", "account").with_attribute("type", "registered"))
+        .with_child(Element::new("identity", routing::DISCO_INFO_NAMESPACE).with_attribute("category", "pubsub").with_attribute("type", "pep"));
+    for feature in ACCOUNT_FEATURES.iter().chain(pep::PEP_FEATURES).chain([&pep::BOOKMARKS2_COMPAT_FEATURE]) {
         query = query.with_child(Element::new("feature", routing::DISCO_INFO_NAMESPACE).with_attribute("var", feature));
     }
     iq_result(id, from, to, Some(&query))
@@ -989,6 +1105,176 @@ pub fn admin_roster_put(shard: &mut Shard, user: &str, item: RosterItem) -> Vec<
     fx.records
 }
 
+/// XEP-0163 / XEP-0060 requests of the owner on its own PEP service.
+#[allow(clippy::too_many_arguments)]
+fn pep_request(shard: &mut Shard, me: &FullJid, user: &str, stanza_type: &str, id: &str, payload: &Element, now_ms: u64, fx: &mut Effects) {
+    let owner = me.bare();
+    let fail = |error: PubsubError| pep::error_iq(id, None, me.as_str(), &error);
+    let request = match pep::parse_request(stanza_type, payload) {
+        Ok(request) => request,
+        Err(error) => return fx.reply.push(fail(error)),
+    };
+    let data = shard.users.entry(user.to_owned()).or_default();
+    match request {
+        PubsubRequest::Publish { node, item_id, payload, options } => {
+            let created = !data.pep.contains_key(&node);
+            if created {
+                // XEP-0163 §3 auto-create, with publish-options as its configuration (§7.1.5).
+                if data.pep.len() >= pep::PEP_NODES_PER_USER_MAX {
+                    return fx.reply.push(fail(PubsubError::max_nodes_exceeded()));
+                }
+                match pep::publish_options_config(&options) {
+                    Ok(config) => {
+                        data.pep.insert(node.clone(), pep::Node::new(&node, config));
+                    }
+                    Err(error) => return fx.reply.push(fail(error)),
+                }
+            } else if !options.is_empty() && !data.pep.get(&node).is_some_and(|n| pep::options_match(&n.config, &options)) {
+                return fx.reply.push(fail(PubsubError::precondition_not_met()));
+            }
+            let payload_bytes = payload.to_xml().len();
+            let total: usize = data.pep.values().flat_map(|n| n.items.iter()).map(|i| i.payload.len()).sum();
+            if total + payload_bytes > confab_core::limits::PEP_USER_BYTES_MAX {
+                if created {
+                    data.pep.remove(&node);
+                }
+                return fx.reply.push(fail(PubsubError::with_app("not-acceptable", "payload-too-big")));
+            }
+            let Some(stored) = data.pep.get_mut(&node) else { return };
+            let item = pep::publish(stored, item_id.unwrap_or_else(token), &payload, now_ms);
+            let config = stored.config.clone();
+            fx.records.push(node_record(user, stored));
+            fx.reply.push(pep::publish_result(id, me.as_str(), &node, &item.id));
+            notify_node(shard, &owner, &node, &config, |to| pep::event_message(owner.as_str(), to, &node, std::slice::from_ref(&item)), fx);
+        }
+        PubsubRequest::Retract { node, item_ids, notify } => {
+            let Some(stored) = data.pep.get_mut(&node) else { return fx.reply.push(fail(PubsubError::not_found())) };
+            if let Err(error) = pep::retract(stored, &item_ids) {
+                return fx.reply.push(fail(error));
+            }
+            let config = stored.config.clone();
+            fx.records.push(node_record(user, stored));
+            fx.reply.push(iq_result(id, None, me.as_str(), None));
+            if notify {
+                notify_node(shard, &owner, &node, &config, |to| pep::retract_event(owner.as_str(), to, &node, &item_ids), fx);
+            }
+        }
+        PubsubRequest::Items { node, max_items, item_ids } => match data.pep.get(&node) {
+            Some(stored) => fx.reply.push(pep::items_result(id, None, me.as_str(), &node, &pep::select_items(stored, max_items, &item_ids))),
+            None => fx.reply.push(fail(PubsubError::not_found())),
+        },
+        PubsubRequest::Delete { node } => {
+            let Some(stored) = data.pep.remove(&node) else { return fx.reply.push(fail(PubsubError::not_found())) };
+            fx.records.push(Record::ItemDelete { user: user.to_owned(), kind: ItemKind::PepNode, key: node.clone() });
+            fx.reply.push(iq_result(id, None, me.as_str(), None));
+            notify_node(shard, &owner, &node, &stored.config, |to| pep::delete_event(owner.as_str(), to, &node), fx);
+        }
+        PubsubRequest::Purge { node } => {
+            let Some(stored) = data.pep.get_mut(&node) else { return fx.reply.push(fail(PubsubError::not_found())) };
+            stored.items.clear();
+            let config = stored.config.clone();
+            fx.records.push(node_record(user, stored));
+            fx.reply.push(iq_result(id, None, me.as_str(), None));
+            notify_node(shard, &owner, &node, &config, |to| pep::purge_event(owner.as_str(), to, &node), fx);
+        }
+        PubsubRequest::Create { node, config: fields } => {
+            if data.pep.contains_key(&node) {
+                return fx.reply.push(fail(PubsubError::node_exists()));
+            }
+            if data.pep.len() >= pep::PEP_NODES_PER_USER_MAX {
+                return fx.reply.push(fail(PubsubError::max_nodes_exceeded()));
+            }
+            let mut config = pep::NodeConfig::default();
+            if let Err(error) = pep::configure(&mut config, &fields) {
+                return fx.reply.push(fail(error));
+            }
+            let created = pep::Node::new(&node, config);
+            fx.records.push(node_record(user, &created));
+            data.pep.insert(node, created);
+            fx.reply.push(iq_result(id, None, me.as_str(), None));
+        }
+        PubsubRequest::ConfigureGet { node } => match data.pep.get(&node) {
+            Some(stored) => fx.reply.push(pep::config_form_result(id, me.as_str(), &node, &stored.config)),
+            None => fx.reply.push(fail(PubsubError::not_found())),
+        },
+        PubsubRequest::ConfigureSet { node, config: fields } => {
+            let Some(stored) = data.pep.get_mut(&node) else { return fx.reply.push(fail(PubsubError::not_found())) };
+            if let Err(error) = pep::configure(&mut stored.config, &fields) {
+                return fx.reply.push(fail(error));
+            }
+            pep::trim(stored);
+            fx.records.push(node_record(user, stored));
+            fx.reply.push(iq_result(id, None, me.as_str(), None));
+        }
+    }
+}
+
+/// The record that stores a node; a node that does not persist items is stored without them
+/// (XEP-0060 §4.3: its items live in memory only).
+fn node_record(user: &str, node: &pep::Node) -> Record {
+    let value = if node.config.persist_items {
+        node.encode()
+    } else {
+        pep::Node { name: node.name.clone(), config: node.config.clone(), items: Vec::new() }.encode()
+    };
+    Record::ItemPut { user: user.to_owned(), kind: ItemKind::PepNode, key: node.name.clone(), value }
+}
+
+/// XEP-0163 §4.3.1: an event goes to the owner's interested resources and to every contact
+/// allowed by the access model (presence subscribers), whose shard hands it to the sessions
+/// that announced `node+notify`.
+fn notify_node(shard: &Shard, owner: &BareJid, node: &str, config: &pep::NodeConfig, build: impl Fn(&str) -> Vec<u8>, fx: &mut Effects) {
+    if let Some(sessions) = shard.sessions.get(owner) {
+        for session in sessions.iter().filter(|s| s.available && s.notify.iter().any(|n| n == node)) {
+            let full = format!("{}/{}", owner.as_str(), session.resource);
+            let _ = offer(&session.sender, SessionMessage::Stanza(build(&full)));
+        }
+    }
+    let Some(data) = owner.local().and_then(|user| shard.users.get(user)) else { return };
+    let nodes: Arc<[String]> = Arc::from(vec![node.to_owned()]);
+    for item in data.roster.values() {
+        if !matches!(item.subscription, Subscription::From | Subscription::Both) || data.is_blocked(&item.jid) {
+            continue;
+        }
+        let requester = pep::Requester { owner: false, presence_subscribed: true, groups: &item.groups };
+        if pep::check_access(config, &requester).is_err() {
+            continue;
+        }
+        let Ok(contact) = Jid::parse(&item.jid) else { continue };
+        fx.envelopes.push(Envelope {
+            to: contact,
+            from: Jid::Bare(owner.clone()),
+            kind: StanzaKind::Message,
+            stanza_type: Some("headline".into()),
+            id: None,
+            bytes: build(&item.jid),
+            interest: Some(Interest { nodes: nodes.clone(), session: None, items_only: false }),
+        });
+    }
+}
+
+/// XEP-0402 §5.3 (#compat): XEP-0048 bookmarks written to private storage replace the items of
+/// the bookmarks node (configured as XEP-0402 §3 asks) and notify the owner's resources.
+fn legacy_bookmarks_set(shard: &mut Shard, me: &FullJid, user: &str, storage: &Element, now_ms: u64, fx: &mut Effects) {
+    let owner = me.bare();
+    let data = shard.users.entry(user.to_owned()).or_default();
+    let config = pep::NodeConfig {
+        access_model: pep::AccessModel::Whitelist,
+        max_items: pep::PEP_ITEMS_PER_NODE_MAX as u32,
+        send_last_published_item: pep::SendLastPublishedItem::Never,
+        ..pep::NodeConfig::default()
+    };
+    let node = data.pep.entry(BOOKMARKS2_NAMESPACE.to_owned()).or_insert_with(|| pep::Node::new(BOOKMARKS2_NAMESPACE, config));
+    node.items.clear();
+    let mut published = Vec::new();
+    for (room, conference) in pep::bookmarks_from_legacy(storage) {
+        published.push(pep::publish(node, room, &conference, now_ms));
+    }
+    let config = node.config.clone();
+    fx.records.push(node_record(user, node));
+    notify_node(shard, &owner, BOOKMARKS2_NAMESPACE, &config, |to| pep::event_message(owner.as_str(), to, BOOKMARKS2_NAMESPACE, &published), fx);
+}
+
 /// Runs a XEP-0313 query against the store and returns the result messages and the final iq.
 pub async fn run_archive_query(partition: Rc<crate::storage::Partition>, request: ArchiveRequest, kept: u64) -> Vec<Vec<u8>> {
     let ArchiveRequest { user, requester, id, query } = request;
@@ -1142,8 +1428,14 @@ fn deliver_presence(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mu
             return;
         }
         let subscribed = shard.users.get(&user).is_some_and(|d| matches!(d.subscription(contact.as_str()), Subscription::From | Subscription::Both));
-        if subscribed {
+        if !subscribed {
+            return;
+        }
+        if !envelope.interest.as_ref().is_some_and(|i| i.items_only) {
             send_current_presence(shard, &to_bare, &contact, fx);
+        }
+        if let Some(interest) = &envelope.interest {
+            send_last_items(shard, &to_bare, &contact, interest, fx);
         }
         return;
     }
@@ -1185,9 +1477,44 @@ fn inbound_subscription(shard: &mut Shard, user: &str, to_bare: &BareJid, contac
     }
 }
 
+/// XEP-0163 §4.3.2: the last item of each node the prober's session wants, that the prober may
+/// see, to that session (or to the prober's bare JID).
+fn send_last_items(shard: &Shard, owner: &BareJid, contact: &BareJid, interest: &Interest, fx: &mut Effects) {
+    let Some(data) = owner.local().and_then(|user| shard.users.get(user)) else { return };
+    let groups = data.roster.get(contact.as_str()).map(|i| i.groups.as_slice()).unwrap_or_default();
+    let requester = pep::Requester { owner: false, presence_subscribed: true, groups };
+    let to = interest.session.clone().map(Jid::Full).unwrap_or_else(|| Jid::Bare(contact.clone()));
+    for name in interest.nodes.iter() {
+        let Some(node) = data.pep.get(name) else { continue };
+        if node.config.send_last_published_item == pep::SendLastPublishedItem::Never || pep::check_access(&node.config, &requester).is_err() {
+            continue;
+        }
+        if let Some(item) = node.last_item() {
+            fx.envelopes.push(Envelope {
+                to: to.clone(),
+                from: Jid::Bare(owner.clone()),
+                kind: StanzaKind::Message,
+                stanza_type: Some("headline".into()),
+                id: None,
+                bytes: pep::last_item_event(owner.as_str(), to.as_str(), name, item),
+                interest: None,
+            });
+        }
+    }
+}
+
 fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut Effects, replies: &mut Vec<Envelope>) {
     let to_bare = envelope.to.bare();
     let user = to_bare.local().unwrap_or_default().to_owned();
+    if let Some(interest) = &envelope.interest {
+        // A PEP notification (XEP-0163 §4.3.1): only to sessions that asked for the node.
+        if let Some(sessions) = shard.sessions.get(&to_bare) {
+            for session in sessions.iter().filter(|s| s.available && s.notify.iter().any(|n| interest.nodes.contains(n))) {
+                let _ = offer(&session.sender, SessionMessage::Stanza(envelope.bytes.clone()));
+            }
+        }
+        return;
+    }
     let decision = verdict(shard, &envelope, exists);
     let offline = matches!(decision, Delivery::Error("service-unavailable")) && exists;
     let interesting = exists && might_be_interesting(envelope.stanza_type.as_deref(), &envelope.bytes);
@@ -1284,6 +1611,7 @@ fn deliver_iq(shard: &mut Shard, envelope: Envelope, exists: bool, replies: &mut
                 stanza_type: Some(if bytes.starts_with(b"<iq type='error'") { "error" } else { "result" }.into()),
                 id: envelope.id.clone(),
                 bytes,
+                interest: None,
             });
         }
     }
@@ -1324,9 +1652,29 @@ fn account_iq(shard: &Shard, owner: &BareJid, envelope: &Envelope, payload: Opti
             iq_result(id, Some(owner.as_str()), requester, Some(&query))
         }
         ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => account_disco(id, Some(owner.as_str()), requester),
+        ("get", "pubsub", PUBSUB_NAMESPACE) => {
+            // XEP-0060 §6.5 on someone else's PEP service, by its access model (§6.5.9).
+            let fail = |error: PubsubError| pep::error_iq(id, Some(owner.as_str()), requester, &error);
+            let (node, max_items, item_ids) = match pep::parse_request(stanza_type, payload) {
+                Ok(PubsubRequest::Items { node, max_items, item_ids }) => (node, max_items, item_ids),
+                Ok(_) => return fail(PubsubError::new("forbidden")),
+                Err(error) => return fail(error),
+            };
+            let data = shard.users.get(user);
+            let Some(stored) = data.and_then(|d| d.pep.get(&node)) else { return fail(PubsubError::not_found()) };
+            let contact = data.and_then(|d| d.roster.get(envelope.from.bare().as_str()));
+            let subscribed = contact.is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
+            let groups = contact.map(|i| i.groups.as_slice()).unwrap_or_default();
+            let access = pep::Requester { owner: false, presence_subscribed: subscribed, groups };
+            if let Err(error) = pep::check_access(&stored.config, &access) {
+                return fail(error);
+            }
+            pep::items_result(id, Some(owner.as_str()), requester, &node, &pep::select_items(stored, max_items, &item_ids))
+        }
         // Another user's roster, block list, private data, archive or vCard (RFC 6121 §2.1.5,
         // XEP-0049 §3, XEP-0313 §4): only the owner may touch them.
-        (_, _, ROSTER_NAMESPACE | BLOCKING_NAMESPACE | PRIVATE_NAMESPACE | MAM_NAMESPACE | CARBONS_NAMESPACE) | ("set", "vCard", VCARD_NAMESPACE) => {
+        (_, _, ROSTER_NAMESPACE | BLOCKING_NAMESPACE | PRIVATE_NAMESPACE | MAM_NAMESPACE | CARBONS_NAMESPACE | PUBSUB_NAMESPACE | PUBSUB_OWNER_NAMESPACE)
+        | ("set", "vCard", VCARD_NAMESPACE) => {
             error("forbidden")
         }
         _ => routing::server_iq(stanza_type, id, Some(payload), Some(owner.as_str()), requester, Some(owner.as_str())),

@@ -79,6 +79,19 @@ pub struct Envelope {
     pub stanza_type: Option<Box<str>>,
     pub id: Option<Box<str>>,
     pub bytes: Vec<u8>,
+    /// PEP interest (XEP-0163 §4): on a probe, the nodes whose last items the prober's new
+    /// session wants; on a notification, deliver only to sessions interested in these nodes.
+    pub interest: Option<Interest>,
+}
+
+/// Nodes an entity wants notifications for (XEP-0115 `+notify` features).
+#[derive(Debug, Clone)]
+pub struct Interest {
+    pub nodes: Arc<[String]>,
+    /// On a probe: the session whose last items are wanted (they go to it alone).
+    pub session: Option<FullJid>,
+    /// On a probe: the presence was answered already; send the last items only.
+    pub items_only: bool,
 }
 
 /// An admin command for the shard that is home to the account (or for every shard).
@@ -134,6 +147,10 @@ pub(crate) struct Session {
     /// Entities that got directed presence and must hear of unavailability (RFC 6121 §4.6.3),
     /// bounded by `DIRECTED_PRESENCE_MAX`.
     pub(crate) directed: Vec<Jid>,
+    /// The XEP-0115 `ver` the client announced, and the PEP nodes it wants notifications for
+    /// (its `+notify` features, once its caps are known).
+    pub(crate) caps_ver: Option<Box<str>>,
+    pub(crate) notify: Arc<[String]>,
 }
 
 impl Session {
@@ -149,6 +166,8 @@ impl Session {
             blocklist_interested: false,
             carbons: false,
             directed: Vec::new(),
+            caps_ver: None,
+            notify: Arc::from(Vec::new()),
         }
     }
 }
@@ -166,6 +185,10 @@ pub struct Shard {
     pub(crate) partition: Rc<Partition>,
     /// Sessions waiting for stream resumption, by resumption id (XEP-0198 §5).
     pub(crate) detached: HashMap<String, Box<Detached>>,
+    /// XEP-0115: the `+notify` nodes of each verified caps `ver` (bounded by
+    /// `CAPS_CACHE_ENTRIES_MAX`), and the disco#info queries in flight (by iq id).
+    pub(crate) caps: HashMap<String, Arc<[String]>>,
+    pub(crate) caps_pending: HashMap<String, (confab_core::pep::Caps, FullJid)>,
     session_count: usize,
     bans: HashMap<IpAddr, Instant>,
     failures: HashMap<IpAddr, (u32, Instant)>,
@@ -190,6 +213,8 @@ impl Shard {
             users: UserData::load(items, archive_last),
             partition: Rc::new(Partition::new(database)),
             detached: HashMap::new(),
+            caps: HashMap::new(),
+            caps_pending: HashMap::new(),
             session_count: 0,
             bans: HashMap::new(),
             failures: HashMap::new(),
@@ -429,6 +454,7 @@ pub fn error_envelope(
         stanza_type: Some("error".into()),
         id: id.map(Into::into),
         bytes: routing::error_reply(kind, id, Some(original_to.as_str()), Some(original_from.as_str()), condition),
+        interest: None,
     })
 }
 

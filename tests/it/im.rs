@@ -495,3 +495,102 @@ fn in_band_registration_creates_changes_and_removes_accounts_when_enabled() {
     gone.starttls();
     assert!(gone.scram("SCRAM-SHA-256", "newbie", "second").contains("<failure"));
 }
+
+/// The XEP-0115 `ver` of a disco#info `<query/>` (XEP-0115 §5.1), computed independently
+/// of the server with the sha1 crate.
+fn caps_ver(query: &str) -> String {
+    use base64::Engine as _;
+    use sha1::Digest as _;
+    let element = confab_core::framer::parse_element(query.as_bytes()).expect("query parses");
+    let (string, _) = confab_core::pep::verification_string(&element).expect("well-formed query");
+    base64::engine::general_purpose::STANDARD.encode(sha1::Sha1::digest(string.as_bytes()))
+}
+
+const NICK: &str = "http://jabber.org/protocol/nick";
+
+#[test]
+fn pep_notifies_interested_contacts_answers_by_access_model_and_keeps_bookmarks_in_sync() {
+    let mut server = Server::start();
+    let users = users_on_shards("pep", &[0, 1, 0]);
+    let (ann, bob, carl) = (&users[0], &users[1], &users[2]);
+    for user in &users {
+        server.register(user, "pw");
+    }
+    for (a, b) in [(ann, bob), (bob, ann)] {
+        let item = serde_json::json!({"localuser": a, "localhost": "localhost", "user": b, "host": "localhost", "nick": "", "group": "", "subs": "both"});
+        assert_eq!(server.api("add_rosteritem", item).0, 200);
+    }
+    let mut a = Client::login(&server, ann, "pw", "a");
+    let account = a.iq("d", &format!("<iq type='get' id='d' to='{ann}@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
+    assert!(account.contains("category='pubsub'") && account.contains("type='pep'") && account.contains("urn:xmpp:bookmarks:1#compat"), "{account}");
+
+    // Bob's client announces caps; the server asks what they mean (XEP-0115 §6.3).
+    let query = format!(
+        "<query xmlns='http://jabber.org/protocol/disco#info'><identity category='client' type='pc' name='T'/><feature var='http://jabber.org/protocol/disco#info'/><feature var='{NICK}'/><feature var='{NICK}+notify'/></query>"
+    );
+    let ver = caps_ver(&query);
+    let mut b = Client::bound(&server, bob, "pw", "b");
+    b.send(&format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test' ver='{ver}'/></presence>"));
+    let disco = b.expect("http://jabber.org/protocol/disco#info");
+    assert!(disco.contains(&format!("node='urn:test#{ver}'")), "{disco}");
+    let disco_id = disco.split("id='").nth(1).and_then(|v| v.split('\'').next()).expect("id").to_owned();
+    b.send(&format!("<iq type='result' id='{disco_id}' to='localhost'>{}</iq>", query.replacen("<query ", &format!("<query node='urn:test#{ver}' "), 1)));
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Publishing notifies the interested contact (XEP-0163 §4.3.1), not for other nodes.
+    let published = a.iq("p1", &format!("<iq type='set' id='p1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{NICK}'><item><nick xmlns='{NICK}'>Annie</nick></item></publish></pubsub></iq>"));
+    assert!(published.contains("type='result'") && published.contains("<item id="), "{published}");
+    let event = b.expect("http://jabber.org/protocol/pubsub#event");
+    assert!(event.contains("<nick xmlns='http://jabber.org/protocol/nick'>Annie</nick>") && event.contains(&format!("from='{ann}@localhost'")), "{event}");
+    a.iq("p2", "<iq type='set' id='p2'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:avatar:metadata'><item id='h1'><metadata xmlns='urn:xmpp:avatar:metadata'/></item></publish></pubsub></iq>");
+    let seen = b.collect_for(Duration::from_millis(400));
+    assert!(!seen.iter().any(|s| s.contains("avatar")), "no +notify, no event: {seen:?}");
+
+    // Items by access model (XEP-0060 §6.5.9): a subscriber may read, a stranger may not.
+    let items = b.iq("i1", &format!("<iq type='get' id='i1' to='{ann}@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{NICK}'/></pubsub></iq>"));
+    assert!(items.contains("Annie"), "{items}");
+    let mut c = Client::login(&server, carl, "pw", "c");
+    let refused = c.iq("i2", &format!("<iq type='get' id='i2' to='{ann}@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='{NICK}'/></pubsub></iq>"));
+    assert!(refused.contains("<not-authorized") && refused.contains("presence-subscription-required"), "{refused}");
+    let missing = b.iq("i3", &format!("<iq type='get' id='i3' to='{ann}@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:nothing'/></pubsub></iq>"));
+    assert!(missing.contains("<item-not-found"), "{missing}");
+    let no_node = a.iq("e1", "<iq type='set' id='e1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish><item><x xmlns='urn:x'/></item></publish></pubsub></iq>");
+    assert!(no_node.contains("nodeid-required"), "{no_node}");
+
+    // XEP-0402 #compat: XEP-0048 bookmarks in private storage are the bookmarks node.
+    let stored = a.iq(
+        "b1",
+        "<iq type='set' id='b1'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='team@conference.localhost' name='Team' autojoin='true'><nick>ann</nick></conference></storage></query></iq>",
+    );
+    assert!(stored.contains("type='result'"), "{stored}");
+    let bookmarks = a.iq("b2", "<iq type='get' id='b2'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>");
+    assert!(bookmarks.contains("id='team@conference.localhost'") && bookmarks.contains("urn:xmpp:bookmarks:1") && bookmarks.contains("name='Team'"), "{bookmarks}");
+    let legacy = a.iq("b3", "<iq type='get' id='b3'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>");
+    assert!(legacy.contains("jid='team@conference.localhost'"), "{legacy}");
+    // Bookmarks are private (whitelist): even a subscriber gets nothing.
+    let private = b.iq("b4", &format!("<iq type='get' id='b4' to='{ann}@localhost'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>"));
+    assert!(private.contains("type='error'"), "{private}");
+    // Publish-options that the node does not satisfy (XEP-0060 §7.1.5).
+    let mismatch = a.iq(
+        "b5",
+        "<iq type='set' id='b5'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:bookmarks:1'><item id='x@conference.localhost'><conference xmlns='urn:xmpp:bookmarks:1'/></item></publish><publish-options><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE' type='hidden'><value>http://jabber.org/protocol/pubsub#publish-options</value></field><field var='pubsub#access_model'><value>open</value></field></x></publish-options></pubsub></iq>",
+    );
+    assert!(mismatch.contains("precondition-not-met"), "{mismatch}");
+    // A second client with the same caps: known `ver`, no question, the last item at once.
+    let mut b3 = Client::bound(&server, bob, "pw", "b3");
+    b3.send(&format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test' ver='{ver}'/></presence>"));
+    let cached = b3.expect("Annie");
+    assert!(cached.contains("pubsub#event"), "{cached}");
+    drop(b);
+    drop(b3);
+
+    // Items survive a restart; a returning client with known caps gets the last item at once.
+    server.restart();
+    let mut b = Client::bound(&server, bob, "pw", "b2");
+    b.send(&format!("<presence><c xmlns='http://jabber.org/protocol/caps' hash='sha-1' node='urn:test' ver='{ver}'/></presence>"));
+    let disco = b.expect("http://jabber.org/protocol/disco#info");
+    let disco_id = disco.split("id='").nth(1).and_then(|v| v.split('\'').next()).expect("id").to_owned();
+    b.send(&format!("<iq type='result' id='{disco_id}' to='localhost'>{query}</iq>"));
+    let last = b.expect("Annie");
+    assert!(last.contains("pubsub#event") && last.contains("urn:xmpp:delay"), "last item on presence, with its stamp: {last}");
+}
