@@ -28,8 +28,26 @@ pub struct Server {
     pub data_dir: PathBuf,
 }
 
+/// First port handed to servers: below the kernel's ephemeral range (32768–60999), so a
+/// port a restarting server gives up for a moment is never taken by a client's connection or
+/// by another test's `bind(0)`.
+const SERVER_PORTS_FIRST: u16 = 20_000;
+const SERVER_PORTS_LAST: u16 = 32_000;
+
+/// A port no other test of this binary uses and nothing listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    let span = SERVER_PORTS_LAST - SERVER_PORTS_FIRST;
+    // Start at a spot that depends on the process, so concurrent test runs rarely meet.
+    let _ = NEXT.compare_exchange(0, (std::process::id() % u32::from(span)) as u16 + 1, Ordering::SeqCst, Ordering::SeqCst);
+    for _ in 0..span {
+        let port = SERVER_PORTS_FIRST + NEXT.fetch_add(1, Ordering::SeqCst) % span;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port between {SERVER_PORTS_FIRST} and {SERVER_PORTS_LAST}");
 }
 
 pub fn binary() -> PathBuf {
@@ -63,7 +81,7 @@ impl Server {
         let config_path = data_dir.join("confab.toml");
         std::fs::write(&config_path, config).expect("write config");
         let child = Server::spawn(&data_dir);
-        let server = Server { child, c2s, c2s_tls, http, data_dir };
+        let mut server = Server { child, c2s, c2s_tls, http, data_dir };
         server.wait_ready();
         server
     }
@@ -89,14 +107,18 @@ impl Server {
         self.wait_ready();
     }
 
-    fn wait_ready(&self) {
+    fn wait_ready(&mut self) {
         let start = Instant::now();
         for port in [self.c2s, self.c2s_tls, self.http] {
             while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                assert!(self.is_running(), "server exited; log:\n{}", self.log());
                 assert!(start.elapsed() < TIMEOUT, "server did not start; log:\n{}", self.log());
                 std::thread::sleep(Duration::from_millis(20));
             }
         }
+        // Something answered on every port: make sure it is this server, not one that exited
+        // after failing to bind while another process held a port.
+        assert!(self.is_running(), "server exited; log:\n{}", self.log());
     }
 
     pub fn log(&self) -> String {
