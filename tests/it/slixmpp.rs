@@ -1,6 +1,8 @@
 //! A real client library: python3-slixmpp logs in with SCRAM-SHA-256 over STARTTLS and chats
 //! between two users on different shards, then drives the IM features (rosters, carbons,
-//! offline delivery, archive, blocking, stream resumption) through its plugins.
+//! offline delivery, archive, blocking, stream resumption) and the account and personal-data
+//! services (in-band registration, vCard, PEP with entity caps, bookmarks, version, time, last
+//! activity, client state indication) through its plugins.
 
 use crate::support::{users_on_shards, Server, DOMAIN};
 
@@ -55,6 +57,35 @@ fn slixmpp_clients_use_roster_carbons_offline_archive_blocking_and_resumption() 
     assert!(
         output.status.success() && stdout.contains("ok: all "),
         "slixmpp IM scenario failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        server.log()
+    );
+}
+
+/// tests/slixmpp_services.py, in the same style: alice and bob exist, a third user registers in
+/// band (so registration is switched on).
+#[test]
+fn slixmpp_clients_use_registration_vcard_pep_bookmarks_version_time_last_and_csi() {
+    require_slixmpp();
+    let server = Server::start_with("[registration]\nenabled = true\ninterval_s = 0\n");
+    // alice on shard 0, bob and the newcomer on shard 1: PEP events, presence and last-activity
+    // queries from alice cross shards.
+    let users = users_on_shards("svc", &[0, 1, 1]);
+    for user in &users[..2] {
+        server.register(user, "pw-svc");
+    }
+    let script = format!("{}/slixmpp_services.py", env!("CARGO_MANIFEST_DIR"));
+    let output = std::process::Command::new(PYTHON)
+        .arg(script)
+        .args(["127.0.0.1", &server.c2s.to_string()])
+        .arg(server.data_dir.join("cert.pem"))
+        .args([DOMAIN, &users[0], "pw-svc", &users[1], "pw-svc", &users[2], "pw-new"])
+        .output()
+        .expect("run slixmpp script");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("ok: all "),
+        "slixmpp services scenario failed:\n{stdout}\n{stderr}\nserver log:\n{}",
         server.log()
     );
 }
