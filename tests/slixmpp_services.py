@@ -419,6 +419,7 @@ class Scenario:
         seconds = result["last_activity"]["seconds"]
         expect(isinstance(seconds, int) and 0 <= seconds < 30, f"alice's answer: {show(result)}")
         status = result["last_activity"]["status"]
+        expect(status == "gone fishing", f"XEP-0012 §4: the status of the last unavailable presence: {show(result)}")
         try:
             refused = await self.bobc["xep_0012"].get_last_activity(slixmpp.JID(self.new), timeout=STEP_TIMEOUT_S)
         except IqError as error:

@@ -370,6 +370,11 @@ fn presence_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to
         (None, None) if undirected => available_from_client(shard, me, stanza, fx),
         (None, Some("unavailable")) if undirected => {
             let bytes = stanza.with_from(me.as_str());
+            // XEP-0012 §4: the last unavailable presence's status is the user's last status.
+            let status = stanza.element().ok().and_then(|e| e.child("status", confab_core::stream::CLIENT_NAMESPACE).map(Element::text));
+            if let Some(session) = shard.session_mut(me) {
+                session.leaving_status = status.map(Into::into);
+            }
             unavailable_broadcast(shard, me, bytes, fx);
         }
         // Subscription stanzas, probes and errors need an addressee; a client must not probe
@@ -624,12 +629,15 @@ pub fn session_ended(shard: &mut Shard, me: &FullJid, connection: u64, now_ms: u
     if !shard.sessions.contains_key(&me.bare()) && shard.accounts.contains_key(&user) {
         // XEP-0012 §4: the last logout, for "last seen".
         let mut value = now_ms.to_le_bytes().to_vec();
-        let status = session
-            .presence
-            .as_deref()
-            .and_then(|p| parse_element(p).ok())
-            .and_then(|p| p.child("status", confab_core::stream::CLIENT_NAMESPACE).map(Element::text))
-            .unwrap_or_default();
+        let status = match &session.leaving_status {
+            Some(status) => status.to_string(),
+            None => session
+                .presence
+                .as_deref()
+                .and_then(|p| parse_element(p).ok())
+                .and_then(|p| p.child("status", confab_core::stream::CLIENT_NAMESPACE).map(Element::text))
+                .unwrap_or_default(),
+        };
         value.extend_from_slice(status.as_bytes());
         shard.users.entry(user.clone()).or_default().last_activity = Some((now_ms, status));
         fx.records.push(Record::ItemPut { user, kind: ItemKind::LastActivity, key: String::new(), value });

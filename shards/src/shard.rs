@@ -151,6 +151,8 @@ pub(crate) struct Session {
     /// (its `+notify` features, once its caps are known).
     pub(crate) caps_ver: Option<Box<str>>,
     pub(crate) notify: Arc<[String]>,
+    /// The status text of the session's unavailable presence, for XEP-0012 last activity.
+    pub(crate) leaving_status: Option<Box<str>>,
 }
 
 impl Session {
@@ -168,6 +170,7 @@ impl Session {
             directed: Vec::new(),
             caps_ver: None,
             notify: Arc::from(Vec::new()),
+            leaving_status: None,
         }
     }
 }
