@@ -87,8 +87,11 @@ pub struct Counters {
     pub archive_answered: u64,
     /// Result messages received for our queries.
     pub archive_results: u64,
-    /// Answered queries with fewer results than the page should hold.
+    /// Answered queries with fewer results than the page should hold (per the server's own
+    /// `<count>`, and in mam at least the user's own filling messages).
     pub archive_incomplete: u64,
+    /// Answered queries with fewer results than --page, whatever the count said.
+    pub archive_short: u64,
     pub archive_errors: u64,
 }
 
@@ -201,6 +204,7 @@ pub fn merge_counters(into: &mut Counters, from: &Counters) {
     into.archive_answered += from.archive_answered;
     into.archive_results += from.archive_results;
     into.archive_incomplete += from.archive_incomplete;
+    into.archive_short += from.archive_short;
     into.archive_errors += from.archive_errors;
 }
 
@@ -315,6 +319,8 @@ pub struct Summary {
     pub roster_results: u64,
     pub roster_items_wrong: u64,
     pub roster_errors: u64,
+    /// Roster gets still unanswered when the run ended (their latency is not in the histogram).
+    pub roster_unanswered: u64,
     /// Presence change intended → each contact's copy received, µs.
     pub presence_fanout_us: Percentiles,
     pub presence_sent: u64,
@@ -329,7 +335,11 @@ pub struct Summary {
     pub archive_answered: u64,
     pub archive_results: u64,
     pub archive_incomplete: u64,
+    pub archive_short: u64,
     pub archive_errors: u64,
+    /// Archive queries still unanswered when the run ended (their latency is not in the
+    /// histogram: read the percentiles with this count beside them).
+    pub archive_unanswered: u64,
     /// Server CPU over the measured phase (chat, presence, mam queries, mixed), and per unit.
     pub server_cpu_phase_seconds: f64,
     pub server_cpu_us_per_presence_copy: f64,

@@ -51,6 +51,7 @@ pub fn merge(reports: &[WorkerReport]) -> Summary {
         roster_results: counters.roster_results,
         roster_items_wrong: counters.roster_items_wrong,
         roster_errors: counters.roster_errors,
+        roster_unanswered: counters.roster_gets.saturating_sub(counters.roster_results + counters.roster_errors),
         presence_fanout_us: percentiles_us(&presence),
         presence_sent: counters.presence_sent,
         presence_copies_received: counters.presence_received,
@@ -60,7 +61,9 @@ pub fn merge(reports: &[WorkerReport]) -> Summary {
         archive_answered: counters.archive_answered,
         archive_results: counters.archive_results,
         archive_incomplete: counters.archive_incomplete,
+        archive_short: counters.archive_short,
         archive_errors: counters.archive_errors,
+        archive_unanswered: counters.archive_queries.saturating_sub(counters.archive_answered + counters.archive_errors),
         errors: counters.errors,
         ..Summary::default()
     }
@@ -95,8 +98,8 @@ pub fn table(s: &Summary) -> String {
     if s.roster_gets > 0 {
         let _ = writeln!(
             out,
-            "  roster gets   {} sent, {} results, {} with a wrong item count (expected {}), {} errors",
-            s.roster_gets, s.roster_results, s.roster_items_wrong, s.contacts, s.roster_errors
+            "  roster gets   {} sent, {} results, {} with a wrong item count (expected {}), {} errors, {} unanswered",
+            s.roster_gets, s.roster_results, s.roster_items_wrong, s.contacts, s.roster_errors, s.roster_unanswered
         );
         let _ = writeln!(out, "  roster load   {}", us(&s.roster_load_us));
     }
@@ -111,8 +114,8 @@ pub fn table(s: &Summary) -> String {
     if s.archive_queries > 0 {
         let _ = writeln!(
             out,
-            "  archive       {} queries, {} answered, {} results, {} incomplete pages, {} errors",
-            s.archive_queries, s.archive_answered, s.archive_results, s.archive_incomplete, s.archive_errors
+            "  archive       {} queries, {} answered, {} results, {} incomplete pages, {} short of --page, {} errors, {} unanswered",
+            s.archive_queries, s.archive_answered, s.archive_results, s.archive_incomplete, s.archive_short, s.archive_errors, s.archive_unanswered
         );
         let _ = writeln!(out, "  query → fin   {}", us(&s.archive_query_us));
     }
@@ -217,6 +220,7 @@ pub fn compare(files: &[PathBuf]) -> Result<String, String> {
         ("roster gets", |s| s.roster_gets as f64),
         ("roster items wrong", |s| s.roster_items_wrong as f64),
         ("roster errors", |s| s.roster_errors as f64),
+        ("roster gets unanswered", |s| s.roster_unanswered as f64),
         ("roster load p50 µs", |s| s.roster_load_us.p50),
         ("roster load p99 µs", |s| s.roster_load_us.p99),
         ("roster load p99.9 µs", |s| s.roster_load_us.p999),
@@ -233,7 +237,9 @@ pub fn compare(files: &[PathBuf]) -> Result<String, String> {
         ("archive queries answered", |s| s.archive_answered as f64),
         ("archive results", |s| s.archive_results as f64),
         ("archive pages incomplete", |s| s.archive_incomplete as f64),
+        ("archive pages short of --page", |s| s.archive_short as f64),
         ("archive errors", |s| s.archive_errors as f64),
+        ("archive queries unanswered", |s| s.archive_unanswered as f64),
         ("archive query p50 µs", |s| s.archive_query_us.p50),
         ("archive query p99 µs", |s| s.archive_query_us.p99),
         ("archive query p99.9 µs", |s| s.archive_query_us.p999),

@@ -322,6 +322,7 @@ async fn log_in(worker: &Worker, user: u64, intended_ns: u64, storm: bool) -> Op
                     metrics::record(&mut metrics.roster_us, us);
                     if session.roster_items != worker.plan.contacts {
                         metrics.counters.roster_items_wrong += 1;
+                        tracing_stderr(&format!("user {user}: roster with {} items at login, expected {}", session.roster_items, worker.plan.contacts));
                     }
                 } else {
                     metrics.counters.roster_errors += 1;
@@ -650,7 +651,7 @@ fn receive(worker: &Worker, me: u64, frame: &client::Incoming, state: &mut UserS
     match frame.name.as_str() {
         "message" => receive_message(worker, me, frame, state),
         "presence" => receive_presence(worker, me, frame),
-        "iq" => receive_answer(worker, frame, state),
+        "iq" => receive_answer(worker, me, frame, state),
         _ => {}
     }
 }
@@ -717,7 +718,7 @@ fn receive_presence(worker: &Worker, me: u64, frame: &client::Incoming) {
     metrics::record(&mut metrics.presence_us, latency_us);
 }
 
-fn receive_answer(worker: &Worker, frame: &client::Incoming, state: &mut UserState) {
+fn receive_answer(worker: &Worker, me: u64, frame: &client::Incoming, state: &mut UserState) {
     let Some(event) = frame.id.as_deref().filter(|id| id.starts_with(['r', 'q'])).and_then(|id| id[1..].parse::<u64>().ok()) else { return };
     let Some(pending) = state.pending.remove(&event) else { return };
     let latency_us = now_ns().saturating_sub(pending.due_ns) / 1000;
@@ -729,8 +730,11 @@ fn receive_answer(worker: &Worker, frame: &client::Incoming, state: &mut UserSta
         (Action::RosterGet, true) => {
             metrics.counters.roster_results += 1;
             metrics::record(&mut metrics.roster_us, latency_us);
-            if im::roster_items(&text) != plan.contacts {
+            let items = im::roster_items(&text);
+            if items != plan.contacts {
                 metrics.counters.roster_items_wrong += 1;
+                let excerpt: String = text.chars().take(300).collect();
+                tracing_stderr(&format!("user {me}: roster result with {items} items, expected {}: {excerpt}", plan.contacts));
             }
         }
         (Action::RosterGet, false) => metrics.counters.roster_errors += 1,
@@ -740,12 +744,18 @@ fn receive_answer(worker: &Worker, frame: &client::Incoming, state: &mut UserSta
             metrics::record(&mut metrics.archive_us, latency_us);
             // In mam every archive holds at least the user's own filling messages, whatever
             // count the server claims; elsewhere the page holds what the archive has.
-            let mut expected = im::archive_page_expected(plan.page, im::rsm_count(&text));
+            let count = im::rsm_count(&text);
+            let mut expected = im::archive_page_expected(plan.page, count);
             if plan.scenario == Scenario::Mam {
                 expected = expected.max(plan.page.min(plan.messages));
             }
             if pending.results < expected {
                 metrics.counters.archive_incomplete += 1;
+            }
+            if pending.results < plan.page {
+                metrics.counters.archive_short += 1;
+                let excerpt: String = text.chars().take(400).collect();
+                tracing_stderr(&format!("user {me}: archive page with {} results, count {count:?}: {excerpt}", pending.results));
             }
         }
         (Action::ArchiveQuery, false) => metrics.counters.archive_errors += 1,
@@ -879,6 +889,15 @@ mod tests {
         assert_eq!(to_of_1, [2, 2, 3, 9, 10, 10]);
         let queries = all.iter().filter(|(_, due, a)| matches!(a, Planned::ArchiveQuery { .. }) && *due >= query_start).count();
         assert_eq!(queries, 100);
+    }
+
+    #[test]
+    fn mam_plan_without_messages_queries_the_archives_already_there() {
+        let p = Plan { messages: 0, ..im_plan(Scenario::Mam, 10, 1, 0) };
+        let actions: Vec<(u64, Planned)> = planned_actions(&p, &p.graph().expect("graph")).into_values().flatten().collect();
+        assert_eq!(actions.len(), 100);
+        assert!(actions.iter().all(|(_, a)| matches!(a, Planned::ArchiveQuery { .. })));
+        assert_eq!(p.phase_window_ns().0, p.chat_start_ns() + DRAIN_NS, "no filling phase to wait for");
     }
 
     #[test]

@@ -104,6 +104,7 @@ fn roster_scenario_loads_every_provisioned_contact() {
     assert_eq!(result["roster_gets"], 20);
     assert_eq!(result["roster_results"], 20);
     assert_eq!(result["roster_items_wrong"], 0, "every roster holds its 4 contacts: {result}");
+    assert_eq!(result["roster_unanswered"], 0);
     assert_eq!(result["roster_load_us"]["count"], 20);
     assert!(result["roster_load_us"]["p50"].as_f64().expect("p50") > 0.0);
     let (status, roster) = server.api("get_roster", serde_json::json!({"user": "user1", "host": crate::support::DOMAIN}));
@@ -143,7 +144,9 @@ fn mam_scenario_gets_every_page_whole() {
     assert_eq!(result["archive_answered"], 20);
     assert_eq!(result["archive_results"], 20 * 50, "a whole page of 50 each: {result}");
     assert_eq!(result["archive_incomplete"], 0);
+    assert_eq!(result["archive_short"], 0);
     assert_eq!(result["archive_errors"], 0);
+    assert_eq!(result["archive_unanswered"], 0);
     assert_eq!(result["archive_query_us"]["count"], 20);
 }
 
