@@ -662,6 +662,20 @@ fn archive_id(text: &str) -> Result<u64, (&'static str, String)> {
 /// Whether an archived message matches the `with` filter (XEP-0313 §4.1.1). A full JID needs
 /// the stanza's own addresses, so the stored bytes are parsed, but only for messages whose
 /// bare JID already matches.
+/// Whether the query filters on what is inside a message (`with`, `start`, `end`), which a
+/// store must read the message to decide; ids alone are decided from keys.
+pub fn has_content_filters(query: &ArchiveQuery) -> bool {
+    query.with.is_some() || query.start_ms.is_some() || query.end_ms.is_some()
+}
+
+/// The `with`, `start` and `end` filters of XEP-0313 §4.1 applied to one message (ids and
+/// id bounds are the caller's, who walks the archive by id).
+pub fn matches_content_filters(query: &ArchiveQuery, message: &ArchivedMessage) -> bool {
+    query.start_ms.is_none_or(|start| message.stamp_ms >= start)
+        && query.end_ms.is_none_or(|end| message.stamp_ms <= end)
+        && query.with.as_deref().is_none_or(|with| matches_with(message, with))
+}
+
 fn matches_with(message: &ArchivedMessage, with: &str) -> bool {
     let Some((bare, _)) = with.split_once('/') else {
         return message.with == with;

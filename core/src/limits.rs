@@ -115,3 +115,16 @@ pub const CAPS_QUERIES_PENDING_MAX: usize = 1_024;
 /// PEP bytes (item payloads) one user may keep across all nodes; a publish past it is refused
 /// with `not-acceptable` + `<payload-too-big/>`. Nodes are held in memory on the home shard.
 pub const PEP_USER_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest message kept in an archive (XEP-0313), serialised. Larger messages are delivered
+/// but not archived, so one archive page (at most 250 messages) stays under 16 MiB.
+pub const ARCHIVED_MESSAGE_BYTES_MAX: usize = 64 * 1024;
+
+/// Bytes of offline messages kept per user (XEP-0160): they are held in memory on the home
+/// shard, so the count limit alone would let one sender park 500 × 256 KiB at a victim.
+pub const OFFLINE_BYTES_MAX: usize = 512 * 1024;
+
+/// Bytes of `+notify` node names kept for one caps `ver`; an announcement with more is not
+/// cached (its sessions get no PEP notifications), so the cache stays within
+/// `CAPS_CACHE_ENTRIES_MAX` × this.
+pub const CAPS_NOTIFY_BYTES_MAX: usize = 16 * 1024;

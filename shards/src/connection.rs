@@ -20,6 +20,7 @@ use confab_core::limits::READ_CHUNK_BYTES;
 use confab_core::routing::{self, StanzaKind};
 use confab_core::sm::{self, SmElement, StreamManagement};
 use confab_core::stream::{Action, C2sStream, Entropy, StreamError, CSI_NAMESPACE, SM_NAMESPACE};
+use futures_channel::oneshot;
 use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
 use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpStream;
@@ -96,6 +97,7 @@ pub async fn accept(shard: ShardRef, socket: TcpStream, direct_tls: bool) {
         sm: None,
         sm_id: None,
         sm_unrequested: false,
+        sm_request_outstanding: false,
         inactive: false,
         held: Vec::new(),
     };
@@ -151,6 +153,7 @@ pub async fn adopt(shard: ShardRef, mut migrant: Box<Migrant>) {
         sm: None,
         sm_id: None,
         sm_unrequested: false,
+        sm_request_outstanding: false,
         inactive: false,
         held: Vec::new(),
     };
@@ -214,14 +217,18 @@ struct Connection {
     /// Plaintext waiting to be written.
     output: Vec<u8>,
     actions: Vec<Action>,
-    /// What the last client stanza produced, carried out before the next frame.
-    effects: Option<im::Effects>,
+    /// What the last client stanza produced (its records already queued for the store, with
+    /// what resolves once they are durable), carried out before the next frame.
+    effects: Option<(im::Effects, oneshot::Receiver<Result<(), String>>)>,
     /// XEP-0198 state once enabled (boxed: most sessions never enable it).
     sm: Option<Box<StreamManagement>>,
     /// The resumption id when the client asked for resumable stream management.
     sm_id: Option<String>,
     /// Stanzas went out since the last `<r/>`.
     sm_unrequested: bool,
+    /// An `<r/>` is waiting for its `<a/>`: no second one until it comes (one request per
+    /// round trip, not one per write).
+    sm_request_outstanding: bool,
     /// XEP-0352: the client said it is inactive; presence is held back.
     inactive: bool,
     held: Vec<Vec<u8>>,
@@ -259,9 +266,10 @@ impl Connection {
                 }
                 Ok(Flow::Migrate(home)) => return self.migrate(home).await,
             }
-            if self.sm_unrequested {
-                // XEP-0198 §4: ask for an acknowledgement of what this batch carried.
+            if self.sm_unrequested && !self.sm_request_outstanding {
+                // XEP-0198 §4: ask for an acknowledgement of what went out.
                 self.sm_unrequested = false;
+                self.sm_request_outstanding = true;
                 self.output.extend_from_slice(&sm::request());
             }
             if self.flush().await.is_err() {
@@ -454,8 +462,8 @@ impl Connection {
         let shared = self.shard.borrow().shared.clone();
         let mut outbox: Vec<(usize, Envelope)> = Vec::new();
         loop {
-            if let Some(effects) = self.effects.take() {
-                self.carry_out_effects(effects, &mut outbox).await;
+            if let Some((effects, durable)) = self.effects.take() {
+                self.carry_out_effects(effects, durable, &mut outbox).await;
             }
             if !self.actions.is_empty() {
                 match self.carry_out().await? {
@@ -497,8 +505,11 @@ impl Connection {
                             if let Some(sm) = self.sm.as_mut() {
                                 sm.received_stanza();
                             }
-                            let effects = im::from_client(&mut self.shard.borrow_mut(), &me, &stanza, is_presence_without_to, im::now_ms());
-                            self.effects = Some(effects);
+                            let mut effects = im::from_client(&mut self.shard.borrow_mut(), &me, &stanza, is_presence_without_to, im::now_ms());
+                            // Queued for the store now, in the order the memory changed, before
+                            // anything else can touch the same keys.
+                            let durable = self.shard.borrow().partition.submit(std::mem::take(&mut effects.records));
+                            self.effects = Some((effects, durable));
                         }
                     }
                 }
@@ -517,8 +528,9 @@ impl Connection {
 
     /// Routes what a client stanza produced; a reply that acknowledges stored state is written
     /// only once that state is durable.
-    async fn carry_out_effects(&mut self, effects: im::Effects, outbox: &mut Vec<(usize, Envelope)>) {
+    async fn carry_out_effects(&mut self, effects: im::Effects, durable: oneshot::Receiver<Result<(), String>>, outbox: &mut Vec<(usize, Envelope)>) {
         let im::Effects { reply, envelopes, records, archive_query, account_change } = effects;
+        debug_assert!(records.is_empty(), "records are submitted when the stanza is handled");
         let (shared, partition) = {
             let shard = self.shard.borrow();
             (shard.shared.clone(), shard.partition.clone())
@@ -526,8 +538,11 @@ impl Connection {
         for envelope in envelopes {
             outbox.push((shared.home_of(&envelope.to.bare()), envelope));
         }
-        if !records.is_empty() {
-            if let Err(error) = partition.apply_all(records).await {
+        // Only a reply waits for durability (it acknowledges the change); a routed message does
+        // not wait for its archive write.
+        if !reply.is_empty() {
+            let result = durable.await.unwrap_or_else(|_| Err("writer stopped".into()));
+            if let Err(error) = result {
                 tracing::error!(%error, "store write failed; the client is told");
                 // RFC 6120 §8.3.3.6 internal-server-error; the memory state stays as the store
                 // will be after a retry, so no reply claims success.
@@ -543,8 +558,7 @@ impl Connection {
             self.emit(stanza);
         }
         if let Some(request) = archive_query {
-            let kept = shared.config.limits.archive_messages;
-            for stanza in im::run_archive_query(partition, request, kept).await {
+            for stanza in im::run_archive_query(partition, request).await {
                 self.emit(stanza);
             }
         }
@@ -634,6 +648,7 @@ impl Connection {
                 None => self.fail(StreamError::with_text("unsupported-stanza-type", "stream management is not enabled")),
             },
             Ok(SmElement::Answer { h }) => {
+                self.sm_request_outstanding = false;
                 let result = match self.sm.as_mut() {
                     Some(sm) => sm.acknowledge(h),
                     None => return self.fail(StreamError::with_text("unsupported-stanza-type", "stream management is not enabled")),
@@ -653,6 +668,7 @@ impl Connection {
             return;
         }
         let Some(user) = self.stream.user().cloned() else { return };
+        let mut replaced: Option<Box<Detached>> = None;
         let detached = {
             let mut shard = self.shard.borrow_mut();
             match shard.detached.remove(previd) {
@@ -663,8 +679,12 @@ impl Connection {
                             session.connection = id;
                             Some(detached)
                         }
-                        // Replaced by a new login meanwhile: nothing left to resume.
-                        _ => None,
+                        // Replaced by a new login meanwhile: nothing left to resume, but what
+                        // it held is redelivered, not dropped.
+                        _ => {
+                            replaced = Some(detached);
+                            None
+                        }
                     }
                 }
                 Some(other) => {
@@ -675,6 +695,10 @@ impl Connection {
                 None => None,
             }
         };
+        if let Some(old) = replaced {
+            let Detached { jid, connection, mut sm, inbox } = *old;
+            end_session(&self.shard, &jid, connection, sm.take_unacked(), Some(inbox));
+        }
         let Some(Detached { jid, sm: mut state, inbox, .. }) = detached.map(|d| *d) else {
             self.output.extend_from_slice(&sm::failed("item-not-found", None));
             return;
@@ -696,6 +720,8 @@ impl Connection {
         }
         self.stream.resumed(jid);
         self.sm = Some(state);
+        // The resent stanzas want an acknowledgement.
+        self.sm_unrequested = true;
         self.sm_id = Some(previd.to_owned());
         self.inbox = Some(inbox);
     }
@@ -707,12 +733,21 @@ impl Connection {
         };
         let timeout = Duration::from_secs(u64::from(self.shard.borrow().shared.config.limits.resume_timeout_s));
         tracing::debug!(%jid, "connection lost; session kept for resumption");
-        let detached = Box::new(Detached { jid, connection: self.id, sm, inbox });
+        let connection = self.id;
+        let detached = Box::new(Detached { jid, connection, sm, inbox });
         self.shard.borrow_mut().detached.insert(id.clone(), detached);
         let shard = self.shard.clone();
         glommio::spawn_local(async move {
             glommio::timer::sleep(timeout).await;
-            let expired = shard.borrow_mut().detached.remove(&id);
+            // Only this detachment expires: after a resume and a new drop, the same id names
+            // a later one with its own timer.
+            let expired = {
+                let mut shard = shard.borrow_mut();
+                match shard.detached.get(&id) {
+                    Some(detached) if detached.connection == connection => shard.detached.remove(&id),
+                    _ => None,
+                }
+            };
             if let Some(detached) = expired {
                 let Detached { jid, connection, mut sm, inbox } = *detached;
                 tracing::debug!(%jid, "resumption timed out; session ends");
@@ -832,7 +867,13 @@ impl Connection {
                     let (sender, receiver) = local_channel::new_unbounded();
                     let result = self.shard.borrow_mut().bind(&jid, self.id, sender);
                     match result {
-                        Ok(()) => {
+                        Ok(replaced) => {
+                            if let Some(old) = replaced {
+                                let envelopes = im::session_replaced(&mut self.shard.borrow_mut(), &jid, old);
+                                for envelope in envelopes {
+                                    shard::dispatch_now(&self.shard, envelope);
+                                }
+                            }
                             self.inbox = Some(receiver);
                             tracing::debug!(%jid, "resource bound");
                             self.stream.bind_result(Ok(jid), &id, &mut more);
@@ -943,7 +984,8 @@ impl Connection {
         // is redelivered, not dropped.
         let mut unacked = self.sm.as_mut().map(|sm| sm.take_unacked()).unwrap_or_default();
         unacked.append(&mut std::mem::take(&mut self.held));
-        let inbox = if self.sm.is_some() { self.inbox.take() } else { None };
+        // What still waits in the inbox never reached the client, with or without XEP-0198.
+        let inbox = self.inbox.take();
         self.end_session(&jid, unacked, inbox);
         tracing::debug!(%jid, "session ended");
     }
@@ -966,7 +1008,10 @@ fn end_session(shard: &ShardRef, jid: &FullJid, connection: u64, mut unacked: Ve
         }
     }
     if !unacked.is_empty() {
-        im::redeliver(&mut shard.borrow_mut(), &jid.bare(), unacked);
+        let bounces = im::redeliver(&mut shard.borrow_mut(), &jid.bare(), unacked);
+        for envelope in bounces {
+            shard::dispatch_now(shard, envelope);
+        }
     }
 }
 

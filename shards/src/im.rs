@@ -137,7 +137,8 @@ impl UserData {
 
     /// Is `address` blocked (XEP-0191 §3.5 with XEP-0016 §2.1 matching)?
     pub fn is_blocked(&self, address: &str) -> bool {
-        !self.blocklist.is_empty() && self.blocklist.iter().any(|entry| blocking::matches(entry, address))
+        // At most four set lookups, whatever the list's size (XEP-0191 §6 matching).
+        !self.blocklist.is_empty() && blocking::is_blocked(address, |entry| self.blocklist.contains(entry))
     }
 
     fn subscription(&self, contact: &str) -> Subscription {
@@ -457,7 +458,8 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
     let Some(sessions) = shard.sessions.get(&bare) else { return };
     let sender = &sessions[index].sender;
     if let Some(data) = shard.users.get(&user).filter(|_| initial) {
-        for item in data.roster.values().filter(|item| item.pending_in) {
+        // XEP-0191 §3.3: nothing from a JID blocked since it asked.
+        for item in data.roster.values().filter(|item| item.pending_in && !data.is_blocked(&item.jid)) {
             let _ = offer(sender, SessionMessage::Stanza(presence_bytes("subscribe", &item.jid, bare.as_str())));
         }
     }
@@ -467,7 +469,13 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
         if let Some(data) = shard.users.get_mut(&user) {
             let mut delivered = Vec::new();
             for (sequence, message) in &data.offline {
-                if !offer(sender, SessionMessage::Stanza(message.clone())) {
+                // A sender blocked since is not heard (XEP-0191 §3.3); its messages go.
+                let blocked = !data.blocklist.is_empty()
+                    && parse_element(message).ok().and_then(|m| m.attribute("from").map(str::to_owned)).is_some_and(|from| data.is_blocked(&from));
+                // All at once, past the inbox's soft bound: their number is bounded by the
+                // offline limits, and stopping halfway would strand the rest until the next
+                // presence while newer messages overtake them.
+                if !blocked && sender.try_send(SessionMessage::Stanza(message.clone())).is_err() {
                     break;
                 }
                 delivered.push(*sequence);
@@ -515,6 +523,8 @@ fn caps_announced(shard: &mut Shard, me: &FullJid, caps: Option<pep::Caps>, fx: 
         Some(nodes) => session.notify = nodes,
         None => {
             session.notify = Arc::from(Vec::new());
+            // One question in flight per session: a newer announcement replaces the older.
+            shard.caps_pending.retain(|_, (_, asked)| asked != me);
             if caps.hash == pep::CAPS_HASH_SHA1 && shard.caps_pending.len() < confab_core::limits::CAPS_QUERIES_PENDING_MAX {
                 let id = format!("caps-{}", token());
                 let domain = shard.shared.config.domain.clone();
@@ -541,6 +551,10 @@ fn caps_answer(shard: &mut Shard, me: &FullJid, id: &str, stanza: &Stanza<'_>, f
         return true;
     };
     let nodes: Arc<[String]> = Arc::from(pep::notify_nodes(&features));
+    if nodes.iter().map(String::len).sum::<usize>() > confab_core::limits::CAPS_NOTIFY_BYTES_MAX {
+        tracing::debug!(jid = %me, "caps with too many +notify nodes ignored");
+        return true;
+    }
     if shard.caps.len() >= confab_core::limits::CAPS_CACHE_ENTRIES_MAX {
         shard.caps.clear();
     }
@@ -620,10 +634,11 @@ fn announce_departure(shard: &Shard, user: &str, me: &FullJid, bytes: &[u8], dir
 pub fn session_ended(shard: &mut Shard, me: &FullJid, connection: u64, now_ms: u64) -> Effects {
     let mut fx = Effects::default();
     let Some(session) = shard.unbind(me, connection) else { return fx };
+    shard.caps_pending.retain(|_, (_, asked)| asked != me);
     let user = me.local().unwrap_or_default().to_owned();
     if session.available {
         let bytes = unavailable_from(me);
-        announce_departure(shard, &user, me, &bytes, session.directed, &mut fx);
+        announce_departure(shard, &user, me, &bytes, session.directed.clone(), &mut fx);
         deliver_to_own_available(shard, &me.bare(), &bytes);
     }
     if !shard.sessions.contains_key(&me.bare()) && shard.accounts.contains_key(&user) {
@@ -643,6 +658,19 @@ pub fn session_ended(shard: &mut Shard, me: &FullJid, connection: u64, now_ms: u
         fx.records.push(Record::ItemPut { user, kind: ItemKind::LastActivity, key: String::new(), value });
     }
     fx
+}
+
+/// RFC 6120 §7.7.2.2: a new session took over the resource; the replaced one's presence ends
+/// as if it had disconnected (RFC 6121 §4.5.2, §4.6.3). Returns what to route.
+pub(crate) fn session_replaced(shard: &mut Shard, me: &FullJid, old: crate::shard::Session) -> Vec<Envelope> {
+    let mut fx = Effects::default();
+    if old.available {
+        let user = me.local().unwrap_or_default().to_owned();
+        let bytes = unavailable_from(me);
+        announce_departure(shard, &user, me, &bytes, old.directed, &mut fx);
+        deliver_to_own_available(shard, &me.bare(), &bytes);
+    }
+    fx.envelopes
 }
 
 /// RFC 6121 §3.1.2, §3.2.2, §3.3.2, §3.4: the user sends a subscription stanza.
@@ -771,26 +799,45 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
         let in_roster = data.roster.get(to_bare.as_str()).is_some_and(|i| !i.hidden);
         if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) {
             let kept = shard.shared.config.limits.archive_messages;
-            let record = archive_append(data, &user, to_bare.as_str(), now_ms, canonical, kept);
-            fx.records.push(record);
+            fx.records.extend(archive_append(data, &user, to_bare.as_str(), now_ms, canonical, kept));
         }
     }
 }
 
 /// A cheap test before parsing: chat messages (carbons copy them, XEP-0280 §6) and normal
-/// messages with a body (archived and stored offline) need more than routing.
+/// messages with a body, a store hint or what carbons copy (receipts, markers, chat states)
+/// need more than routing.
 fn might_be_interesting(stanza_type: Option<&str>, bytes: &[u8]) -> bool {
+    const SIGNS: [&[u8]; 5] = [b"<body", b"urn:xmpp:hints", b"urn:xmpp:receipts", b"urn:xmpp:chat-markers", b"jabber.org/protocol/chatstates"];
     match stanza_type {
         Some("chat") => true,
-        None | Some("normal") => bytes.windows(5).any(|window| window == b"<body"),
+        None | Some("normal") => SIGNS.iter().any(|sign| contains(bytes, sign)),
         _ => false,
     }
 }
 
-fn archive_append(data: &mut UserData, user: &str, with: &str, now_ms: u64, bytes: Vec<u8>, kept: u64) -> Record {
+/// Room a `<stanza-id/>` takes on a message (namespace, id, our bare JID).
+const STANZA_ID_BYTES_MAX: usize = 512 + 3 * 1024;
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+/// XEP-0160 §4: room for one more offline message of `bytes`, by count and by bytes.
+fn offline_has_room(data: &UserData, bytes: usize, count_max: usize) -> bool {
+    let held: usize = data.offline.values().map(Vec::len).sum();
+    data.offline.len() < count_max && held + bytes <= confab_core::limits::OFFLINE_BYTES_MAX
+}
+
+/// The record that archives a message under the user's next id; none for a message larger
+/// than `ARCHIVED_MESSAGE_BYTES_MAX` (delivered, not archived).
+fn archive_append(data: &mut UserData, user: &str, with: &str, now_ms: u64, bytes: Vec<u8>, kept: u64) -> Option<Record> {
+    if bytes.len() > confab_core::limits::ARCHIVED_MESSAGE_BYTES_MAX {
+        return None;
+    }
     data.archive_last += 1;
     let message = ArchivedMessage { id: data.archive_last, stamp_ms: now_ms, with: with.to_owned(), bytes };
-    Record::ArchiveAppend { user: user.to_owned(), id: message.id, kept, message: message.encode() }
+    Some(Record::ArchiveAppend { user: user.to_owned(), id: message.id, kept, message: message.encode() })
 }
 
 /// Requests to the user's own account (no `to`, or the bare JID): roster, blocking, private
@@ -1272,7 +1319,11 @@ fn legacy_bookmarks_set(shard: &mut Shard, me: &FullJid, user: &str, storage: &E
         send_last_published_item: pep::SendLastPublishedItem::Never,
         ..pep::NodeConfig::default()
     };
-    let node = data.pep.entry(BOOKMARKS2_NAMESPACE.to_owned()).or_insert_with(|| pep::Node::new(BOOKMARKS2_NAMESPACE, config));
+    let node = data.pep.entry(BOOKMARKS2_NAMESPACE.to_owned()).or_insert_with(|| pep::Node::new(BOOKMARKS2_NAMESPACE, config.clone()));
+    // XEP-0402 §3: private and able to hold every bookmark, whatever a client configured
+    // before: XEP-0048 storage is private, and room passwords must not reach contacts.
+    node.config.access_model = config.access_model;
+    node.config.max_items = config.max_items;
     node.items.clear();
     let mut published = Vec::new();
     for (room, conference) in pep::bookmarks_from_legacy(storage) {
@@ -1284,24 +1335,21 @@ fn legacy_bookmarks_set(shard: &mut Shard, me: &FullJid, user: &str, storage: &E
 }
 
 /// Runs a XEP-0313 query against the store and returns the result messages and the final iq.
-pub async fn run_archive_query(partition: Rc<crate::storage::Partition>, request: ArchiveRequest, kept: u64) -> Vec<Vec<u8>> {
+pub async fn run_archive_query(partition: Rc<crate::storage::Partition>, request: ArchiveRequest) -> Vec<Vec<u8>> {
     let ArchiveRequest { user, requester, id, query } = request;
-    let read = partition.archive_range(&user, 0, u64::MAX, kept as usize, true).await;
-    let rows = match read {
-        Ok(rows) => rows,
+    let query_id = query.query_id.clone();
+    match partition.archive_page(&user, query).await {
         Err(error) => {
             tracing::error!(%error, "archive read failed");
-            return vec![error_reply(StanzaKind::Iq, Some(&id), None, Some(&requester), "internal-server-error")];
+            vec![error_reply(StanzaKind::Iq, Some(&id), None, Some(&requester), "internal-server-error")]
         }
-    };
-    let messages: Vec<ArchivedMessage> = rows.into_iter().filter_map(|(_, bytes)| ArchivedMessage::decode(&bytes).ok()).collect();
-    match archive::select(&messages, &query) {
-        Err(condition) => vec![error_reply(StanzaKind::Iq, Some(&id), None, Some(&requester), condition)],
-        Ok(page) => {
+        Ok(Err(condition)) => vec![error_reply(StanzaKind::Iq, Some(&id), None, Some(&requester), condition)],
+        Ok(Ok(page)) => {
             let mut out = Vec::with_capacity(page.items.len() + 1);
             for item in &page.items {
-                out.push(archive::result_message(&requester, query.query_id.as_deref(), item));
+                out.push(archive::result_message(&requester, query_id.as_deref(), item));
             }
+            let page = archive::Page { items: page.items.iter().collect(), complete: page.complete, count: page.count, first_index: page.first_index };
             out.push(archive::fin_iq(&id, &requester, &page));
             out
         }
@@ -1310,19 +1358,44 @@ pub async fn run_archive_query(partition: Rc<crate::storage::Partition>, request
 
 /// Stanzas a session was sent but never acknowledged (XEP-0198 §5: the session ended or was
 /// not resumed in time) are treated as undelivered: messages with content go to the user's
-/// other available resources, else to offline storage; never silently dropped. Everything
-/// else (presence, iq, carbons and archive results) is stale and dropped.
-pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) {
+/// other available resources, else to offline storage, else back to the sender as an error;
+/// requests (iq get/set) are answered with an error. Never silently dropped. Presence,
+/// carbons, archive results and notifications are stale and dropped. Returns the errors to
+/// route.
+pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) -> Vec<Envelope> {
     let mut records = Vec::new();
+    let mut bounces = Vec::new();
     let name = user.local().unwrap_or_default().to_owned();
+    let exists = shard.accounts.contains_key(&name);
     let offline_max = shard.shared.config.limits.offline_messages;
     let domain = shard.shared.config.domain.clone();
     for bytes in stanzas {
-        if !bytes.starts_with(b"<message") {
+        let kind = if bytes.starts_with(b"<message") {
+            StanzaKind::Message
+        } else if bytes.starts_with(b"<iq") {
+            StanzaKind::Iq
+        } else {
+            continue;
+        };
+        let Ok(element) = parse_element(&bytes) else { continue };
+        let bounce = |condition| {
+            let (Some(from), Some(to)) = (element.attribute("from").and_then(|f| Jid::parse(f).ok()), element.attribute("to").and_then(|t| Jid::parse(t).ok())) else {
+                return None;
+            };
+            error_envelope(&to, &from, kind, element.attribute("type"), element.attribute("id"), condition)
+        };
+        if kind == StanzaKind::Iq {
+            if matches!(element.attribute("type"), Some("get") | Some("set")) {
+                bounces.extend(bounce("service-unavailable"));
+            }
             continue;
         }
-        let Ok(element) = parse_element(&bytes) else { continue };
         if !archive::is_archivable(&element) {
+            continue;
+        }
+        if !exists {
+            // The account is gone (unregistered meanwhile): nothing may be stored for it.
+            bounces.extend(bounce("service-unavailable"));
             continue;
         }
         let views = session_views(shard, user);
@@ -1334,8 +1407,8 @@ pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) {
             }
         }
         let data = shard.users.entry(name.clone()).or_default();
-        if data.offline.len() >= offline_max {
-            tracing::warn!(user = %user, "offline storage full; an unacknowledged message was not kept");
+        if !offline_has_room(data, bytes.len(), offline_max) {
+            bounces.extend(bounce("service-unavailable"));
             continue;
         }
         let has_delay = element.child("delay", confab_core::time::DELAY_NAMESPACE).is_some();
@@ -1345,6 +1418,7 @@ pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) {
         data.offline.insert(sequence, stored);
     }
     store(shard, records);
+    bounces
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1404,12 +1478,14 @@ fn verdict(shard: &Shard, envelope: &Envelope, exists: bool) -> Delivery {
 /// Offers bytes to the sessions at `indices`; the first refusal bounces the stanza.
 fn to_sessions(shard: &Shard, envelope: &Envelope, indices: &[usize], bytes: &[u8], replies: &mut Vec<Envelope>) {
     let Some(sessions) = shard.sessions.get(&envelope.to.bare()) else { return };
-    for (n, index) in indices.iter().enumerate() {
+    let mut accepted = false;
+    for index in indices {
         let Some(session) = sessions.get(*index) else { continue };
-        if !offer(&session.sender, SessionMessage::Stanza(bytes.to_vec())) && n == 0 {
-            // RFC 6120 §8.3.3.18: the recipient cannot take more right now.
-            replies.extend(bounce(envelope, "resource-constraint"));
-        }
+        accepted |= offer(&session.sender, SessionMessage::Stanza(bytes.to_vec()));
+    }
+    if !accepted && !indices.is_empty() {
+        // RFC 6120 §8.3.3.18: no recipient session can take more right now.
+        replies.extend(bounce(envelope, "resource-constraint"));
     }
 }
 
@@ -1437,10 +1513,31 @@ fn deliver_presence(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mu
         }
         let subscribed = shard.users.get(&user).is_some_and(|d| matches!(d.subscription(contact.as_str()), Subscription::From | Subscription::Both));
         if !subscribed {
+            // §4.3.2: no presence for a non-subscriber; `unsubscribed` lets its server put its
+            // roster right (a subscription state that diverged).
+            let bytes = presence_bytes("unsubscribed", to_bare.as_str(), contact.as_str());
+            replies.push(presence_envelope(Jid::Bare(contact), Jid::Bare(to_bare), Some("unsubscribed"), bytes));
             return;
         }
-        if !envelope.interest.as_ref().is_some_and(|i| i.items_only) {
+        let items_only = envelope.interest.as_ref().is_some_and(|i| i.items_only);
+        let online = shard.sessions.get(&to_bare).is_some_and(|s| s.iter().any(|s| s.available));
+        if !items_only && online {
             send_current_presence(shard, &to_bare, &contact, fx);
+        } else if !items_only {
+            // §4.3.2: no available resource: the last unavailable presence, stamped with when
+            // it happened (XEP-0203), so the subscriber can show "last seen".
+            if let Some((stamp, status)) = shard.users.get(&user).and_then(|d| d.last_activity.clone()) {
+                let mut presence = Element::new("presence", confab_core::stream::CLIENT_NAMESPACE)
+                    .with_attribute("type", "unavailable")
+                    .with_attribute("from", to_bare.as_str())
+                    .with_attribute("to", contact.as_str());
+                if !status.is_empty() {
+                    presence = presence.with_child(Element::new("status", confab_core::stream::CLIENT_NAMESPACE).with_text(&status));
+                }
+                presence = presence.with_child(confab_core::time::delay_element(to_bare.as_str(), stamp, None));
+                let bytes = presence.to_xml().into_bytes();
+                fx.envelopes.push(presence_envelope(Jid::Bare(contact.clone()), Jid::Bare(to_bare.clone()), Some("unavailable"), bytes));
+            }
         }
         if let Some(interest) = &envelope.interest {
             send_last_items(shard, &to_bare, &contact, interest, fx);
@@ -1525,7 +1622,10 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
     }
     let decision = verdict(shard, &envelope, exists);
     let offline = matches!(decision, Delivery::Error("service-unavailable")) && exists;
-    let interesting = exists && might_be_interesting(envelope.stanza_type.as_deref(), &envelope.bytes);
+    // XEP-0359 §3: a stanza-id claiming to be ours is removed whatever else happens, so a
+    // cheap scan decides whether the message must be parsed for that alone.
+    let claims_id = contains(&envelope.bytes, STANZA_ID_NAMESPACE.as_bytes());
+    let interesting = exists && (claims_id || might_be_interesting(envelope.stanza_type.as_deref(), &envelope.bytes));
     if !interesting {
         match decision {
             Delivery::Sessions(indices) => to_sessions(shard, &envelope, &indices, &envelope.bytes, replies),
@@ -1537,6 +1637,10 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
     let Ok(mut element) = parse_element(&envelope.bytes) else { return };
     // XEP-0280 §9: <private/> has done its job once the message reached the recipient's server.
     carbons::remove_private(&mut element);
+    element.children.retain(|node| match node {
+        Node::Element(child) => !(child.name == "stanza-id" && child.namespace == STANZA_ID_NAMESPACE && child.attribute("by") == Some(to_bare.as_str())),
+        Node::Text(_) => true,
+    });
     let from_bare = envelope.from.bare();
     let content = archive::is_archivable(&element);
     let archivable = content && from_bare != to_bare;
@@ -1551,28 +1655,26 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
         return;
     }
     let data = shard.users.entry(user.clone()).or_default();
-    if offline && data.offline.len() >= offline_max {
+    if offline && !offline_has_room(data, envelope.bytes.len(), offline_max) {
         // XEP-0160 §4: storage full.
         replies.extend(bounce(&envelope, "service-unavailable"));
         return;
     }
-    if archivable {
-        let in_roster = data.roster.get(from_bare.as_str()).is_some_and(|i| !i.hidden);
-        if archive::should_archive(&data.preferences, from_bare.as_str(), in_roster) {
-            // XEP-0359 §3: our stanza-id, after removing any that claims to be ours.
-            let id = data.archive_last + 1;
-            element.children.retain(|node| match node {
-                Node::Element(child) => !(child.name == "stanza-id" && child.namespace == STANZA_ID_NAMESPACE && child.attribute("by") == Some(to_bare.as_str())),
-                Node::Text(_) => true,
-            });
-            element.children.push(Node::Element(
-                Element::new("stanza-id", STANZA_ID_NAMESPACE).with_attribute("id", &id.to_string()).with_attribute("by", to_bare.as_str()),
-            ));
-            let bytes = element.to_xml().into_bytes();
-            fx.records.push(archive_append(data, &user, from_bare.as_str(), now_ms(), bytes, kept));
-        }
+    let in_roster = data.roster.get(from_bare.as_str()).is_some_and(|i| !i.hidden);
+    let archive = archivable
+        && envelope.bytes.len() + STANZA_ID_BYTES_MAX <= confab_core::limits::ARCHIVED_MESSAGE_BYTES_MAX
+        && archive::should_archive(&data.preferences, from_bare.as_str(), in_roster);
+    if archive {
+        // XEP-0359 §3: our stanza-id, which the archive and the recipient share.
+        let id = data.archive_last + 1;
+        element.children.push(Node::Element(
+            Element::new("stanza-id", STANZA_ID_NAMESPACE).with_attribute("id", &id.to_string()).with_attribute("by", to_bare.as_str()),
+        ));
     }
     let bytes = element.to_xml().into_bytes();
+    if archive {
+        fx.records.extend(archive_append(data, &user, from_bare.as_str(), now_ms(), bytes.clone(), kept));
+    }
     match decision {
         Delivery::Sessions(indices) => {
             to_sessions(shard, &envelope, &indices, &bytes, replies);

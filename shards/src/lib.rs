@@ -113,21 +113,28 @@ async fn run_shard(shard: ShardRef, inbox: async_channel::Receiver<ShardMessage>
             ShardMessage::Ban(address, until) => shard.borrow_mut().ban(address, until),
             ShardMessage::Admin(request, reply) => {
                 let (records, answer) = shard.borrow_mut().admin(&request);
-                let partition = shard.borrow().partition.clone();
-                let answer = if records.is_empty() {
-                    answer
-                } else {
-                    match partition.apply_all(records.clone()).await {
+                if records.is_empty() {
+                    let _ = reply.send(answer);
+                    continue;
+                }
+                // The write is queued now (in order) and waited for in its own task: the inbox
+                // keeps delivering stanzas while the disk commits.
+                let durable = shard.borrow().partition.submit(records.clone());
+                let shard = shard.clone();
+                glommio::spawn_local(async move {
+                    let answer = match durable.await.unwrap_or_else(|_| Err("writer stopped".into())) {
                         Ok(()) => {
                             for record in records {
                                 shard.borrow_mut().applied(record);
                             }
                             answer
                         }
-                        Err(error) => AdminReply::Failed(error.to_string()),
-                    }
-                };
-                let _ = reply.send(answer);
+                        Err(error) => AdminReply::Failed(error),
+                    };
+                    shard.borrow_mut().admin_settled(&request);
+                    let _ = reply.send(answer);
+                })
+                .detach();
             }
         }
     }

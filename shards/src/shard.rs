@@ -110,6 +110,22 @@ pub enum AdminRequest {
     Roster(String),
 }
 
+impl AdminRequest {
+    /// The account a request changes, if it changes one.
+    fn changes_account(&self) -> Option<&str> {
+        match self {
+            AdminRequest::Register(account) | AdminRequest::ChangePassword(account) => Some(&account.user),
+            AdminRequest::Unregister(user) => Some(user),
+            // Roster items change memory at once and are written in order: nothing to wait for.
+            AdminRequest::RosterPut(..)
+            | AdminRequest::CheckAccount(_)
+            | AdminRequest::RegisteredUsers
+            | AdminRequest::SessionCount
+            | AdminRequest::Roster(_) => None,
+        }
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 pub enum AdminReply {
     Done,
@@ -197,6 +213,8 @@ pub struct Shard {
     failures: HashMap<IpAddr, (u32, Instant)>,
     /// When each address last registered an account in band (XEP-0077), bounded.
     registrations: HashMap<IpAddr, Instant>,
+    /// Accounts with an admin change waiting for its commit.
+    accounts_changing: std::collections::HashSet<String>,
     next_connection: u64,
 }
 
@@ -207,13 +225,17 @@ pub type Outgoing = Vec<Envelope>;
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, opened: OpenedPartition) -> Shard {
-        let OpenedPartition { database, accounts, items, archive_last } = opened;
+        let OpenedPartition { database, accounts, mut items, archive_last } = opened;
+        let accounts: HashMap<String, Account> = accounts.into_iter().map(|a| (a.user.clone(), a)).collect();
+        // State whose account is gone (a write that raced the deletion) is not loaded; the
+        // next registration of that name clears it from disk.
+        items.retain(|item| accounts.contains_key(&item.user));
         Shard {
             id,
             shared,
-            accounts: accounts.into_iter().map(|a| (a.user.clone(), a)).collect(),
-            sessions: HashMap::new(),
             users: UserData::load(items, archive_last),
+            accounts,
+            sessions: HashMap::new(),
             partition: Rc::new(Partition::new(database)),
             detached: HashMap::new(),
             caps: HashMap::new(),
@@ -222,6 +244,7 @@ impl Shard {
             bans: HashMap::new(),
             failures: HashMap::new(),
             registrations: HashMap::new(),
+            accounts_changing: std::collections::HashSet::new(),
             next_connection: (id as u64) << 48,
         }
     }
@@ -301,21 +324,22 @@ impl Shard {
 
     /// RFC 6120 §7.6–7.7: binds `jid` for a connection. A session already bound to the same
     /// full JID is replaced (the older one is closed with `<conflict/>`, §7.7.2.2).
-    pub fn bind(&mut self, jid: &FullJid, connection: u64, sender: LocalSender<SessionMessage>) -> Result<(), &'static str> {
+    /// Returns the session it replaced, if any, whose departure the caller announces.
+    pub(crate) fn bind(&mut self, jid: &FullJid, connection: u64, sender: LocalSender<SessionMessage>) -> Result<Option<Session>, &'static str> {
         debug_assert_eq!(self.shared.home_of(&jid.bare()), self.id, "bind away from the home shard");
         let sessions_max = self.shared.config.limits.sessions_per_user;
         let sessions = self.sessions.entry(jid.bare()).or_default();
         if let Some(existing) = sessions.iter_mut().find(|s| s.resource == jid.resource()) {
             let _ = offer(&existing.sender, SessionMessage::Kick(StreamError::with_text("conflict", "replaced by a new session")));
-            *existing = Session::new(jid.resource(), connection, sender);
-            return Ok(());
+            let old = std::mem::replace(existing, Session::new(jid.resource(), connection, sender));
+            return Ok(Some(old));
         }
         if sessions.len() >= sessions_max {
             return Err("resource-constraint");
         }
         sessions.push(Session::new(jid.resource(), connection, sender));
         self.session_count += 1;
-        Ok(())
+        Ok(None)
     }
 
     /// Removes the session of `connection` (if it still owns `jid`) and returns it, so the
@@ -351,6 +375,29 @@ impl Shard {
     /// Handles an admin request for accounts homed here. Storage writes happen in the caller
     /// (they are async); this returns the record to write, if any, and the reply.
     pub fn admin(&mut self, request: &AdminRequest) -> (Vec<Record>, AdminReply) {
+        let changing = request.changes_account();
+        if let Some(user) = changing {
+            // One change per account at a time: a second would be decided on state the first
+            // has not applied yet (until `admin_settled`).
+            if self.accounts_changing.contains(user) {
+                return (Vec::new(), AdminReply::Failed(format!("another change to {user} is in progress; retry")));
+            }
+        }
+        let (records, reply) = self.admin_decide(request);
+        if let (Some(user), false) = (changing, records.is_empty()) {
+            self.accounts_changing.insert(user.to_owned());
+        }
+        (records, reply)
+    }
+
+    /// The account change of `request` is durable and applied (or failed).
+    pub fn admin_settled(&mut self, request: &AdminRequest) {
+        if let Some(user) = request.changes_account() {
+            self.accounts_changing.remove(user);
+        }
+    }
+
+    fn admin_decide(&mut self, request: &AdminRequest) -> (Vec<Record>, AdminReply) {
         let (record, reply) = match request {
             AdminRequest::RosterPut(user, item) => {
                 if !self.accounts.contains_key(user) {
@@ -365,6 +412,15 @@ impl Shard {
                 let items = self.users.get(user).map(|d| d.roster.values().filter(|i| !i.hidden).cloned().collect()).unwrap_or_default();
                 return (Vec::new(), AdminReply::Roster(items));
             }
+            AdminRequest::Register(account) => {
+                if self.accounts.contains_key(&account.user) {
+                    return (Vec::new(), AdminReply::AlreadyExists);
+                }
+                // A new account starts empty: anything a former account of the same name left
+                // behind (a write that raced its deletion) goes first.
+                let clean = Record::AccountDelete { user: account.user.clone() };
+                return (vec![clean, Record::AccountPut(account.clone())], AdminReply::Done);
+            }
             other => self.account_admin(other),
         };
         (record.into_iter().collect(), reply)
@@ -372,13 +428,6 @@ impl Shard {
 
     fn account_admin(&mut self, request: &AdminRequest) -> (Option<Record>, AdminReply) {
         match request {
-            AdminRequest::Register(account) => {
-                if self.accounts.contains_key(&account.user) {
-                    (None, AdminReply::AlreadyExists)
-                } else {
-                    (Some(Record::AccountPut(account.clone())), AdminReply::Done)
-                }
-            }
             AdminRequest::ChangePassword(account) => {
                 if self.accounts.contains_key(&account.user) {
                     (Some(Record::AccountPut(account.clone())), AdminReply::Done)
@@ -398,7 +447,7 @@ impl Shard {
             }
             AdminRequest::RegisteredUsers => (None, AdminReply::Users(self.accounts.keys().cloned().collect())),
             AdminRequest::SessionCount => (None, AdminReply::Count(self.session_count)),
-            AdminRequest::RosterPut(..) | AdminRequest::Roster(_) => unreachable!("handled by admin()"),
+            AdminRequest::Register(_) | AdminRequest::RosterPut(..) | AdminRequest::Roster(_) => unreachable!("handled by admin()"),
         }
     }
 
@@ -461,19 +510,24 @@ pub fn error_envelope(
     })
 }
 
+/// Envelopes one `dispatch_now` call handles, replies included.
+const DISPATCH_ENVELOPES_MAX: usize = 4096;
+
 /// Routes an envelope from shard code that must not wait (the inbox loop, admin paths):
 /// local delivery, or a non-blocking send to the home shard. A full peer inbox drops the
 /// envelope with a warning rather than stall this shard (two shards waiting on each other's
 /// full inboxes would deadlock).
 pub fn dispatch_now(shard: &ShardRef, envelope: Envelope) {
     let mut queue = vec![envelope];
-    // Each reply is an error or a result, which never produces a further reply, so this loop
-    // runs at most twice per envelope; the bound is an assertion, not a limit.
+    // A delivery may produce replies (errors, results, a probe's presences and last PEP
+    // items, a subscription's auto-reply and presence), and those can produce errors, which
+    // produce nothing. The bound is far above that fan-out (sessions × nodes); reaching it
+    // means a loop, and what is left is dropped with a warning.
     let mut rounds = 0;
     while let Some(envelope) = queue.pop() {
         rounds += 1;
-        debug_assert!(rounds <= 64, "reply loop in dispatch");
-        if rounds > 64 {
+        if rounds > DISPATCH_ENVELOPES_MAX {
+            tracing::warn!(left = queue.len() + 1, "dispatch stopped: too many replies from one delivery");
             break;
         }
         let (home, shared) = {

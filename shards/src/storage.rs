@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 
+use confab_core::archive::{self, ArchiveQuery, ArchivedMessage};
 use confab_core::records::{Account, ItemKind, Record};
 use futures_channel::oneshot;
 use redb::{Database, ReadableTable, ReadableTableMetadata, TableDefinition};
@@ -243,8 +244,20 @@ fn read_items(database: &Database) -> Result<Vec<StoredItem>, StorageError> {
     Ok(items)
 }
 
+/// One user's items: a range of the table, not a scan of it.
 fn read_user_items(database: &Database, user: &str) -> Result<Vec<StoredItem>, StorageError> {
-    Ok(read_items(database)?.into_iter().filter(|item| item.user == user).collect())
+    let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
+    let txn = database.begin_read().map_err(|e| read(&e))?;
+    let table = txn.open_table(ITEMS).map_err(|e| read(&e))?;
+    let mut items = Vec::new();
+    for entry in table.range((user, 0u8, "")..=(user, u8::MAX, "\u{10ffff}")).map_err(|e| read(&e))? {
+        let (key, value) = entry.map_err(|e| read(&e))?;
+        let (_, code, item_key) = key.value();
+        if let Some(kind) = ItemKind::from_code(code) {
+            items.push(StoredItem { user: user.to_owned(), kind, key: item_key.to_owned(), value: value.value().to_vec() });
+        }
+    }
+    Ok(items)
 }
 
 fn copy_archive(database: &Database, user: &str, messages: &[(u64, Vec<u8>)]) -> Result<(), StorageError> {
@@ -263,21 +276,144 @@ impl Partition {
     pub fn new(database: Arc<Database>) -> Partition {
         Partition { database, pending: Rc::new(RefCell::new(Vec::new())), writer_running: Rc::new(RefCell::new(false)) }
     }
-
-    /// Reads a user's archived messages with ids in `first..=last`, oldest first, at most
-    /// `limit` of them from the `newest_first` end. Runs on the blocking pool: a read
-    /// transaction never stalls the shard.
-    pub async fn archive_range(&self, user: &str, first: u64, last: u64, limit: usize, newest_first: bool) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
-        let database = self.database.clone();
-        let user = user.to_owned();
-        glommio::executor()
-            .spawn_blocking(move || read_archive(&database, &user, first, last, limit, newest_first))
-            .await
-    }
 }
 
 /// One row of the archive table as redb hands it out.
 type ArchiveEntry<'a> = (redb::AccessGuard<'a, (&'static str, u64)>, redb::AccessGuard<'a, &'static [u8]>);
+
+/// One page of a XEP-0313 query, read from the store (owned: it crosses from the blocking
+/// pool to the shard).
+#[derive(Debug, Default)]
+pub struct ArchivePage {
+    /// In the order to send: chronological, or newest first when flipped.
+    pub items: Vec<ArchivedMessage>,
+    pub complete: bool,
+    pub count: usize,
+    pub first_index: Option<usize>,
+}
+
+impl Partition {
+    /// Answers a XEP-0313 query (with XEP-0059 paging) by walking the user's archive by id from
+    /// the page's edge: memory holds at most one page, whatever the archive's size, and only
+    /// content filters (`with`, `start`, `end`) need a pass over the whole id range to count.
+    /// `Ok(Err(condition))` is the stanza error for the client (an RSM or id that does not
+    /// exist: item-not-found, XEP-0313 §4.3.2).
+    pub async fn archive_page(&self, user: &str, query: ArchiveQuery) -> Result<Result<ArchivePage, &'static str>, StorageError> {
+        let database = self.database.clone();
+        let user = user.to_owned();
+        glommio::executor().spawn_blocking(move || query_archive(&database, &user, &query)).await
+    }
+}
+
+fn query_archive(database: &Database, user: &str, query: &ArchiveQuery) -> Result<Result<ArchivePage, &'static str>, StorageError> {
+    let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
+    let txn = database.begin_read().map_err(|e| read(&e))?;
+    let table = txn.open_table(ARCHIVE).map_err(|e| read(&e))?;
+    let named = query.after_id.iter().chain(&query.before_id).chain(&query.ids).chain(&query.after).chain(query.before.iter().flatten());
+    for &id in named {
+        if table.get((user, id)).map_err(|e| read(&e))?.is_none() {
+            return Ok(Err("item-not-found"));
+        }
+    }
+    // after-id and before-id are exclusive bounds (§4.1.3).
+    let low = query.after_id.map_or(0, |id| id.saturating_add(1));
+    let high = match query.before_id {
+        Some(0) => return Ok(Ok(ArchivePage { complete: true, ..ArchivePage::default() })),
+        Some(id) => id - 1,
+        None => u64::MAX,
+    };
+    if low > high {
+        return Ok(Ok(ArchivePage { complete: true, ..ArchivePage::default() }));
+    }
+    let ids: Option<std::collections::BTreeSet<u64>> =
+        (!query.ids.is_empty()).then(|| query.ids.iter().copied().filter(|id| (low..=high).contains(id)).collect());
+    let content = archive::has_content_filters(query);
+    let wanted = |id: u64| ids.as_ref().is_none_or(|ids| ids.contains(&id));
+    let decode = |bytes: &[u8]| ArchivedMessage::decode(bytes).map_err(|e| StorageError::Read(format!("archived message: {e}")));
+
+    // The page: up to `max` matches walking from the paging edge, plus whether one more exists.
+    let (from, to, descending) = match (query.after, query.before) {
+        (Some(after), _) => (low.max(after.saturating_add(1)), high, false),
+        (None, Some(Some(before))) => (low, high.min(before.saturating_sub(1)), true),
+        (None, Some(None)) => (low, high, true),
+        (None, None) => (low, high, false),
+    };
+    let mut items = Vec::new();
+    let mut more = false;
+    let empty_before = matches!(query.before, Some(Some(0)));
+    if from <= to && !empty_before {
+        let range = table.range((user, from)..=(user, to)).map_err(|e| read(&e))?;
+        let mut visit = |entry: Result<ArchiveEntry<'_>, redb::StorageError>| -> Result<bool, StorageError> {
+            let (key, value) = entry.map_err(|e| read(&e))?;
+            let id = key.value().1;
+            if !wanted(id) {
+                return Ok(true);
+            }
+            if items.len() == query.max {
+                // One more match beyond the page: only a content filter needs the message.
+                if !content || archive::matches_content_filters(query, &decode(value.value())?) {
+                    more = true;
+                    return Ok(false);
+                }
+                return Ok(true);
+            }
+            let message = decode(value.value())?;
+            if !content || archive::matches_content_filters(query, &message) {
+                items.push(message);
+            }
+            Ok(true)
+        };
+        if descending {
+            for entry in range.rev() {
+                if !visit(entry)? {
+                    break;
+                }
+            }
+        } else {
+            for entry in range {
+                if !visit(entry)? {
+                    break;
+                }
+            }
+        }
+    }
+    if descending {
+        items.reverse();
+    }
+
+    // <count/> and <first index/> (XEP-0059 §2.6): from keys alone unless content filters apply.
+    let first_id = items.first().map(|m| m.id);
+    let (count, before_first) = if content {
+        let mut count = 0;
+        let mut before_first = 0;
+        for entry in table.range((user, low)..=(user, high)).map_err(|e| read(&e))? {
+            let (key, value) = entry.map_err(|e| read(&e))?;
+            let id = key.value().1;
+            if wanted(id) && archive::matches_content_filters(query, &decode(value.value())?) {
+                count += 1;
+                if first_id.is_some_and(|first| id < first) {
+                    before_first += 1;
+                }
+            }
+        }
+        (count, before_first)
+    } else if let Some(ids) = &ids {
+        (ids.len(), first_id.map_or(0, |first| ids.range(..first).count()))
+    } else {
+        let count = table.range((user, low)..=(user, high)).map_err(|e| read(&e))?.count();
+        let before_first = match first_id {
+            Some(first) if first > low => table.range((user, low)..=(user, first - 1)).map_err(|e| read(&e))?.count(),
+            _ => 0,
+        };
+        (count, before_first)
+    };
+    let complete = !more;
+    if query.flip {
+        items.reverse();
+    }
+    let first_index = first_id.map(|_| before_first);
+    Ok(Ok(ArchivePage { items, complete, count, first_index }))
+}
 
 fn read_archive(database: &Database, user: &str, first: u64, last: u64, limit: usize, newest_first: bool) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
     let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
@@ -406,6 +542,57 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("confab-storage-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir
+    }
+
+    /// The store walks the archive by id; `archive::select` is the specification over the
+    /// whole archive in memory. Both must give the same page for every query.
+    #[test]
+    fn archive_pages_match_the_in_memory_specification() {
+        let dir = scratch_dir("archive-pages");
+        let partitions = open_partitions(&dir, 1, |_| 0).expect("open");
+        let database = &partitions[0].database;
+        let mut all = Vec::new();
+        for id in 1..=30u64 {
+            let with = if id % 3 == 0 { "carol@x" } else { "bob@x" };
+            let bytes = format!("<message xmlns='jabber:client' to='{with}'><body>{id}</body></message>").into_bytes();
+            let message = ArchivedMessage { id, stamp_ms: 1_000 * id, with: with.into(), bytes };
+            commit(database, &[Record::ArchiveAppend { user: "a".into(), id, kept: 100, message: message.encode() }]).expect("append");
+            all.push(message);
+        }
+        let base = ArchiveQuery::default();
+        let mut queries = Vec::new();
+        for max in [0usize, 1, 5, 50] {
+            for (after, before) in [(None, None), (Some(7), None), (None, Some(None)), (None, Some(Some(20))), (Some(30), None), (None, Some(Some(1)))] {
+                for filter in 0..5 {
+                    let mut query = ArchiveQuery { max, after, before, ..base.clone() };
+                    match filter {
+                        1 => query.with = Some("carol@x".into()),
+                        2 => (query.start_ms, query.end_ms) = (Some(5_000), Some(25_000)),
+                        3 => query.ids = vec![2, 9, 12, 27],
+                        4 => (query.after_id, query.before_id, query.flip) = (Some(3), Some(25), true),
+                        _ => {}
+                    }
+                    queries.push(query);
+                }
+            }
+        }
+        queries.push(ArchiveQuery { after: Some(999), ..base.clone() });
+        for query in queries {
+            let stored = query_archive(database, "a", &query).expect("read");
+            let expected = archive::select(&all, &query);
+            match (stored, expected) {
+                (Ok(page), Ok(spec)) => {
+                    let ids: Vec<u64> = page.items.iter().map(|m| m.id).collect();
+                    let spec_ids: Vec<u64> = spec.items.iter().map(|m| m.id).collect();
+                    assert_eq!(ids, spec_ids, "{query:?}");
+                    assert_eq!((page.complete, page.count, page.first_index), (spec.complete, spec.count, spec.first_index), "{query:?}");
+                }
+                (Err(condition), Err(spec)) => assert_eq!(condition, spec, "{query:?}"),
+                (stored, spec) => panic!("{query:?}: store {stored:?}, specification {:?}", spec.map(|p| p.count)),
+            }
+        }
+        drop(partitions);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

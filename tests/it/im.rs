@@ -594,3 +594,87 @@ fn pep_notifies_interested_contacts_answers_by_access_model_and_keeps_bookmarks_
     let last = b.expect("Annie");
     assert!(last.contains("pubsub#event") && last.contains("urn:xmpp:delay"), "last item on presence, with its stamp: {last}");
 }
+
+#[test]
+fn a_forged_stanza_id_is_removed_even_from_messages_not_archived() {
+    let server = Server::start();
+    server.register("vic", "pw");
+    server.register("mal", "pw");
+    let mut v = Client::login(&server, "vic", "pw", "v");
+    let mut m = Client::login(&server, "mal", "pw", "m");
+    // XEP-0359 §3: a headline is not archived, but our `by` must still not be forgeable.
+    m.send("<message to='vic@localhost/v' type='headline'><body>news</body><stanza-id xmlns='urn:xmpp:sid:0' by='vic@localhost' id='forged'/></message>");
+    let got = v.expect("<body>news</body>");
+    assert!(!got.contains("forged"), "{got}");
+}
+
+#[test]
+fn probes_tell_non_subscribers_unsubscribed_and_subscribers_when_the_contact_was_last_seen() {
+    let server = Server::start();
+    for user in ["pia", "quin", "rex"] {
+        server.register(user, "pw");
+    }
+    // quin's roster says pia is subscribed to her; rex's roster thinks it is too, quin's does not.
+    for (local, contact, subs) in [("quin", "pia", "from"), ("pia", "quin", "to"), ("rex", "quin", "to")] {
+        let item = serde_json::json!({"localuser": local, "localhost": "localhost", "user": contact, "host": "localhost", "nick": "", "group": "", "subs": subs});
+        assert_eq!(server.api("add_rosteritem", item).0, 200);
+    }
+    {
+        let mut q = Client::login(&server, "quin", "pw", "q");
+        q.send("<presence type='unavailable'><status>at lunch</status></presence>");
+        q.expect("type='unavailable'");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    // RFC 6121 §4.3.2: the subscriber learns when quin left, with the status she left with.
+    let mut p = Client::bound(&server, "pia", "pw", "p");
+    p.send("<presence/>");
+    let last = p.expect("from='quin@localhost'");
+    assert!(last.contains("type='unavailable'") && last.contains("at lunch") && last.contains("urn:xmpp:delay"), "{last}");
+    // The non-subscriber's probe gets `unsubscribed`, which puts its roster right.
+    let mut r = Client::bound(&server, "rex", "pw", "r");
+    r.iq("r1", ROSTER_GET);
+    r.send("<presence/>");
+    let push = r.expect("subscription='none'");
+    assert!(push.contains("jid='quin@localhost'"), "{push}");
+}
+
+#[test]
+fn a_replaced_session_is_announced_as_gone_to_contacts() {
+    let server = Server::start();
+    server.register("sue", "pw");
+    server.register("ted", "pw");
+    for (a, b) in [("sue", "ted"), ("ted", "sue")] {
+        let item = serde_json::json!({"localuser": a, "localhost": "localhost", "user": b, "host": "localhost", "nick": "", "group": "", "subs": "both"});
+        assert_eq!(server.api("add_rosteritem", item).0, 200);
+    }
+    let mut t = Client::login(&server, "ted", "pw", "t");
+    let mut s1 = Client::bound(&server, "sue", "pw", "phone");
+    s1.send("<presence><status>first</status></presence>");
+    t.expect("<status>first</status>");
+    // RFC 6120 §7.7.2.2: the same resource again replaces the session; RFC 6121 §4.5.2: the
+    // old one's presence ends before the new one's begins.
+    let _s2 = Client::bound(&server, "sue", "pw", "phone");
+    let gone = t.expect("type='unavailable'");
+    assert!(gone.contains("from='sue@localhost/phone'"), "{gone}");
+    assert!(s1.read_to_close().join("").contains("conflict"));
+}
+
+#[test]
+fn a_re_registered_account_starts_empty() {
+    let server = Server::start();
+    server.register("uli", "pw");
+    {
+        let mut u = Client::login(&server, "uli", "pw", "u");
+        u.iq("r1", ROSTER_GET);
+        add_contact(&mut u, "s1", "someone", "Old");
+        u.iq("v1", "<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Old Uli</FN></vCard></iq>");
+    }
+    let (status, _) = server.api("unregister", serde_json::json!({"user": "uli", "host": "localhost"}));
+    assert_eq!(status, 200);
+    server.register("uli", "new");
+    let mut u = Client::login(&server, "uli", "new", "u");
+    let roster = u.iq("r1", ROSTER_GET);
+    assert!(!roster.contains("someone"), "{roster}");
+    let vcard = u.iq("v2", "<iq type='get' id='v2'><vCard xmlns='vcard-temp'/></iq>");
+    assert!(!vcard.contains("Old Uli"), "{vcard}");
+}
