@@ -19,7 +19,7 @@
 //! canonical decimal strings that clients treat as opaque (§6.2). Because id order is archive
 //! order, RSM positions are found by comparing ids, never by scanning for a UID.
 
-use rkyv::{rancor, Archive, Deserialize, Serialize};
+use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::framer::parse_element;
 use crate::jid::Jid;
@@ -77,20 +77,10 @@ pub struct ArchivedMessage {
     pub bytes: Vec<u8>,
 }
 
-impl ArchivedMessage {
-    pub fn encode(&self) -> Vec<u8> {
-        // Serialising plain owned data into a growable buffer cannot fail: rkyv only errors
-        // on allocation failure or on types with fallible serialisers, which we do not use.
-        match rkyv::to_bytes::<rancor::Error>(self) {
-            Ok(bytes) => bytes.into_vec(),
-            Err(error) => unreachable!("rkyv serialisation of owned data failed: {error}"),
-        }
-    }
+crate::records::stored_codec!(ArchivedMessage);
 
-    /// Decodes through rkyv's checked access; the bytes need not be aligned.
-    pub fn decode(bytes: &[u8]) -> Result<ArchivedMessage, String> {
-        rkyv::from_bytes::<ArchivedMessage, rancor::Error>(&aligned(bytes)).map_err(|error| error.to_string())
-    }
+impl ArchivedMessage {
+
 
     /// The id as clients see it (XEP-0313 §4.2 `<result id=…/>`, RSM UIDs).
     pub fn id_string(&self) -> String {
@@ -437,6 +427,8 @@ pub struct Preferences {
     pub never: Vec<String>,
 }
 
+crate::records::stored_codec!(Preferences);
+
 impl Default for Preferences {
     /// Archive everything: what a user who never set preferences gets.
     fn default() -> Preferences {
@@ -445,18 +437,7 @@ impl Default for Preferences {
 }
 
 impl Preferences {
-    pub fn encode(&self) -> Vec<u8> {
-        // As for ArchivedMessage::encode: owned data into a growable buffer cannot fail.
-        match rkyv::to_bytes::<rancor::Error>(self) {
-            Ok(bytes) => bytes.into_vec(),
-            Err(error) => unreachable!("rkyv serialisation of owned data failed: {error}"),
-        }
-    }
 
-    /// Decodes through rkyv's checked access; the bytes need not be aligned.
-    pub fn decode(bytes: &[u8]) -> Result<Preferences, String> {
-        rkyv::from_bytes::<Preferences, rancor::Error>(&aligned(bytes)).map_err(|error| error.to_string())
-    }
 }
 
 /// Parses a `<prefs xmlns='urn:xmpp:mam:2'/>` from an iq set (XEP-0441 §2.1). A missing
@@ -722,12 +703,6 @@ fn start_tag(bytes: &[u8]) -> Option<(usize, bool)> {
     None
 }
 
-/// rkyv's archived types need their natural alignment; copy into an aligned buffer.
-fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
-    let mut buffer = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    buffer.extend_from_slice(bytes);
-    buffer
-}
 
 #[cfg(test)]
 mod tests {

@@ -27,7 +27,7 @@
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use rkyv::{rancor, Archive, Deserialize, Serialize};
+use rkyv::{Archive, Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
 use crate::archive::DATA_FORMS_NAMESPACE;
@@ -36,7 +36,7 @@ use crate::jid::{Jid, JID_PART_BYTES_MAX};
 use crate::limits::STANZA_BYTES_MAX;
 use crate::routing::{error_type, iq_result, DISCO_INFO_NAMESPACE, STANZAS_NAMESPACE};
 use crate::time::delay_element;
-use crate::xml::{escape_attribute, Element};
+use crate::xml::{push_attribute, Element};
 
 /// XEP-0060 `http://jabber.org/protocol/pubsub`: publish, retract, items, create.
 pub const PUBSUB_NAMESPACE: &str = "http://jabber.org/protocol/pubsub";
@@ -242,6 +242,8 @@ pub struct Node {
     pub items: Vec<PepItem>,
 }
 
+crate::records::stored_codec!(Node);
+
 impl Node {
     /// An empty node.
     pub fn new(name: &str, config: NodeConfig) -> Node {
@@ -258,21 +260,7 @@ impl Node {
         self.items.last()
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        // Serialising plain owned data into a growable buffer cannot fail: rkyv only errors on
-        // allocation failure or on types with fallible serialisers, which we do not use.
-        match rkyv::to_bytes::<rancor::Error>(self) {
-            Ok(bytes) => bytes.into_vec(),
-            Err(error) => unreachable!("rkyv serialisation of owned data failed: {error}"),
-        }
-    }
 
-    /// Decodes through rkyv's checked access; the bytes need not be aligned.
-    pub fn decode(bytes: &[u8]) -> Result<Node, String> {
-        let mut buffer = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-        buffer.extend_from_slice(bytes);
-        rkyv::from_bytes::<Node, rancor::Error>(&buffer).map_err(|error| error.to_string())
-    }
 }
 
 /// A parsed pubsub iq (XEP-0060 §6.5, §7.1, §7.2, §8.1, §8.2, §8.4, §8.5).
@@ -1283,13 +1271,6 @@ fn push_items<'a>(out: &mut String, node: &str, items: impl Iterator<Item = &'a 
     out.push_str("</items>");
 }
 
-fn push_attribute(out: &mut String, name: &str, value: &str) {
-    out.push(' ');
-    out.push_str(name);
-    out.push_str("='");
-    out.push_str(&escape_attribute(value));
-    out.push('\'');
-}
 
 #[cfg(test)]
 mod tests {

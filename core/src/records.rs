@@ -4,7 +4,7 @@
 //! catch-up, so a record is self-contained (it names the account it touches). This module owns
 //! the record types and their (checked) encoding; it does not know where records are stored.
 
-use rkyv::{rancor, Archive, Deserialize, Serialize};
+use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::sasl::{ScramCredentials, ScramHash};
 
@@ -106,9 +106,42 @@ pub enum Record {
 }
 
 /// A record's bytes could not be read back: corrupt or from an incompatible version.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("record bytes are invalid: {0}")]
-pub struct RecordError(String);
+pub struct RecordError(pub(crate) String);
+
+/// Gives a stored type its checked rkyv encoding: `encode` (owned data into a growable
+/// buffer, which cannot fail: rkyv only errors on allocation failure or on fallible
+/// serialisers, which these types do not have) and `decode`, through rkyv's checked access,
+/// since bytes from disk or the network are never trusted; they need not be aligned (a store
+/// or a socket buffer gives no such guarantee), so they are copied into an aligned buffer.
+macro_rules! stored_codec {
+    ($type:ty) => {
+        impl $type {
+            pub fn encode(&self) -> Vec<u8> {
+                match rkyv::to_bytes::<rkyv::rancor::Error>(self) {
+                    Ok(bytes) => bytes.into_vec(),
+                    Err(error) => unreachable!("rkyv serialisation of owned data failed: {error}"),
+                }
+            }
+
+            pub fn decode(bytes: &[u8]) -> Result<$type, $crate::records::RecordError> {
+                rkyv::from_bytes::<$type, rkyv::rancor::Error>(&$crate::records::aligned(bytes))
+                    .map_err(|error| $crate::records::RecordError(error.to_string()))
+            }
+        }
+    };
+}
+pub(crate) use stored_codec;
+
+stored_codec!(Record);
+stored_codec!(Account);
+
+impl From<RecordError> for String {
+    fn from(error: RecordError) -> String {
+        error.to_string()
+    }
+}
 
 impl Record {
     /// The account a record touches; the store partitions by it.
@@ -122,34 +155,9 @@ impl Record {
         }
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        // Serialising plain owned data into a growable buffer cannot fail: rkyv only errors
-        // on allocation failure or on types with fallible serialisers, which we do not use.
-        match rkyv::to_bytes::<rancor::Error>(self) {
-            Ok(bytes) => bytes.into_vec(),
-            Err(error) => unreachable!("rkyv serialisation of owned data failed: {error}"),
-        }
-    }
-
-    /// Decodes through rkyv's checked access: bytes from disk or the network are never trusted.
-    /// They need not be aligned (a store or a socket buffer gives no such guarantee).
-    pub fn decode(bytes: &[u8]) -> Result<Record, RecordError> {
-        rkyv::from_bytes::<Record, rancor::Error>(&aligned(bytes)).map_err(|e| RecordError(e.to_string()))
-    }
 }
 
 impl Account {
-    pub fn encode(&self) -> Vec<u8> {
-        match rkyv::to_bytes::<rancor::Error>(self) {
-            Ok(bytes) => bytes.into_vec(),
-            Err(error) => unreachable!("rkyv serialisation of owned data failed: {error}"),
-        }
-    }
-
-    pub fn decode(bytes: &[u8]) -> Result<Account, RecordError> {
-        rkyv::from_bytes::<Account, rancor::Error>(&aligned(bytes)).map_err(|e| RecordError(e.to_string()))
-    }
-
     /// Builds an account from credentials derived for both hashes.
     pub fn new(user: String, sha1: &ScramCredentials, sha256: &ScramCredentials, created_ms: u64) -> Account {
         debug_assert_eq!(sha1.hash, ScramHash::Sha1);
@@ -173,7 +181,7 @@ impl Account {
 }
 
 /// rkyv's archived types need their natural alignment; copy into an aligned buffer.
-fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
+pub(crate) fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
     let mut buffer = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
     buffer.extend_from_slice(bytes);
     buffer

@@ -18,7 +18,7 @@
 //! "Pending Out" (we asked, [`RosterItem::pending_out`]) and "Pending In" (they asked,
 //! [`RosterItem::pending_in`]) sub-states.
 
-use rkyv::{rancor, Archive, Deserialize, Serialize};
+use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::jid::{BareJid, Jid};
 use crate::xml::Element;
@@ -113,6 +113,8 @@ pub struct RosterItem {
     pub hidden: bool,
 }
 
+crate::records::stored_codec!(RosterItem);
+
 impl RosterItem {
     /// A visible entry for `jid` (a prepared bare JID) in state "None", with no name or group.
     pub fn new(jid: &str) -> RosterItem {
@@ -162,20 +164,7 @@ impl RosterItem {
             && self.hidden
     }
 
-    pub fn encode(&self) -> Vec<u8> {
-        // Serialising plain owned data into a growable buffer cannot fail: rkyv only errors
-        // on allocation failure or on types with fallible serialisers, which we do not use.
-        match rkyv::to_bytes::<rancor::Error>(self) {
-            Ok(bytes) => bytes.into_vec(),
-            Err(error) => unreachable!("rkyv serialisation of owned data failed: {error}"),
-        }
-    }
 
-    /// Decodes through rkyv's checked access: stored bytes are never trusted, and need not be
-    /// aligned. The error describes why the bytes are corrupt or from an incompatible version.
-    pub fn decode(bytes: &[u8]) -> Result<RosterItem, String> {
-        rkyv::from_bytes::<RosterItem, rancor::Error>(&aligned(bytes)).map_err(|error| error.to_string())
-    }
 }
 
 /// The item of a removal push: `<item jid='…' subscription='remove'/>` (RFC 6121 §2.5.2).
@@ -558,12 +547,6 @@ fn settle(current: Option<&RosterItem>, item: RosterItem) -> (Option<RosterItem>
     (next, changed)
 }
 
-/// rkyv's archived types need their natural alignment; copy into an aligned buffer.
-fn aligned(bytes: &[u8]) -> rkyv::util::AlignedVec<16> {
-    let mut buffer = rkyv::util::AlignedVec::<16>::with_capacity(bytes.len());
-    buffer.extend_from_slice(bytes);
-    buffer
-}
 
 #[cfg(test)]
 mod tests {

@@ -5,7 +5,7 @@
 //! server's own iq handlers). This module does not hold session tables or move bytes between
 //! shards: the runtime asks it, then acts.
 
-use crate::xml::{escape_attribute, Element};
+use crate::xml::{push_attribute, Element};
 
 /// Namespace of stanza error conditions (RFC 6120 §8.3.3).
 pub const STANZAS_NAMESPACE: &str = "urn:ietf:params:xml:ns:xmpp-stanzas";
@@ -287,13 +287,6 @@ pub fn server_iq(
     }
 }
 
-fn push_attribute(out: &mut String, name: &str, value: &str) {
-    out.push(' ');
-    out.push_str(name);
-    out.push_str("='");
-    out.push_str(&escape_attribute(value));
-    out.push('\'');
-}
 
 #[cfg(test)]
 mod tests {

@@ -149,6 +149,15 @@ impl Element {
     }
 }
 
+/// Appends ` name='value'` (escaped) to a stanza being written by hand.
+pub fn push_attribute(out: &mut String, name: &str, value: &str) {
+    out.push(' ');
+    out.push_str(name);
+    out.push_str("='");
+    out.push_str(&escape_attribute(value));
+    out.push('\'');
+}
+
 /// Escapes character data: `&`, `<` and `>` (the last so that `]]>` can never appear,
 /// XML 1.0 §2.4). Borrows when nothing needs escaping.
 pub fn escape_text(s: &str) -> Cow<'_, str> {

@@ -104,10 +104,13 @@ pub struct Session {
     pub roster_items: u64,
 }
 
+/// A user's salted password as a SCRAM client caches it: (salt, iterations, salted password).
+type SaltedPassword = (Vec<u8>, u32, Vec<u8>);
+
 thread_local! {
     /// Salted passwords per (user, hash): PBKDF2 is paid once per user per process, not per
     /// login, so the load generator measures the server, not itself.
-    static SALTED: RefCell<HashMap<(String, bool), (Vec<u8>, u32, Vec<u8>)>> = RefCell::new(HashMap::new());
+    static SALTED: RefCell<HashMap<(String, bool), SaltedPassword>> = RefCell::new(HashMap::new());
 }
 
 /// Connects and logs in; returns the session and the duration of each stage.

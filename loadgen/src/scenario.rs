@@ -226,13 +226,16 @@ impl Plan {
     }
 }
 
+/// For one (receiver, sender) pair: the highest sequence seen and the gaps below it.
+type PairProgress = (u64, BTreeSet<u64>);
+
 /// Shared state of one worker.
 struct Worker {
     plan: Plan,
     settings: ClientSettings,
     metrics: RefCell<Metrics>,
     /// Per receiving user: per sender, highest sequence seen and the gaps below it.
-    seen: RefCell<HashMap<u64, HashMap<u64, (u64, BTreeSet<u64>)>>>,
+    seen: RefCell<HashMap<u64, HashMap<u64, PairProgress>>>,
     timetable: Option<Timetable>,
     /// (receiving user, presence event) pairs seen, to tell duplicates.
     presence_seen: RefCell<HashSet<(u64, u64)>>,

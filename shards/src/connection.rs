@@ -81,26 +81,9 @@ pub async fn accept(shard: ShardRef, socket: TcpStream, direct_tls: bool) {
         (s.shared.clone(), s.is_banned(peer.ip(), Instant::now()))
     };
     let deadline = Instant::now() + Duration::from_millis(shared.config.limits.preauth_timeout_ms);
-    let mut connection = Connection {
-        socket,
-        tls: None,
-        framer: Framer::new(shared.framer_limits(false)),
-        stream: C2sStream::new(),
-        peer,
-        deadline,
-        shard: shard.clone(),
-        id: shard.borrow_mut().next_connection_id(),
-        inbox: None,
-        output: Vec::new(),
-        actions: Vec::new(),
-        effects: None,
-        sm: None,
-        sm_id: None,
-        sm_unrequested: false,
-        sm_request_outstanding: false,
-        inactive: false,
-        held: Vec::new(),
-    };
+    let id = shard.borrow_mut().next_connection_id();
+    let parts = Parts { socket, tls: None, framer: Framer::new(shared.framer_limits(false)), stream: C2sStream::new(), peer, deadline };
+    let mut connection = Connection::new(parts, shard.clone(), id, Vec::new());
     if banned {
         // Refused before any work, with the reason in the stream error.
         let mut out = Vec::new();
@@ -137,26 +120,7 @@ pub async fn adopt(shard: ShardRef, mut migrant: Box<Migrant>) {
     let socket = unsafe { TcpStream::from_raw_fd(fd) };
     let _ = socket.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)));
     let id = shard.borrow_mut().next_connection_id();
-    let mut connection = Connection {
-        socket,
-        tls,
-        framer,
-        stream,
-        peer,
-        deadline,
-        shard,
-        id,
-        inbox: None,
-        output: Vec::new(),
-        actions: vec![pending],
-        effects: None,
-        sm: None,
-        sm_id: None,
-        sm_unrequested: false,
-        sm_request_outstanding: false,
-        inactive: false,
-        held: Vec::new(),
-    };
+    let mut connection = Connection::new(Parts { socket, tls, framer, stream, peer, deadline }, shard, id, vec![pending]);
     match connection.carry_out().await {
         Ok(Flow::Continue) => connection.run().await,
         Ok(Flow::Migrate(_)) => {
@@ -243,7 +207,42 @@ pub struct Detached {
     inbox: LocalReceiver<SessionMessage>,
 }
 
+/// What a connection is made of before it has a session: the same whether it was accepted
+/// here or moved here.
+struct Parts {
+    socket: TcpStream,
+    tls: Option<Box<ServerConnection>>,
+    framer: Framer,
+    stream: C2sStream,
+    peer: SocketAddr,
+    deadline: Instant,
+}
+
 impl Connection {
+    fn new(parts: Parts, shard: ShardRef, id: u64, actions: Vec<Action>) -> Connection {
+        let Parts { socket, tls, framer, stream, peer, deadline } = parts;
+        Connection {
+            socket,
+            tls,
+            framer,
+            stream,
+            peer,
+            deadline,
+            shard,
+            id,
+            inbox: None,
+            output: Vec::new(),
+            actions,
+            effects: None,
+            sm: None,
+            sm_id: None,
+            sm_unrequested: false,
+            sm_request_outstanding: false,
+            inactive: false,
+            held: Vec::new(),
+        }
+    }
+
     async fn run(mut self) {
         let shared = self.shard.borrow().shared.clone();
         let idle = Duration::from_millis(shared.config.limits.idle_timeout_ms);

@@ -44,21 +44,7 @@ fn slixmpp_clients_use_roster_carbons_offline_archive_blocking_and_resumption() 
     for user in &users {
         server.register(user, "pw-im");
     }
-    let script = format!("{}/slixmpp_im.py", env!("CARGO_MANIFEST_DIR"));
-    let output = std::process::Command::new(PYTHON)
-        .arg(script)
-        .args(["127.0.0.1", &server.c2s.to_string()])
-        .arg(server.data_dir.join("cert.pem"))
-        .args([DOMAIN, &users[0], "pw-im", &users[1], "pw-im", &users[2], "pw-im"])
-        .output()
-        .expect("run slixmpp script");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("ok: all "),
-        "slixmpp IM scenario failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-        server.log()
-    );
+    run_scenario(&server, "slixmpp_im.py", &[&users[0], "pw-im", &users[1], "pw-im", &users[2], "pw-im"]);
 }
 
 /// tests/slixmpp_services.py, in the same style: alice and bob exist, a third user registers in
@@ -73,21 +59,23 @@ fn slixmpp_clients_use_registration_vcard_pep_bookmarks_version_time_last_and_cs
     for user in &users[..2] {
         server.register(user, "pw-svc");
     }
-    let script = format!("{}/slixmpp_services.py", env!("CARGO_MANIFEST_DIR"));
+    run_scenario(&server, "slixmpp_services.py", &[&users[0], "pw-svc", &users[1], "pw-svc", &users[2], "pw-new"]);
+}
+
+/// Runs a scenario script (HOST PORT CAFILE DOMAIN then `accounts`) and requires every check
+/// to pass ("ok: all …"); on failure shows its output and the server's log.
+fn run_scenario(server: &Server, script: &str, accounts: &[&str]) {
     let output = std::process::Command::new(PYTHON)
-        .arg(script)
+        .arg(format!("{}/{script}", env!("CARGO_MANIFEST_DIR")))
         .args(["127.0.0.1", &server.c2s.to_string()])
         .arg(server.data_dir.join("cert.pem"))
-        .args([DOMAIN, &users[0], "pw-svc", &users[1], "pw-svc", &users[2], "pw-new"])
+        .arg(DOMAIN)
+        .args(accounts)
         .output()
         .expect("run slixmpp script");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success() && stdout.contains("ok: all "),
-        "slixmpp services scenario failed:\n{stdout}\n{stderr}\nserver log:\n{}",
-        server.log()
-    );
+    assert!(output.status.success() && stdout.contains("ok: all "), "{script} failed:\n{stdout}\n{stderr}\nserver log:\n{}", server.log());
 }
 
 fn require_slixmpp() {
