@@ -32,6 +32,16 @@ pub const LOG_RECORDS_KEPT: u64 = 100_000;
 /// Records written in one transaction at most; a batch waits for the previous commit.
 pub const COMMIT_BATCH_RECORDS_MAX: usize = 1024;
 
+/// Longest a committed archive append may wait for its sync (ms): archive appends alone are
+/// committed without one, so a crash loses at most this much of the archive (never an offline
+/// message, a roster change or an account: those always sync).
+pub const ARCHIVE_SYNC_INTERVAL_MS: u64 = 200;
+
+/// A batch of archive appends alone smaller than this waits `ARCHIVE_BATCH_WAIT_MS` for more
+/// before it is committed.
+pub const ARCHIVE_BATCH_RECORDS_MIN: usize = 64;
+pub const ARCHIVE_BATCH_WAIT_MS: u64 = 2;
+
 /// Records waiting for a commit beyond which the partition reports congestion: callers then
 /// refuse work that needs a write (a `wait` error the sender retries) instead of queueing
 /// without bound behind a slow disk.
@@ -118,21 +128,58 @@ impl Partition {
             let pending = self.pending.clone();
             let running = self.writer_running.clone();
             glommio::spawn_local(async move {
+                // Since when archive appends have been committed without a sync, if they have.
+                let mut unsynced_since: Option<std::time::Instant> = None;
                 loop {
+                    // A few archive appends alone wait a moment for company: a transaction
+                    // costs far more than a record, and nothing waits on these.
+                    let small_archive_batch = {
+                        let queue = pending.borrow();
+                        !queue.is_empty()
+                            && queue.len() < ARCHIVE_BATCH_RECORDS_MIN
+                            && queue.iter().all(|(record, _)| matches!(record, Record::ArchiveAppend { .. }))
+                    };
+                    if small_archive_batch {
+                        glommio::timer::sleep(std::time::Duration::from_millis(ARCHIVE_BATCH_WAIT_MS)).await;
+                    }
                     let batch: Vec<_> = {
                         let mut queue = pending.borrow_mut();
                         let take = queue.len().min(COMMIT_BATCH_RECORDS_MAX);
                         queue.drain(..take).collect()
                     };
                     if batch.is_empty() {
+                        if unsynced_since.is_some() {
+                            // Nothing else came: sync what is outstanding after the interval.
+                            glommio::timer::sleep(std::time::Duration::from_millis(ARCHIVE_SYNC_INTERVAL_MS)).await;
+                            if pending.borrow().is_empty() {
+                                let database = database.clone();
+                                let synced = glommio::executor().spawn_blocking(move || commit_with(&database, &[], true)).await;
+                                if let Err(error) = synced {
+                                    tracing::error!(%error, "store sync failed");
+                                }
+                                unsynced_since = None;
+                            }
+                            continue;
+                        }
                         *running.borrow_mut() = false;
                         break;
                     }
+                    // Archive appends alone are committed without a sync (nothing waits on
+                    // them, and most batches under chat load are only those); anything else,
+                    // or an unsynced stretch older than the interval, syncs the lot.
+                    let only_archive = batch.iter().all(|(record, _)| matches!(record, Record::ArchiveAppend { .. }));
+                    let overdue = unsynced_since.is_some_and(|since| since.elapsed().as_millis() >= u128::from(ARCHIVE_SYNC_INTERVAL_MS));
+                    let sync = !only_archive || overdue;
                     let (records, replies): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
                     let database = database.clone();
                     let result = glommio::executor()
-                        .spawn_blocking(move || commit(&database, &records).map_err(|e| e.to_string()))
+                        .spawn_blocking(move || commit_with(&database, &records, sync).map_err(|e| e.to_string()))
                         .await;
+                    unsynced_since = match (sync, unsynced_since) {
+                        (true, _) => None,
+                        (false, None) => Some(std::time::Instant::now()),
+                        (false, since) => since,
+                    };
                     if let Err(error) = &result {
                         tracing::error!(%error, "store write failed");
                     }
@@ -483,8 +530,17 @@ fn read_accounts(database: &Database) -> Result<Vec<Account>, StorageError> {
 
 /// Appends `records` to the log and applies them, in one durable transaction.
 fn commit(database: &Database, records: &[Record]) -> Result<(), StorageError> {
+    commit_with(database, records, true)
+}
+
+/// As `commit`; without `sync` the transaction is atomic and ordered but only reaches the
+/// disk with the next synced one (redb `Durability::None`).
+fn commit_with(database: &Database, records: &[Record], sync: bool) -> Result<(), StorageError> {
     let write = |e: &dyn std::fmt::Display| StorageError::Write(e.to_string());
-    let txn = database.begin_write().map_err(|e| write(&e))?;
+    let mut txn = database.begin_write().map_err(|e| write(&e))?;
+    if !sync {
+        txn.set_durability(redb::Durability::None);
+    }
     {
         let mut log = txn.open_table(LOG).map_err(|e| write(&e))?;
         let mut accounts = txn.open_table(ACCOUNTS).map_err(|e| write(&e))?;
@@ -591,6 +647,24 @@ mod tests {
                 (stored, spec) => panic!("{query:?}: store {stored:?}, specification {:?}", spec.map(|p| p.count)),
             }
         }
+        drop(partitions);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unsynced_archive_appends_reach_the_disk_with_the_next_synced_commit() {
+        let dir = scratch_dir("unsynced");
+        let partitions = open_partitions(&dir, 1, |_| 0).expect("open");
+        let database = partitions[0].database.clone();
+        let append = Record::ArchiveAppend { user: "a".into(), id: 1, kept: 10, message: vec![1] };
+        commit_with(&database, &[append], false).expect("unsynced commit");
+        // Readable at once (ordered and atomic), durable once a synced commit follows.
+        assert_eq!(read_archive(&database, "a", 0, u64::MAX, 10, false).expect("read").len(), 1);
+        commit_with(&database, &[], true).expect("sync");
+        drop(partitions);
+        drop(database);
+        let partitions = open_partitions(&dir, 1, |_| 0).expect("reopen");
+        assert_eq!(read_archive(&partitions[0].database, "a", 0, u64::MAX, 10, false).expect("read"), vec![(1, vec![1])]);
         drop(partitions);
         let _ = std::fs::remove_dir_all(&dir);
     }
