@@ -70,8 +70,8 @@ def main():
     out.append(f"git {sha}; {cores} cores ({cpu}); {platform.system()} {platform.release()}; the load generator "
                f"runs on the same cores. Both servers over STARTTLS with {mechanism.group(1) if mechanism else '?'}, "
                "accounts provisioned through each server's /api/register. ejabberd runs "
-               "`../shared/anchors/ejabberd-bench.yml` (shapers off, MAM archiving every message); Confab has no "
-               "archive yet, so the chat figures compare Confab without archiving against ejabberd with it.")
+               "`../shared/anchors/ejabberd-bench.yml` (shapers off, MAM archiving every message); Confab archives "
+               "every 1:1 message on both sides too (XEP-0313, since git 2eb335a; runs before that had no archive).")
     out.append("")
     out.append("Every command is in [commands.md](commands.md); each `*.json` is one run's full result "
                "(histograms' percentiles, counters, per-second timeline).")
