@@ -71,7 +71,7 @@ def main():
                f"runs on the same cores. Both servers over STARTTLS with {mechanism.group(1) if mechanism else '?'}, "
                "accounts provisioned through each server's /api/register. ejabberd runs "
                "`../shared/anchors/ejabberd-bench.yml` (shapers off, MAM archiving every message); Confab archives "
-               "every 1:1 message on both sides too (XEP-0313, since git 2eb335a; runs before that had no archive).")
+               "every 1:1 message on both sides too (XEP-0313, since git e1f102f; runs before that had no archive).")
     out.append("")
     out.append("Every command is in [commands.md](commands.md); each `*.json` is one run's full result "
                "(histograms' percentiles, counters, per-second timeline).")

@@ -782,6 +782,16 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
     if carbon_targets.is_empty() && !archive {
         return;
     }
+    if carbon_targets.is_empty() && plain_message(stanza.kind.as_deref(), stanza.bytes()) {
+        // The common case needs no tree: the bytes as routed are the bytes archived.
+        let data = shard.users.entry(user.clone()).or_default();
+        let in_roster = data.roster.get(to_bare.as_str()).is_some_and(|i| !i.hidden);
+        if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) {
+            let kept = shard.shared.config.limits.archive_messages;
+            fx.records.extend(archive_append(data, &user, to_bare.as_str(), now_ms, stanza.with_from(me.as_str()), kept));
+        }
+        return;
+    }
     let Ok(mut element) = stanza.element() else { return };
     element.set_attribute("from", me.as_str());
     let canonical = element.to_xml().into_bytes();
@@ -814,6 +824,41 @@ fn might_be_interesting(stanza_type: Option<&str>, bytes: &[u8]) -> bool {
         None | Some("normal") => SIGNS.iter().any(|sign| contains(bytes, sign)),
         _ => false,
     }
+}
+
+/// A chat or normal message with a body and nothing that changes what the server does with it
+/// (no hints, carbons, archive or forwarding payloads, no stanza id, no MUC or invitation
+/// payload), ending in `</message>`: archived, stored and delivered as its bytes, without a
+/// tree (what `archive::is_archivable` would say, decided on bytes; every special case goes
+/// the parsed way).
+fn plain_message(stanza_type: Option<&str>, bytes: &[u8]) -> bool {
+    const SPECIAL: [&[u8]; 8] = [
+        b"urn:xmpp:hints",
+        b"urn:xmpp:carbons",
+        b"urn:xmpp:mam",
+        b"urn:xmpp:forward",
+        STANZA_ID_NAMESPACE.as_bytes(),
+        b"http://jabber.org/protocol/muc",
+        b"jabber:x:conference",
+        b"urn:xmpp:delay",
+    ];
+    matches!(stanza_type, None | Some("chat") | Some("normal"))
+        && bytes.starts_with(b"<message")
+        && bytes.ends_with(b"</message>")
+        && contains(bytes, b"<body")
+        && !SPECIAL.iter().any(|special| contains(bytes, special))
+}
+
+/// Inserts our `<stanza-id/>` (XEP-0359) as the message's last child, on bytes that
+/// `plain_message` accepted.
+fn with_stanza_id(bytes: &[u8], id: u64, by: &str) -> Vec<u8> {
+    let tail = b"</message>".len();
+    let element = format!("<stanza-id xmlns='{STANZA_ID_NAMESPACE}' id='{id}' by='{}'/>", escape_attribute(by));
+    let mut out = Vec::with_capacity(bytes.len() + element.len());
+    out.extend_from_slice(&bytes[..bytes.len() - tail]);
+    out.extend_from_slice(element.as_bytes());
+    out.extend_from_slice(&bytes[bytes.len() - tail..]);
+    out
 }
 
 /// Room a `<stanza-id/>` takes on a message (namespace, id, our bare JID).
@@ -1625,6 +1670,11 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
     // XEP-0359 §3: a stanza-id claiming to be ours is removed whatever else happens, so a
     // cheap scan decides whether the message must be parsed for that alone.
     let claims_id = contains(&envelope.bytes, STANZA_ID_NAMESPACE.as_bytes());
+    let carbon_copies = shard.sessions.get(&to_bare).is_some_and(|s| s.iter().any(|s| s.carbons && s.available));
+    if exists && !carbon_copies && plain_message(envelope.stanza_type.as_deref(), &envelope.bytes) {
+        deliver_plain_message(shard, envelope, decision, offline, fx, replies);
+        return;
+    }
     let interesting = exists && (claims_id || might_be_interesting(envelope.stanza_type.as_deref(), &envelope.bytes));
     if !interesting {
         match decision {
@@ -1692,6 +1742,49 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
         }
         Delivery::Error(_) if offline => {
             // XEP-0160 with XEP-0203: stored with the time it arrived.
+            let domain = shard.shared.config.domain.clone();
+            let stored = confab_core::time::with_delay(&bytes, &domain, now_ms());
+            let data = shard.users.entry(user.clone()).or_default();
+            let sequence = data.offline.keys().next_back().map_or(1, |last| last + 1);
+            fx.records.push(Record::ItemPut { user, kind: ItemKind::Offline, key: offline_key(sequence), value: stored.clone() });
+            data.offline.insert(sequence, stored);
+        }
+        Delivery::Error(condition) => replies.extend(bounce(&envelope, condition)),
+        Delivery::Ignore | Delivery::Server => {}
+    }
+}
+
+/// `deliver_message` for a `plain_message` to a user without carbons: the same rules (archive
+/// with our stanza-id, offline storage with its limits, congestion), on bytes.
+fn deliver_plain_message(shard: &mut Shard, envelope: Envelope, decision: Delivery, offline: bool, fx: &mut Effects, replies: &mut Vec<Envelope>) {
+    let to_bare = envelope.to.bare();
+    let from_bare = envelope.from.bare();
+    let user = to_bare.local().unwrap_or_default().to_owned();
+    if shard.partition.is_congested() {
+        replies.extend(bounce(&envelope, "resource-constraint"));
+        return;
+    }
+    let kept = shard.shared.config.limits.archive_messages;
+    let offline_max = shard.shared.config.limits.offline_messages;
+    let data = shard.users.entry(user.clone()).or_default();
+    if offline && !offline_has_room(data, envelope.bytes.len(), offline_max) {
+        replies.extend(bounce(&envelope, "service-unavailable"));
+        return;
+    }
+    let in_roster = data.roster.get(from_bare.as_str()).is_some_and(|i| !i.hidden);
+    let archive = from_bare != to_bare
+        && envelope.bytes.len() + STANZA_ID_BYTES_MAX <= confab_core::limits::ARCHIVED_MESSAGE_BYTES_MAX
+        && archive::should_archive(&data.preferences, from_bare.as_str(), in_roster);
+    let bytes = if archive {
+        let bytes = with_stanza_id(&envelope.bytes, data.archive_last + 1, to_bare.as_str());
+        fx.records.extend(archive_append(data, &user, from_bare.as_str(), now_ms(), bytes.clone(), kept));
+        bytes
+    } else {
+        envelope.bytes.clone()
+    };
+    match decision {
+        Delivery::Sessions(indices) => to_sessions(shard, &envelope, &indices, &bytes, replies),
+        Delivery::Error(_) if offline => {
             let domain = shard.shared.config.domain.clone();
             let stored = confab_core::time::with_delay(&bytes, &domain, now_ms());
             let data = shard.users.entry(user.clone()).or_default();

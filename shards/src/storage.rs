@@ -42,6 +42,9 @@ pub const ARCHIVE_SYNC_INTERVAL_MS: u64 = 200;
 pub const ARCHIVE_BATCH_RECORDS_MIN: usize = 64;
 pub const ARCHIVE_BATCH_WAIT_MS: u64 = 2;
 
+/// Millisecond polls `Partition::settled` makes before it gives up waiting.
+const SETTLE_POLLS_MAX: usize = 2_000;
+
 /// Records waiting for a commit beyond which the partition reports congestion: callers then
 /// refuse work that needs a write (a `wait` error the sender retries) instead of queueing
 /// without bound behind a slow disk.
@@ -83,6 +86,8 @@ pub struct Partition {
     database: Arc<Database>,
     pending: Rc<RefCell<Vec<PendingRecord>>>,
     writer_running: Rc<RefCell<bool>>,
+    /// A batch is being committed right now (taken from `pending`, not yet durable).
+    committing: Rc<RefCell<bool>>,
 }
 
 impl Partition {
@@ -98,6 +103,18 @@ impl Partition {
             Ok(result) => result.map_err(StorageError::Write),
             Err(_) => Err(StorageError::Write("writer stopped".into())),
         }
+    }
+
+    /// Resolves once every record submitted before the call is committed (readable from the
+    /// store): a reader of the disk, such as an archive query, sees what the shard wrote.
+    pub async fn settled(&self) {
+        for _ in 0..SETTLE_POLLS_MAX {
+            if self.pending.borrow().is_empty() && !*self.committing.borrow() {
+                return;
+            }
+            glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        tracing::warn!("store did not settle; reading anyway");
     }
 
     /// True when `PENDING_RECORDS_MAX` records already wait: check before `submit` on paths
@@ -127,6 +144,7 @@ impl Partition {
             let database = self.database.clone();
             let pending = self.pending.clone();
             let running = self.writer_running.clone();
+            let committing = self.committing.clone();
             glommio::spawn_local(async move {
                 // Since when archive appends have been committed without a sync, if they have.
                 let mut unsynced_since: Option<std::time::Instant> = None;
@@ -145,6 +163,7 @@ impl Partition {
                     let batch: Vec<_> = {
                         let mut queue = pending.borrow_mut();
                         let take = queue.len().min(COMMIT_BATCH_RECORDS_MAX);
+                        *committing.borrow_mut() = take > 0;
                         queue.drain(..take).collect()
                     };
                     if batch.is_empty() {
@@ -175,6 +194,7 @@ impl Partition {
                     let result = glommio::executor()
                         .spawn_blocking(move || commit_with(&database, &records, sync).map_err(|e| e.to_string()))
                         .await;
+                    *committing.borrow_mut() = false;
                     unsynced_since = match (sync, unsynced_since) {
                         (true, _) => None,
                         (false, None) => Some(std::time::Instant::now()),
@@ -321,7 +341,12 @@ fn copy_archive(database: &Database, user: &str, messages: &[(u64, Vec<u8>)]) ->
 
 impl Partition {
     pub fn new(database: Arc<Database>) -> Partition {
-        Partition { database, pending: Rc::new(RefCell::new(Vec::new())), writer_running: Rc::new(RefCell::new(false)) }
+        Partition {
+            database,
+            pending: Rc::new(RefCell::new(Vec::new())),
+            writer_running: Rc::new(RefCell::new(false)),
+            committing: Rc::new(RefCell::new(false)),
+        }
     }
 }
 
@@ -346,6 +371,8 @@ impl Partition {
     /// `Ok(Err(condition))` is the stanza error for the client (an RSM or id that does not
     /// exist: item-not-found, XEP-0313 §4.3.2).
     pub async fn archive_page(&self, user: &str, query: ArchiveQuery) -> Result<Result<ArchivePage, &'static str>, StorageError> {
+        // The archive as the shard last wrote it: appends still queued or committing first.
+        self.settled().await;
         let database = self.database.clone();
         let user = user.to_owned();
         glommio::executor().spawn_blocking(move || query_archive(&database, &user, &query)).await
