@@ -173,8 +173,15 @@ pub fn presence_status(event: u64, due_ns: u64) -> String {
     format!("{PRESENCE_MARKER}{event} {due_ns}")
 }
 
-/// `(event, intended ns)` from a presence stanza carrying our status marker.
+/// `(event, intended ns)` from an available presence carrying our status marker. Presence
+/// with a `type` is not a copy of a change: a server answers a probe for an offline contact
+/// with its last unavailable presence and the status it left with (RFC 6121 §4.3.2), which
+/// may carry a marker from an earlier run.
 pub fn presence_token(stanza: &str) -> Option<(u64, u64)> {
+    let start_tag = &stanza[..stanza.find('>')?];
+    if start_tag.contains(" type=") {
+        return None;
+    }
     let rest = stanza.split_once(&format!("<status>{PRESENCE_MARKER}"))?.1;
     let text = rest.split('<').next()?;
     let mut fields = text.split(' ');
@@ -367,6 +374,8 @@ mod tests {
         assert_eq!(presence_token(&stanza), Some((42, 123_456)));
         assert_eq!(presence_token("<presence from='a@localhost/r'/>"), None);
         assert_eq!(presence_token("<presence><status>away</status></presence>"), None);
+        let left = format!("<presence type='unavailable' from='user3@localhost'><status>{status}</status><delay xmlns='urn:xmpp:delay'/></presence>");
+        assert_eq!(presence_token(&left), None, "a probe's answer about an offline contact is not a change");
     }
 
     #[test]

@@ -86,8 +86,9 @@ pub struct Partition {
     database: Arc<Database>,
     pending: Rc<RefCell<Vec<PendingRecord>>>,
     writer_running: Rc<RefCell<bool>>,
-    /// A batch is being committed right now (taken from `pending`, not yet durable).
-    committing: Rc<RefCell<bool>>,
+    /// Records submitted so far, and committed so far (in submission order).
+    submitted: std::cell::Cell<u64>,
+    committed: Rc<std::cell::Cell<u64>>,
 }
 
 impl Partition {
@@ -108,8 +109,10 @@ impl Partition {
     /// Resolves once every record submitted before the call is committed (readable from the
     /// store): a reader of the disk, such as an archive query, sees what the shard wrote.
     pub async fn settled(&self) {
+        // Only what was submitted before now: later writes do not hold the reader up.
+        let target = self.submitted.get();
         for _ in 0..SETTLE_POLLS_MAX {
-            if self.pending.borrow().is_empty() && !*self.committing.borrow() {
+            if self.committed.get() >= target {
                 return;
             }
             glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
@@ -132,6 +135,7 @@ impl Partition {
             let _ = reply.send(Ok(()));
             return done;
         }
+        self.submitted.set(self.submitted.get() + count as u64);
         {
             let mut pending = self.pending.borrow_mut();
             let mut reply = Some(reply);
@@ -144,7 +148,7 @@ impl Partition {
             let database = self.database.clone();
             let pending = self.pending.clone();
             let running = self.writer_running.clone();
-            let committing = self.committing.clone();
+            let committed = self.committed.clone();
             glommio::spawn_local(async move {
                 // Since when archive appends have been committed without a sync, if they have.
                 let mut unsynced_since: Option<std::time::Instant> = None;
@@ -163,7 +167,6 @@ impl Partition {
                     let batch: Vec<_> = {
                         let mut queue = pending.borrow_mut();
                         let take = queue.len().min(COMMIT_BATCH_RECORDS_MAX);
-                        *committing.borrow_mut() = take > 0;
                         queue.drain(..take).collect()
                     };
                     if batch.is_empty() {
@@ -190,11 +193,12 @@ impl Partition {
                     let overdue = unsynced_since.is_some_and(|since| since.elapsed().as_millis() >= u128::from(ARCHIVE_SYNC_INTERVAL_MS));
                     let sync = !only_archive || overdue;
                     let (records, replies): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
+                    let count = records.len() as u64;
                     let database = database.clone();
                     let result = glommio::executor()
                         .spawn_blocking(move || commit_with(&database, &records, sync).map_err(|e| e.to_string()))
                         .await;
-                    *committing.borrow_mut() = false;
+                    committed.set(committed.get() + count);
                     unsynced_since = match (sync, unsynced_since) {
                         (true, _) => None,
                         (false, None) => Some(std::time::Instant::now()),
@@ -345,7 +349,8 @@ impl Partition {
             database,
             pending: Rc::new(RefCell::new(Vec::new())),
             writer_running: Rc::new(RefCell::new(false)),
-            committing: Rc::new(RefCell::new(false)),
+            submitted: std::cell::Cell::new(0),
+            committed: Rc::new(std::cell::Cell::new(0)),
         }
     }
 }
