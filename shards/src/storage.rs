@@ -170,17 +170,20 @@ impl Partition {
                         queue.drain(..take).collect()
                     };
                     if batch.is_empty() {
-                        if unsynced_since.is_some() {
-                            // Nothing else came: sync what is outstanding after the interval.
-                            glommio::timer::sleep(std::time::Duration::from_millis(ARCHIVE_SYNC_INTERVAL_MS)).await;
-                            if pending.borrow().is_empty() {
-                                let database = database.clone();
-                                let synced = glommio::executor().spawn_blocking(move || commit_with(&database, &[], true)).await;
-                                if let Err(error) = synced {
-                                    tracing::error!(%error, "store sync failed");
-                                }
-                                unsynced_since = None;
+                        if let Some(since) = unsynced_since {
+                            // Nothing else waits: sync what is outstanding once the interval is
+                            // up, but keep taking new records meanwhile (a reader may wait on them).
+                            let deadline = since + std::time::Duration::from_millis(ARCHIVE_SYNC_INTERVAL_MS);
+                            if std::time::Instant::now() < deadline {
+                                glommio::timer::sleep(std::time::Duration::from_millis(ARCHIVE_BATCH_WAIT_MS)).await;
+                                continue;
                             }
+                            let database = database.clone();
+                            let synced = glommio::executor().spawn_blocking(move || commit_with(&database, &[], true)).await;
+                            if let Err(error) = synced {
+                                tracing::error!(%error, "store sync failed");
+                            }
+                            unsynced_since = None;
                             continue;
                         }
                         *running.borrow_mut() = false;
