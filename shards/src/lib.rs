@@ -86,6 +86,7 @@ async fn run_shard(shard: ShardRef, inbox: async_channel::Receiver<ShardMessage>
                 std::process::exit(1);
             }
         };
+        tracing::info!(%address, shard = shard.borrow().id, "listening");
         let shard = shard.clone();
         glommio::spawn_local(async move {
             loop {

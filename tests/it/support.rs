@@ -18,6 +18,8 @@ use rustls::pki_types::{CertificateDer, ServerName};
 
 pub const DOMAIN: &str = "localhost";
 pub const TIMEOUT: Duration = Duration::from_secs(10);
+/// Listeners a test server opens: two shards (the generated configuration) × two client ports.
+const LISTENERS_PER_SERVER: usize = 4;
 
 /// A running server process, killed on drop.
 pub struct Server {
@@ -103,8 +105,28 @@ impl Server {
     pub fn restart(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let logged = self.log().len();
         self.child = Server::spawn(&self.data_dir);
+        self.wait_listening(logged);
         self.wait_ready();
+    }
+
+    /// Waits until the server started after log offset `from` says every shard listens on both
+    /// client ports. After a SIGKILL the kernel may keep the old process's listening sockets
+    /// (held by its io_uring) accepting for a moment, so a successful connect alone could
+    /// reach the dead server instead of the new one.
+    fn wait_listening(&mut self, from: usize) {
+        let start = Instant::now();
+        loop {
+            let log = self.log();
+            let fresh = log.get(from..).unwrap_or("");
+            if fresh.matches(" listening address=").count() >= LISTENERS_PER_SERVER {
+                return;
+            }
+            assert!(self.is_running(), "server exited; log:\n{log}");
+            assert!(start.elapsed() < TIMEOUT, "server did not start listening; log:\n{log}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn wait_ready(&mut self) {
@@ -177,7 +199,7 @@ fn client_limits() -> FramerLimits {
 
 impl Client {
     pub fn connect(server: &Server) -> Client {
-        let tcp = TcpStream::connect(("127.0.0.1", server.c2s)).expect("connect");
+        let tcp = TcpStream::connect(("127.0.0.1", server.c2s)).unwrap_or_else(|e| panic!("connect: {e}; server log:\n{}", server.log()));
         tcp.set_read_timeout(Some(TIMEOUT)).expect("timeout");
         Client { transport: Transport::Plain(tcp), framer: Framer::new(client_limits()), ca: server.ca(), jid: None }
     }
