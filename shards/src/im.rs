@@ -488,6 +488,16 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
     }
 }
 
+/// XEP-0160 with XEP-0203: keeps a message for `user`, stamped with when it arrived. The
+/// caller checked `offline_has_room`.
+fn store_offline(shard: &mut Shard, user: &str, bytes: &[u8], records: &mut Vec<Record>) {
+    let stored = confab_core::time::with_delay(bytes, &shard.shared.config.domain, now_ms());
+    let data = shard.users.entry(user.to_owned()).or_default();
+    let sequence = data.offline.keys().next_back().map_or(1, |last| last + 1);
+    records.push(Record::ItemPut { user: user.to_owned(), kind: ItemKind::Offline, key: offline_key(sequence), value: stored.clone() });
+    data.offline.insert(sequence, stored);
+}
+
 fn offline_key(sequence: u64) -> String {
     format!("{sequence:020}")
 }
@@ -1413,7 +1423,6 @@ pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) -> Ve
     let name = user.local().unwrap_or_default().to_owned();
     let exists = shard.accounts.contains_key(&name);
     let offline_max = shard.shared.config.limits.offline_messages;
-    let domain = shard.shared.config.domain.clone();
     for bytes in stanzas {
         let kind = if bytes.starts_with(b"<message") {
             StanzaKind::Message
@@ -1456,11 +1465,14 @@ pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) -> Ve
             bounces.extend(bounce("service-unavailable"));
             continue;
         }
-        let has_delay = element.child("delay", confab_core::time::DELAY_NAMESPACE).is_some();
-        let stored = if has_delay { bytes } else { confab_core::time::with_delay(&bytes, &domain, now_ms()) };
-        let sequence = data.offline.keys().next_back().map_or(1, |last| last + 1);
-        records.push(Record::ItemPut { user: name.clone(), kind: ItemKind::Offline, key: offline_key(sequence), value: stored.clone() });
-        data.offline.insert(sequence, stored);
+        if element.child("delay", confab_core::time::DELAY_NAMESPACE).is_some() {
+            // Stamped already (it came from offline storage): kept as it is.
+            let sequence = data.offline.keys().next_back().map_or(1, |last| last + 1);
+            records.push(Record::ItemPut { user: name.clone(), kind: ItemKind::Offline, key: offline_key(sequence), value: bytes.clone() });
+            data.offline.insert(sequence, bytes);
+        } else {
+            store_offline(shard, &name, &bytes, &mut records);
+        }
     }
     store(shard, records);
     bounces
@@ -1740,15 +1752,7 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
                 }
             }
         }
-        Delivery::Error(_) if offline => {
-            // XEP-0160 with XEP-0203: stored with the time it arrived.
-            let domain = shard.shared.config.domain.clone();
-            let stored = confab_core::time::with_delay(&bytes, &domain, now_ms());
-            let data = shard.users.entry(user.clone()).or_default();
-            let sequence = data.offline.keys().next_back().map_or(1, |last| last + 1);
-            fx.records.push(Record::ItemPut { user, kind: ItemKind::Offline, key: offline_key(sequence), value: stored.clone() });
-            data.offline.insert(sequence, stored);
-        }
+        Delivery::Error(_) if offline => store_offline(shard, &user, &bytes, &mut fx.records),
         Delivery::Error(condition) => replies.extend(bounce(&envelope, condition)),
         Delivery::Ignore | Delivery::Server => {}
     }
@@ -1784,14 +1788,7 @@ fn deliver_plain_message(shard: &mut Shard, envelope: Envelope, decision: Delive
     };
     match decision {
         Delivery::Sessions(indices) => to_sessions(shard, &envelope, &indices, &bytes, replies),
-        Delivery::Error(_) if offline => {
-            let domain = shard.shared.config.domain.clone();
-            let stored = confab_core::time::with_delay(&bytes, &domain, now_ms());
-            let data = shard.users.entry(user.clone()).or_default();
-            let sequence = data.offline.keys().next_back().map_or(1, |last| last + 1);
-            fx.records.push(Record::ItemPut { user, kind: ItemKind::Offline, key: offline_key(sequence), value: stored.clone() });
-            data.offline.insert(sequence, stored);
-        }
+        Delivery::Error(_) if offline => store_offline(shard, &user, &bytes, &mut fx.records),
         Delivery::Error(condition) => replies.extend(bounce(&envelope, condition)),
         Delivery::Ignore | Delivery::Server => {}
     }
