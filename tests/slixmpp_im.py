@@ -414,29 +414,36 @@ class Scenario:
         return f"previd {previd}"
 
     async def close(self):
-        waits = []
-        for client in self.clients:
-            if client.transport:
-                waits.append(client.disconnect(wait=1.0))
-        if waits:
-            await asyncio.wait(waits, timeout=3)
+        await close_clients(self.clients)
 
 
-async def main(argv):
-    scenario = Scenario(*argv)
+async def close_clients(clients):
+    """Disconnects every client still connected, waiting a little for each."""
+    waits = [client.disconnect(wait=1.0) for client in clients if client.transport]
+    if waits:
+        await asyncio.wait(waits, timeout=3)
+
+
+async def run_checks(scenario, checks, overall_timeout_s):
+    """Runs a scenario within its time, reports checks that never ran, and returns the exit
+    status: 0 only when every check passed (shared by the scenarios beside this file)."""
     try:
-        await asyncio.wait_for(scenario.run(), OVERALL_TIMEOUT_S)
+        await asyncio.wait_for(scenario.run(), overall_timeout_s)
     except asyncio.TimeoutError:
         pass
-    for name in CHECKS:
+    for name in checks:
         if name not in scenario.reported:
             scenario.report(name, False, "not run (earlier failure or overall timeout)")
     await scenario.close()
-    if scenario.passed == len(CHECKS):
-        print(f"ok: all {len(CHECKS)} checks passed", flush=True)
+    if scenario.passed == len(checks):
+        print(f"ok: all {len(checks)} checks passed", flush=True)
         return 0
-    print(f"FAIL: {len(CHECKS) - scenario.passed} of {len(CHECKS)} checks failed", flush=True)
+    print(f"FAIL: {len(checks) - scenario.passed} of {len(checks)} checks failed", flush=True)
     return 1
+
+
+async def main(argv):
+    return await run_checks(Scenario(*argv), CHECKS, OVERALL_TIMEOUT_S)
 
 
 if __name__ == "__main__":

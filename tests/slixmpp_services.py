@@ -52,7 +52,8 @@ from slixmpp.exceptions import IqError
 # The client, its recording and the check helpers are those of the IM scenario beside this file.
 sys.dont_write_bytecode = True
 from slixmpp_im import (  # noqa: E402
-    STEP_TIMEOUT_S, CheckFailed, Client, available_from, expect, is_message, is_presence, show,
+    STEP_TIMEOUT_S, CheckFailed, Client, available_from, close_clients, expect, is_message, is_presence,
+    run_checks, show,
 )
 
 OVERALL_TIMEOUT_S = 60
@@ -447,29 +448,11 @@ class Scenario:
         return None
 
     async def close(self):
-        waits = []
-        for client in self.clients:
-            if client.transport:
-                waits.append(client.disconnect(wait=1.0))
-        if waits:
-            await asyncio.wait(waits, timeout=3)
+        await close_clients(self.clients)
 
 
 async def main(argv):
-    scenario = Scenario(*argv)
-    try:
-        await asyncio.wait_for(scenario.run(), OVERALL_TIMEOUT_S)
-    except asyncio.TimeoutError:
-        pass
-    for name in CHECKS:
-        if name not in scenario.reported:
-            scenario.report(name, False, "not run (earlier failure or overall timeout)")
-    await scenario.close()
-    if scenario.passed == len(CHECKS):
-        print(f"ok: all {len(CHECKS)} checks passed", flush=True)
-        return 0
-    print(f"FAIL: {len(CHECKS) - scenario.passed} of {len(CHECKS)} checks failed", flush=True)
-    return 1
+    return await run_checks(Scenario(*argv), CHECKS, OVERALL_TIMEOUT_S)
 
 
 if __name__ == "__main__":

@@ -232,7 +232,16 @@ impl Client {
     /// The next frame from the server as text: the stream header, a top-level element, or
     /// "</stream:stream>". `None` when the server closed the connection.
     pub fn next(&mut self) -> Option<String> {
-        let deadline = Instant::now() + TIMEOUT;
+        self.read_frame(Some(Instant::now() + TIMEOUT))
+    }
+
+    /// Like `next`, but `None` also when the read times out.
+    fn try_next(&mut self) -> Option<String> {
+        self.read_frame(None)
+    }
+
+    /// The next frame as text; with a deadline, past it is a test failure.
+    fn read_frame(&mut self, deadline: Option<Instant>) -> Option<String> {
         loop {
             match self.framer.next_frame() {
                 Ok(Some(Frame::StreamOpen(open))) => return Some(format!("<stream:stream from='{}'>", open.from.as_deref().unwrap_or(""))),
@@ -242,30 +251,7 @@ impl Client {
                 Ok(None) => {}
                 Err(error) => panic!("server sent bad XML: {error:?}"),
             }
-            assert!(Instant::now() < deadline, "timed out waiting for the server");
-            let mut buffer = [0u8; 16 * 1024];
-            let n = match &mut self.transport {
-                Transport::Plain(tcp) => tcp.read(&mut buffer),
-                Transport::Tls(tls) => tls.read(&mut buffer),
-            };
-            match n {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.framer.push(&buffer[..n]),
-            }
-        }
-    }
-
-    /// Like `next`, but `None` also when the read times out.
-    fn try_next(&mut self) -> Option<String> {
-        loop {
-            match self.framer.next_frame() {
-                Ok(Some(Frame::StreamOpen(_))) => return Some("<stream:stream>".into()),
-                Ok(Some(Frame::Stanza(stanza))) => return Some(String::from_utf8_lossy(stanza.bytes()).into_owned()),
-                Ok(Some(Frame::StreamClose)) => return Some("</stream:stream>".into()),
-                Ok(Some(Frame::Whitespace)) => continue,
-                Ok(None) => {}
-                Err(error) => panic!("server sent bad XML: {error:?}"),
-            }
+            assert!(deadline.is_none_or(|deadline| Instant::now() < deadline), "timed out waiting for the server");
             let mut buffer = [0u8; 16 * 1024];
             let n = match &mut self.transport {
                 Transport::Plain(tcp) => tcp.read(&mut buffer),
