@@ -11,6 +11,7 @@ pub mod carbons;
 pub mod framer;
 pub mod jid;
 pub mod limits;
+pub mod muc;
 pub mod pep;
 pub mod records;
 pub mod roster;

@@ -128,3 +128,23 @@ pub const OFFLINE_BYTES_MAX: usize = 512 * 1024;
 /// cached (its sessions get no PEP notifications), so the cache stays within
 /// `CAPS_CACHE_ENTRIES_MAX` × this.
 pub const CAPS_NOTIFY_BYTES_MAX: usize = 16 * 1024;
+
+/// XEP-0045: occupants one room may hold unless configured otherwise (ejabberd's default).
+/// Joining a room sends the joiner every occupant's presence in one batch, so this bounds
+/// that batch too.
+pub const MUC_USERS_MAX: u32 = 200;
+
+/// XEP-0045 §7.2.15: messages a new room keeps for history on join.
+pub const MUC_HISTORY_SIZE: u32 = 20;
+
+/// Groupchat and private messages per second one room occupant may send (sustained), and the
+/// burst above it; beyond, the room answers `resource-constraint`.
+pub const MUC_OCCUPANT_MESSAGES_PER_S: f64 = 5.0;
+pub const MUC_OCCUPANT_BURST: f64 = 20.0;
+
+/// Rooms one session may be in at once (each costs a presence on its departure).
+pub const MUC_ROOMS_PER_SESSION_MAX: usize = 100;
+
+/// Rooms one shard holds (persistent ones included); creation beyond answers
+/// `resource-constraint`.
+pub const MUC_ROOMS_PER_SHARD_MAX: usize = 100_000;

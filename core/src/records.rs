@@ -53,10 +53,16 @@ pub enum ItemKind {
     /// A PEP node (XEP-0163) with its configuration and items, keyed by node name: value:
     /// `pep::Node`.
     PepNode,
+    /// A persistent room's configuration and subject (XEP-0045 §10.2), key "", owned by the
+    /// room's bare JID: value: `muc::RoomConfig`.
+    RoomConfig,
+    /// A room affiliation (XEP-0045 §5.2), keyed by the affiliated bare JID, owned by the
+    /// room's bare JID: value: `muc::AffiliationEntry`.
+    RoomAffiliation,
 }
 
 impl ItemKind {
-    pub const ALL: [ItemKind; 9] = [
+    pub const ALL: [ItemKind; 11] = [
         ItemKind::Roster,
         ItemKind::RosterVersion,
         ItemKind::Block,
@@ -66,6 +72,8 @@ impl ItemKind {
         ItemKind::Offline,
         ItemKind::LastActivity,
         ItemKind::PepNode,
+        ItemKind::RoomConfig,
+        ItemKind::RoomAffiliation,
     ];
 
     /// The on-disk code.
@@ -81,6 +89,8 @@ impl ItemKind {
             // 8 is reserved (never reuse a code).
             ItemKind::LastActivity => 9,
             ItemKind::PepNode => 10,
+            ItemKind::RoomConfig => 11,
+            ItemKind::RoomAffiliation => 12,
         }
     }
 

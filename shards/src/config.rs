@@ -31,7 +31,58 @@ pub struct Config {
     pub security: Security,
     pub admin: Admin,
     pub registration: Registration,
+    pub muc: Muc,
     pub log: Log,
+}
+
+/// XEP-0045 multi-user chat.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Muc {
+    /// Serve rooms at `domain`.
+    pub enabled: bool,
+    /// The service's domain; empty means `conference.<domain>`.
+    pub domain: String,
+    /// The service's name in disco (XEP-0030 identity).
+    pub name: String,
+    /// Occupants a room may hold; also the default for new rooms (rooms may lower it).
+    pub max_users: u32,
+    /// History messages a new room keeps (XEP-0045 §7.2.15).
+    pub history_size: u32,
+    /// Messages per second one occupant may send, sustained, and its burst.
+    pub occupant_messages_per_s: f64,
+    pub occupant_burst: f64,
+    /// Rooms one session may be in at once.
+    pub rooms_per_session: usize,
+    /// Rooms one shard holds.
+    pub rooms_per_shard: usize,
+}
+
+impl Default for Muc {
+    fn default() -> Self {
+        Muc {
+            enabled: true,
+            domain: String::new(),
+            name: "Chatrooms".into(),
+            max_users: limits::MUC_USERS_MAX,
+            history_size: limits::MUC_HISTORY_SIZE,
+            occupant_messages_per_s: limits::MUC_OCCUPANT_MESSAGES_PER_S,
+            occupant_burst: limits::MUC_OCCUPANT_BURST,
+            rooms_per_session: limits::MUC_ROOMS_PER_SESSION_MAX,
+            rooms_per_shard: limits::MUC_ROOMS_PER_SHARD_MAX,
+        }
+    }
+}
+
+impl Muc {
+    pub fn settings(&self) -> confab_core::muc::Settings {
+        confab_core::muc::Settings {
+            max_users: self.max_users,
+            history_size: self.history_size,
+            occupant_messages_per_s: self.occupant_messages_per_s,
+            occupant_burst: self.occupant_burst,
+        }
+    }
 }
 
 /// XEP-0077 in-band registration.
@@ -141,6 +192,7 @@ impl Default for Config {
             security: Security::default(),
             admin: Admin::default(),
             registration: Registration::default(),
+            muc: Muc::default(),
             log: Log::default(),
         }
     }
@@ -274,6 +326,28 @@ impl Config {
         if self.security.auth_failures_before_ban == 0 {
             return Err(ConfigError::Invalid { key: "security.auth_failures_before_ban", message: "must be at least 1".into() });
         }
+        if self.muc.domain.is_empty() {
+            self.muc.domain = format!("conference.{}", self.domain);
+        }
+        self.muc.domain = confab_core::jid::prepare_domain(&self.muc.domain)
+            .map_err(|e| ConfigError::Invalid { key: "muc.domain", message: format!("{:?} is not a valid domain ({e})", self.muc.domain) })?;
+        if self.muc.domain == self.domain {
+            return Err(ConfigError::Invalid { key: "muc.domain", message: "must differ from domain".into() });
+        }
+        let m = &self.muc;
+        let muc_checks: [(&'static str, bool, &str); 6] = [
+            ("muc.max_users", (1..=100_000).contains(&m.max_users), "must be between 1 and 100000"),
+            ("muc.history_size", m.history_size <= confab_core::muc::HISTORY_MAX, "must be at most 200"),
+            ("muc.occupant_messages_per_s", m.occupant_messages_per_s > 0.0, "must be positive"),
+            ("muc.occupant_burst", m.occupant_burst >= 1.0, "must be at least 1"),
+            ("muc.rooms_per_session", m.rooms_per_session >= 1, "must be at least 1"),
+            ("muc.rooms_per_shard", m.rooms_per_shard >= 1, "must be at least 1"),
+        ];
+        for (key, ok, message) in muc_checks {
+            if !ok {
+                return Err(ConfigError::Invalid { key, message: message.into() });
+            }
+        }
         if self.io_memory_bytes < 64 * 1024 {
             return Err(ConfigError::Invalid { key: "io_memory_bytes", message: "must be at least 65536".into() });
         }
@@ -295,6 +369,8 @@ mod tests {
         assert_eq!(config.listen.c2s, Some("127.0.0.1:5222".parse().expect("addr")));
         assert!(config.tls.required);
         assert!(config.shards >= 1);
+        assert_eq!(config.muc.domain, "conference.localhost");
+        assert!(config.muc.enabled);
     }
 
     #[test]

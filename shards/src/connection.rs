@@ -528,7 +528,7 @@ impl Connection {
     /// Routes what a client stanza produced; a reply that acknowledges stored state is written
     /// only once that state is durable.
     async fn carry_out_effects(&mut self, effects: im::Effects, durable: oneshot::Receiver<Result<(), String>>, outbox: &mut Vec<(usize, Envelope)>) {
-        let im::Effects { reply, envelopes, records, archive_query, account_change } = effects;
+        let im::Effects { reply, envelopes, records, archive_query, account_change, room_listing } = effects;
         debug_assert!(records.is_empty(), "records are submitted when the stanza is handled");
         let (shared, partition) = {
             let shard = self.shard.borrow();
@@ -565,6 +565,24 @@ impl Connection {
             let answer = self.change_account(&id, change).await;
             self.emit(answer);
         }
+        if let Some(id) = room_listing {
+            let answer = self.room_listing(&id).await;
+            self.emit(answer);
+        }
+    }
+
+    /// XEP-0045 §6.3: the service's public rooms, asked of every shard (rooms live on their
+    /// home shards).
+    async fn room_listing(&mut self, id: &str) -> Vec<u8> {
+        let shared = self.shard.borrow().shared.clone();
+        let Some(me) = self.stream.bound().cloned() else { return Vec::new() };
+        let mut rooms = Vec::new();
+        for k in 0..shared.shard_count() {
+            if let shard::AdminReply::Rooms(listed) = crate::admin::ask_async(&shared, k, shard::AdminRequest::ListedRooms).await {
+                rooms.extend(listed);
+            }
+        }
+        crate::muc::room_listing_result(&shared, id, &me, rooms)
     }
 
     /// XEP-0077 §3.2 (cancel) and §3.3 (password change) for the bound user.
@@ -949,6 +967,14 @@ impl Connection {
                 self.emit(bytes);
                 !self.stream.is_closed()
             }
+            SessionMessage::Batch(stanzas) => {
+                for bytes in stanzas {
+                    if !self.session_message(SessionMessage::Stanza(bytes)) {
+                        return false;
+                    }
+                }
+                true
+            }
             SessionMessage::Kick(error) => {
                 tracing::info!(peer = %self.peer, condition = error.condition, "session closed by the server");
                 self.fail(error);
@@ -1001,8 +1027,10 @@ fn end_session(shard: &ShardRef, jid: &FullJid, connection: u64, mut unacked: Ve
     if let Some(inbox) = inbox {
         // Bounded: the inbox holds at most SESSION_INBOX_STANZAS_MAX stanzas.
         while let Some(Some(message)) = futures_lite::future::block_on(futures_lite::future::poll_once(inbox.recv())) {
-            if let SessionMessage::Stanza(bytes) = message {
-                unacked.push(bytes);
+            match message {
+                SessionMessage::Stanza(bytes) => unacked.push(bytes),
+                SessionMessage::Batch(stanzas) => unacked.extend(stanzas),
+                SessionMessage::Kick(_) => {}
             }
         }
     }

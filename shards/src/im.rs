@@ -126,6 +126,8 @@ impl UserData {
             ItemKind::PepNode => {
                 self.pep.insert(key.to_owned(), pep::Node::decode(value)?);
             }
+            // Rooms are loaded by muc.rs; an account never owns these.
+            ItemKind::RoomConfig | ItemKind::RoomAffiliation => return Err("room state stored for an account".into()),
             ItemKind::LastActivity => {
                 let stamp = read_u64(value.get(..8).unwrap_or_default())?;
                 let status = String::from_utf8(value.get(8..).unwrap_or_default().to_vec()).map_err(|e| e.to_string())?;
@@ -175,6 +177,9 @@ pub struct Effects {
     /// An in-band account change (XEP-0077 §3.2–3.3), carried out by the connection (it
     /// derives secrets off the shard thread); `id` is the iq to answer.
     pub account_change: Option<(String, AccountChange)>,
+    /// The MUC service's disco#items (XEP-0045 §6.3): the rooms of every shard are gathered
+    /// by the connection; this is the iq id to answer.
+    pub room_listing: Option<String>,
 }
 
 /// XEP-0077 changes an authenticated user makes to their own account.
@@ -286,6 +291,10 @@ fn route_or_answer(shard: &mut Shard, me: &FullJid, kind: StanzaKind, stanza: &S
     let stanza_type = stanza.kind.as_deref();
     let id = stanza.id.as_deref();
     let from = Jid::Full(me.clone());
+    if crate::muc::is_service(&shard.shared, &to) {
+        crate::muc::from_client(shard, me, kind, stanza, to, fx);
+        return;
+    }
     if to.domain() != domain {
         // No server-to-server yet: RFC 6120 §10.4.3 remote-server-not-found.
         if let Some(error) = error_envelope(&to, &from, kind, stanza_type, id, "remote-server-not-found") {
@@ -360,6 +369,15 @@ fn server_iq(shard: &Shard, stanza_type: &str, id: &str, payload: Option<&Elemen
             }
             iq_result(id, Some(domain), requester, Some(&query))
         }
+        ("get", "query", routing::DISCO_ITEMS_NAMESPACE) if payload.attribute("node").is_none() => {
+            // XEP-0030 §4: the server's services (XEP-0045 §6.1 finds the MUC service here).
+            let mut query = Element::new("query", routing::DISCO_ITEMS_NAMESPACE);
+            let muc = &shard.shared.config.muc;
+            if muc.enabled {
+                query = query.with_child(Element::new("item", routing::DISCO_ITEMS_NAMESPACE).with_attribute("jid", &muc.domain).with_attribute("name", &muc.name));
+            }
+            iq_result(id, Some(domain), requester, Some(&query))
+        }
         _ => routing::server_iq(stanza_type, id, Some(payload), Some(domain), requester, None),
     }
 }
@@ -367,6 +385,12 @@ fn server_iq(shard: &Shard, stanza_type: &str, id: &str, payload: Option<&Elemen
 fn presence_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to: Option<Jid>, undirected: bool, now_ms: u64, fx: &mut Effects) {
     let stanza_type = stanza.kind.as_deref();
     let user = me.local().unwrap_or_default().to_owned();
+    if let Some(room) = to.as_ref().filter(|to| crate::muc::is_service(&shard.shared, to)) {
+        // Presence to a room is XEP-0045 (join, change, leave), kept per session by muc.rs
+        // rather than as directed presence.
+        crate::muc::from_client(shard, me, StanzaKind::Presence, stanza, room.clone(), fx);
+        return;
+    }
     match (to, stanza_type) {
         (None, None) if undirected => available_from_client(shard, me, stanza, fx),
         (None, Some("unavailable")) if undirected => {
@@ -617,8 +641,10 @@ fn unavailable_broadcast(shard: &mut Shard, me: &FullJid, bytes: Vec<u8>, fx: &m
     session.available = false;
     session.presence = None;
     let directed = std::mem::take(&mut session.directed);
+    let rooms = std::mem::take(&mut session.rooms);
     // The session itself sees its own unavailable presence too (§4.5.2 includes it).
     let _ = offer(&session.sender, SessionMessage::Stanza(bytes.clone()));
+    crate::muc::leave_rooms(me, rooms, &mut fx.envelopes);
     if !was_available {
         return;
     }
@@ -651,6 +677,7 @@ pub fn session_ended(shard: &mut Shard, me: &FullJid, connection: u64, now_ms: u
         announce_departure(shard, &user, me, &bytes, session.directed.clone(), &mut fx);
         deliver_to_own_available(shard, &me.bare(), &bytes);
     }
+    crate::muc::leave_rooms(me, session.rooms.clone(), &mut fx.envelopes);
     if !shard.sessions.contains_key(&me.bare()) && shard.accounts.contains_key(&user) {
         // XEP-0012 §4: the last logout, for "last seen".
         let mut value = now_ms.to_le_bytes().to_vec();
@@ -680,6 +707,7 @@ pub(crate) fn session_replaced(shard: &mut Shard, me: &FullJid, old: crate::shar
         announce_departure(shard, &user, me, &bytes, old.directed, &mut fx);
         deliver_to_own_available(shard, &me.bare(), &bytes);
     }
+    crate::muc::leave_rooms(me, old.rooms, &mut fx.envelopes);
     fx.envelopes
 }
 

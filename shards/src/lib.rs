@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod im;
+pub mod muc;
 pub mod shard;
 pub mod storage;
 pub mod tls;
@@ -38,8 +39,13 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     let tls = tls::TlsContext::load(config.tls.cert.as_deref(), config.tls.key.as_deref(), &config.domain, &config.data_dir)?;
     let shards = config.shards;
     let domain = config.domain.clone();
-    let partitions = storage::open_partitions(&config.data_dir, shards, |user| {
-        routing::home_shard(&format!("{user}@{domain}"), shards)
+    // An owner of stored state is an account (its local part) or a room (its bare JID).
+    let partitions = storage::open_partitions(&config.data_dir, shards, |owner| {
+        if owner.contains('@') {
+            routing::home_shard(owner, shards)
+        } else {
+            routing::home_shard(&format!("{owner}@{domain}"), shards)
+        }
     })?;
     let mut stream = StreamConfig::new(config.domain.clone(), secret);
     stream.tls_required = config.tls.required;
@@ -110,6 +116,7 @@ async fn run_shard(shard: ShardRef, inbox: async_channel::Receiver<ShardMessage>
                 glommio::spawn_local(connection::adopt(shard.clone(), migrant)).detach();
             }
             ShardMessage::Deliver(envelope) => shard::dispatch_now(&shard, envelope),
+            ShardMessage::Room(delivery) => muc::deliver_to_sessions(&mut shard.borrow_mut(), delivery),
             ShardMessage::AuthFailure(address) => connection::handle_auth_failure(&shard, address),
             ShardMessage::Ban(address, until) => shard.borrow_mut().ban(address, until),
             ShardMessage::Admin(request, reply) => {

@@ -68,6 +68,9 @@ pub enum ShardMessage {
     /// Refuse this address until the instant.
     Ban(IpAddr, Instant),
     Admin(AdminRequest, oneshot::Sender<AdminReply>),
+    /// A room's stanzas for sessions homed on the receiving shard (XEP-0045 fan-out: one
+    /// message per shard, not per occupant).
+    Room(crate::muc::RoomDelivery),
 }
 
 /// A routed stanza: its bytes (with `from` already stamped) and the header fields routing needs.
@@ -108,6 +111,8 @@ pub enum AdminRequest {
     RosterPut(String, confab_core::roster::RosterItem),
     /// The user's roster (ejabberd's get_roster).
     Roster(String),
+    /// The public rooms homed on the shard (XEP-0045 §6.3 disco#items of the service).
+    ListedRooms,
 }
 
 impl AdminRequest {
@@ -121,7 +126,8 @@ impl AdminRequest {
             | AdminRequest::CheckAccount(_)
             | AdminRequest::RegisteredUsers
             | AdminRequest::SessionCount
-            | AdminRequest::Roster(_) => None,
+            | AdminRequest::Roster(_)
+            | AdminRequest::ListedRooms => None,
         }
     }
 }
@@ -134,6 +140,8 @@ pub enum AdminReply {
     Users(Vec<String>),
     Count(usize),
     Roster(Vec<confab_core::roster::RosterItem>),
+    /// Rooms as (bare JID, name).
+    Rooms(Vec<(String, String)>),
     Failed(String),
 }
 
@@ -141,6 +149,9 @@ pub enum AdminReply {
 #[derive(Debug)]
 pub enum SessionMessage {
     Stanza(Vec<u8>),
+    /// Several stanzas in order, in one inbox slot (a room's join burst: every occupant's
+    /// presence, the history and the subject).
+    Batch(Vec<Vec<u8>>),
     /// Close the stream with this error (`conflict` on rebind, `not-authorized` on unregister).
     Kick(StreamError),
 }
@@ -169,6 +180,9 @@ pub(crate) struct Session {
     pub(crate) notify: Arc<[String]>,
     /// The status text of the session's unavailable presence, for XEP-0012 last activity.
     pub(crate) leaving_status: Option<Box<str>>,
+    /// The rooms the session is in, as `room@service/nick` (XEP-0045), bounded by
+    /// `muc.rooms_per_session`: each hears of the session's end.
+    pub(crate) rooms: Vec<FullJid>,
 }
 
 impl Session {
@@ -187,6 +201,7 @@ impl Session {
             caps_ver: None,
             notify: Arc::from(Vec::new()),
             leaving_status: None,
+            rooms: Vec::new(),
         }
     }
 }
@@ -202,6 +217,8 @@ pub struct Shard {
     /// for users that have any.
     pub(crate) users: HashMap<String, UserData>,
     pub(crate) partition: Rc<Partition>,
+    /// XEP-0045 rooms homed here.
+    pub(crate) rooms: crate::muc::Rooms,
     /// Sessions waiting for stream resumption, by resumption id (XEP-0198 §5).
     pub(crate) detached: HashMap<String, Box<Detached>>,
     /// XEP-0115: the `+notify` nodes of each verified caps `ver` (bounded by
@@ -225,8 +242,11 @@ pub type Outgoing = Vec<Envelope>;
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, opened: OpenedPartition) -> Shard {
-        let OpenedPartition { database, accounts, mut items, archive_last } = opened;
+        let OpenedPartition { database, accounts, items, archive_last, room_archives } = opened;
         let accounts: HashMap<String, Account> = accounts.into_iter().map(|a| (a.user.clone(), a)).collect();
+        // Rooms are owners named by a bare JID; accounts by a local part.
+        let (room_items, mut items): (Vec<_>, Vec<_>) = items.into_iter().partition(|item| item.user.contains('@'));
+        let rooms = crate::muc::Rooms::load(room_items, room_archives, shared.config.muc.settings());
         // State whose account is gone (a write that raced the deletion) is not loaded; the
         // next registration of that name clears it from disk.
         items.retain(|item| accounts.contains_key(&item.user));
@@ -237,6 +257,7 @@ impl Shard {
             accounts,
             sessions: HashMap::new(),
             partition: Rc::new(Partition::new(database)),
+            rooms,
             detached: HashMap::new(),
             caps: HashMap::new(),
             caps_pending: HashMap::new(),
@@ -405,6 +426,7 @@ impl Shard {
                 }
                 return (crate::im::admin_roster_put(self, user, item.clone()), AdminReply::Done);
             }
+            AdminRequest::ListedRooms => return (Vec::new(), AdminReply::Rooms(crate::muc::listed_rooms(self))),
             AdminRequest::Roster(user) => {
                 if !self.accounts.contains_key(user) {
                     return (Vec::new(), AdminReply::NoSuchAccount);
@@ -447,7 +469,9 @@ impl Shard {
             }
             AdminRequest::RegisteredUsers => (None, AdminReply::Users(self.accounts.keys().cloned().collect())),
             AdminRequest::SessionCount => (None, AdminReply::Count(self.session_count)),
-            AdminRequest::Register(_) | AdminRequest::RosterPut(..) | AdminRequest::Roster(_) => unreachable!("handled by admin()"),
+            AdminRequest::Register(_) | AdminRequest::RosterPut(..) | AdminRequest::Roster(_) | AdminRequest::ListedRooms => {
+                unreachable!("handled by admin()")
+            }
         }
     }
 
@@ -534,11 +558,12 @@ pub fn dispatch_now(shard: &ShardRef, envelope: Envelope) {
             let shard = shard.borrow();
             (shard.shared.home_of(&envelope.to.bare()), shard.shared.clone())
         };
-        if envelope.to.local().is_none() || envelope.to.domain() != shared.config.domain {
+        let room = crate::muc::is_service(&shared, &envelope.to);
+        if envelope.to.local().is_none() || (envelope.to.domain() != shared.config.domain && !room) {
             continue;
         }
         if home == shard.borrow().id {
-            let replies = shard.borrow_mut().deliver_local(envelope);
+            let replies = if room { crate::muc::deliver(shard, envelope) } else { shard.borrow_mut().deliver_local(envelope) };
             queue.extend(replies);
         } else if let Err(error) = shared.inboxes[home].try_send(ShardMessage::Deliver(envelope)) {
             tracing::warn!(shard = home, "peer inbox full or closed, reply dropped: {error}");

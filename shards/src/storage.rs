@@ -79,6 +79,8 @@ pub struct OpenedPartition {
     pub items: Vec<StoredItem>,
     /// The newest archive id of each account that has an archive (ids are never reused).
     pub archive_last: Vec<(String, u64)>,
+    /// Each stored room's newest archive id and last messages (its history on join).
+    pub room_archives: Vec<crate::muc::RoomArchive>,
 }
 
 /// One shard's partition, owned by that shard's thread.
@@ -284,6 +286,34 @@ pub fn open_partitions(
         tracing::info!(user = %account.user, from = source, to = target, "moved account to its new home shard");
         loaded[target].push(account);
     }
+    // Rooms (owners named by a bare JID) move the same way: items and archive, copy first.
+    let room_sources: Vec<(usize, &Database)> =
+        databases.iter().enumerate().chain(extra.iter().enumerate().map(|(i, (_, d))| (shards + i, d))).collect();
+    let mut room_moves = Vec::new();
+    for (k, database) in &room_sources {
+        let rooms: std::collections::BTreeSet<String> = read_items(database)?.into_iter().map(|i| i.user).filter(|u| u.contains('@')).collect();
+        for room in rooms {
+            if home(&room) != *k {
+                room_moves.push((*k, room));
+            }
+        }
+    }
+    for (source, room) in room_moves {
+        let target = home(&room);
+        let from = room_sources.iter().find(|(k, _)| *k == source).map(|(_, d)| *d);
+        let Some(from) = from else { continue };
+        let copy: Vec<Record> = read_user_items(from, &room)?
+            .into_iter()
+            .map(|item| Record::ItemPut { user: item.user, kind: item.kind, key: item.key, value: item.value })
+            .collect();
+        let archive = read_archive(from, &room, 0, u64::MAX, usize::MAX, false)?;
+        commit(&databases[target], &copy)?;
+        copy_archive(&databases[target], &room, &archive)?;
+        if source < shards {
+            commit(&databases[source], &[Record::AccountDelete { user: room.clone() }])?;
+        }
+        tracing::info!(%room, from = source, to = target, "moved room to its new home shard");
+    }
     for (path, database) in extra {
         drop(database);
         std::fs::remove_file(&path).map_err(|e| StorageError::Open { path: path.clone(), message: e.to_string() })?;
@@ -297,7 +327,24 @@ pub fn open_partitions(
                 archive_last.push((account.user.clone(), id));
             }
         }
-        opened.push(OpenedPartition { database: Arc::new(database), accounts, items, archive_last });
+        let rooms: std::collections::BTreeSet<&str> =
+            items.iter().filter(|i| i.kind == ItemKind::RoomConfig).map(|i| i.user.as_str()).collect();
+        let mut room_archives = Vec::new();
+        for room in rooms {
+            // Newest first from the store; history wants oldest first.
+            let mut recent = Vec::new();
+            let mut last = 0;
+            for (id, bytes) in read_archive(&database, room, 0, u64::MAX, confab_core::muc::HISTORY_MAX as usize, true)? {
+                last = last.max(id);
+                match confab_core::archive::ArchivedMessage::decode(&bytes) {
+                    Ok(message) => recent.push(message),
+                    Err(error) => tracing::error!(%room, id, %error, "unreadable archived room message skipped"),
+                }
+            }
+            recent.reverse();
+            room_archives.push(crate::muc::RoomArchive { room: room.to_owned(), last, recent });
+        }
+        opened.push(OpenedPartition { database: Arc::new(database), accounts, items, archive_last, room_archives });
     }
     Ok(opened)
 }
@@ -737,6 +784,17 @@ mod tests {
             let message = Record::ArchiveAppend { user: user.into(), id: 1, kept: 10, message: vec![8] };
             commit(database, &[message]).expect("archive");
         }
+        // A room (an owner named by its bare JID) with its configuration and archive.
+        let room = "q@conference.example";
+        let message = confab_core::archive::ArchivedMessage { id: 1, stamp_ms: 5, with: format!("{room}/n"), bytes: b"<message/>".to_vec() };
+        commit(
+            &partitions[home2(room)].database,
+            &[
+                Record::ItemPut { user: room.into(), kind: ItemKind::RoomConfig, key: String::new(), value: vec![1] },
+                Record::ArchiveAppend { user: room.into(), id: 1, kept: 10, message: message.encode() },
+            ],
+        )
+        .expect("room");
         commit(&partitions[home2("f")].database, &[Record::AccountDelete { user: "f".into() }]).expect("delete");
         assert!(read_user_items(&partitions[home2("f")].database, "f").expect("items").is_empty(), "deleting an account deletes its state");
         drop(partitions);
@@ -756,12 +814,20 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+        let room_home = &partitions[home3(room)];
+        assert_eq!(read_user_items(&room_home.database, room).expect("items").len(), 1, "the room moved to its home shard");
+        assert!(matches!(&room_home.room_archives[..], [archive] if archive.room == room && archive.last == 1 && archive.recent == vec![message.clone()]));
+        for (k, partition) in partitions.iter().enumerate() {
+            if k != home3(room) {
+                assert!(read_user_items(&partition.database, room).expect("items").is_empty(), "and left shard {k}");
+            }
+        }
         drop(partitions);
 
         let home1 = |_: &str| 0;
         let partitions = open_partitions(&dir, 1, home1).expect("reopen with 1 shard");
         assert_eq!(partitions[0].accounts.len(), 5);
-        assert_eq!(partitions[0].items.len(), 5);
+        assert_eq!(partitions[0].items.len(), 6, "five rosters and the room");
         assert!(!partition_path(&dir, 1).exists(), "drained partitions are removed");
         let _ = std::fs::remove_dir_all(&dir);
     }

@@ -9,6 +9,7 @@ mod im;
 mod layout;
 mod loadgen;
 mod login;
+mod muc;
 mod routing;
 mod slixmpp;
 mod support;

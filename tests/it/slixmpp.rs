@@ -62,6 +62,22 @@ fn slixmpp_clients_use_registration_vcard_pep_bookmarks_version_time_last_and_cs
     run_scenario(&server, "slixmpp_services.py", &[&users[0], "pw-svc", &users[1], "pw-svc", &users[2], "pw-new"]);
 }
 
+/// tests/slixmpp_muc.py: XEP-0045 with real clients. The owner creates a room, makes it
+/// persistent and members-only, invites a member who joins and sees the history, grants a
+/// participant membership, and kicks the participant, who receives 307.
+#[test]
+fn slixmpp_clients_create_configure_invite_talk_and_kick_in_a_room() {
+    require_slixmpp();
+    let server = Server::start();
+    // The owner on shard 0, the member and the participant on shard 1: the room's fan-out
+    // crosses shards wherever the room lives.
+    let users = users_on_shards("muc", &[0, 1, 1]);
+    for user in &users {
+        server.register(user, "pw-muc");
+    }
+    run_scenario(&server, "slixmpp_muc.py", &[&users[0], "pw-muc", &users[1], "pw-muc", &users[2], "pw-muc"]);
+}
+
 /// Runs a scenario script (HOST PORT CAFILE DOMAIN then `accounts`) and requires every check
 /// to pass ("ok: all …"); on failure shows its output and the server's log.
 fn run_scenario(server: &Server, script: &str, accounts: &[&str]) {
