@@ -228,7 +228,8 @@ pub enum Out {
     Broadcast { bytes: Vec<u8>, name_end: usize, to: Vec<FullJid> },
     /// Routed like any stanza (to a bare JID it may be stored offline): invitations, declines,
     /// vCard requests for an occupant's account.
-    Route { to: Jid, kind: StanzaKind, stanza_type: Option<&'static str>, bytes: Vec<u8> },
+    /// `from` is the room's JID, or an occupant's (`room/nick`) for a forwarded request.
+    Route { to: Jid, from: Jid, kind: StanzaKind, stanza_type: Option<&'static str>, id: Option<String>, bytes: Vec<u8> },
 }
 
 impl Out {
@@ -995,7 +996,7 @@ impl Room {
             if let Some(id) = stanza.attribute("id") {
                 message.set_attribute("id", id);
             }
-            output.out.push(Out::Route { to: invitee, kind: StanzaKind::Message, stanza_type: None, bytes: message.to_xml().into_bytes() });
+            output.out.push(Out::Route { to: invitee, from: Jid::Bare(self.jid.clone()), kind: StanzaKind::Message, stanza_type: None, id: stanza.attribute("id").map(str::to_owned), bytes: message.to_xml().into_bytes() });
         }
     }
 
@@ -1010,7 +1011,7 @@ impl Room {
             .with_attribute("from", self.jid.as_str())
             .with_attribute("to", inviter.as_str())
             .with_child(Element::new("x", MUC_USER_NAMESPACE).with_child(element));
-        output.out.push(Out::Route { to: inviter, kind: StanzaKind::Message, stanza_type: None, bytes: message.to_xml().into_bytes() });
+        output.out.push(Out::Route { to: inviter, from: Jid::Bare(self.jid.clone()), kind: StanzaKind::Message, stanza_type: None, id: None, bytes: message.to_xml().into_bytes() });
     }
 
     // -----------------------------------------------------------------------------------
@@ -1575,7 +1576,8 @@ impl Room {
             // XEP-0045 §17.3 / XEP-0054: a vCard is the account's, asked of its server.
             let real = target.real.clone();
             forwarded.set_attribute("to", real.as_str());
-            output.out.push(Out::Route { to: Jid::Bare(real), kind: StanzaKind::Iq, stanza_type: Some("get"), bytes: forwarded.to_xml().into_bytes() });
+            let Ok(asker) = self.jid.with_resource(&sender_nick) else { return };
+            output.out.push(Out::Route { to: Jid::Bare(real), from: Jid::Full(asker), kind: StanzaKind::Iq, stanza_type: Some("get"), id: stanza.attribute("id").map(str::to_owned), bytes: forwarded.to_xml().into_bytes() });
             return;
         }
         let Some(first) = target.sessions.first().cloned() else { return };

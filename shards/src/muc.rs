@@ -322,12 +322,12 @@ fn route(shard: &ShardRef, room: &BareJid, out: Vec<Out>) -> Outgoing {
                     }
                 }
             }
-            Out::Route { to, kind, stanza_type, bytes } => routed.push(Envelope {
+            Out::Route { to, from, kind, stanza_type, id, bytes } => routed.push(Envelope {
                 to,
-                from: Jid::Bare(room.clone()),
+                from,
                 kind,
                 stanza_type: stanza_type.map(Into::into),
-                id: None,
+                id: id.map(Into::into),
                 bytes,
                 interest: None,
             }),

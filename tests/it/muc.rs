@@ -482,3 +482,38 @@ fn occupant_rate_and_rooms_per_session_are_limited() {
     let frames = join(&mut r, "free", "R", "");
     assert!(frames.iter().any(|f| f.contains("code='201'")), "{frames:#?}");
 }
+
+#[test]
+fn iqs_reach_occupants_through_the_room_and_vcards_come_from_the_account() {
+    let server = Server::start();
+    let users = users_on_shards("iqu", &[0, 1]);
+    for user in &users {
+        server.register(user, "pw");
+    }
+    let mut a = Client::bound(&server, &users[0], "pw", "r");
+    let mut b = Client::bound(&server, &users[1], "pw", "r");
+    let set = b.iq("v", "<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>Bea</FN></vCard></iq>");
+    assert!(set.contains("type='result'"), "{set}");
+    create(&mut a, "iqs", "A");
+    join(&mut b, "iqs", "B", "");
+
+    // XEP-0054 through the room: the answer is the occupant's account's, from the nick.
+    let card = a.iq("vc", &format!("<iq type='get' id='vc' to='iqs@{SERVICE}/B'><vCard xmlns='vcard-temp'/></iq>"));
+    assert!(card.contains("type='result'") && card.contains("from='iqs@conference.localhost/B'") && card.contains("<FN>Bea</FN>"), "{card}");
+
+    // Other iqs go to the occupant's client from the asker's nick, and the answer comes back.
+    a.send(&format!("<iq type='get' id='ver' to='iqs@{SERVICE}/B'><query xmlns='jabber:iq:version'/></iq>"));
+    let asked = b.expect("id='ver'");
+    assert!(asked.contains("from='iqs@conference.localhost/A'") && asked.contains("jabber:iq:version"), "{asked}");
+    b.send(&format!("<iq type='result' id='ver' to='iqs@{SERVICE}/A'><query xmlns='jabber:iq:version'><name>test</name></query></iq>"));
+    let answer = a.expect("id='ver'");
+    assert!(answer.contains("from='iqs@conference.localhost/B'") && answer.contains("<name>test</name>"), "{answer}");
+
+    // XEP-0410 self-ping answers for a joined occupant; strangers get not-acceptable.
+    let ping = b.iq("sp", &format!("<iq type='get' id='sp' to='iqs@{SERVICE}/B'><ping xmlns='urn:xmpp:ping'/></iq>"));
+    assert!(ping.contains("type='result'"), "{ping}");
+    b.send(&format!("<presence to='iqs@{SERVICE}/B' type='unavailable'/>"));
+    b.expect("type='unavailable'");
+    let stranger = b.iq("sp2", &format!("<iq type='get' id='sp2' to='iqs@{SERVICE}/B'><ping xmlns='urn:xmpp:ping'/></iq>"));
+    assert!(stranger.contains("<not-acceptable"), "{stranger}");
+}
