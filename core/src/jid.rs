@@ -269,6 +269,15 @@ impl FromStr for Jid {
     }
 }
 
+/// Lets maps keyed by `BareJid` be searched with the `&str` of a full JID's bare part
+/// (`FullJid::bare_str`) without allocating; equal JIDs have equal strings, so hashing and
+/// ordering agree.
+impl std::borrow::Borrow<str> for BareJid {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl fmt::Display for BareJid {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)

@@ -49,6 +49,15 @@ pub const ROOM_TEXT_BYTES_MAX: usize = 4 * 1024;
 pub const OCCUPANT_PRESENCE_BYTES_MAX: usize = 4 * 1024;
 /// Affiliations a room keeps (member lists of big rooms).
 pub const AFFILIATIONS_MAX: usize = 100_000;
+/// Bytes of history a room keeps in memory (and sends in one join burst), whatever its
+/// history length: the oldest messages go first.
+pub const HISTORY_BYTES_MAX: usize = 256 * 1024;
+/// Mediated invitations a room remembers, so that only an invitee may decline, and only to
+/// its inviter (§7.8.3).
+pub const INVITATIONS_REMEMBERED_MAX: usize = 256;
+/// Requests forwarded to occupants awaiting their answer (§7.5 IQs): answers are passed on
+/// only for these, to the session that asked.
+pub const IQS_PENDING_MAX: usize = 1_024;
 
 /// XEP-0045 §5.2: affiliations, ordered by privilege.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -280,6 +289,13 @@ pub struct Room {
     /// Nick of each occupant session.
     nicks: std::collections::HashMap<FullJid, String>,
     history: VecDeque<HistoryEntry>,
+    history_bytes: usize,
+    /// Reserved nicknames (§9.3 `nick` on an affiliation item) → the bare JID holding each.
+    reserved: std::collections::HashMap<String, String>,
+    /// Recent mediated invitations: (invitee bare JID, inviter).
+    invitations: VecDeque<(String, Jid)>,
+    /// Forwarded requests: (answering JID, iq id) → the session that asked.
+    pending_iqs: VecDeque<((String, String), FullJid)>,
 }
 
 /// Stanza error details for one reply.
@@ -321,10 +337,12 @@ struct Removal<'a> {
 
 impl Room {
     /// A new room owned by its creator, locked until the owner configures it (§10.1).
-    pub fn create(jid: BareJid, owner: &BareJid, settings: &Settings) -> Room {
+    /// Its archive ids start from the creation time in microseconds, so a room created again
+    /// under a former room's name never reuses a stanza-id (XEP-0359 §4 uniqueness).
+    pub fn create(jid: BareJid, owner: &BareJid, settings: &Settings, now_ms: u64) -> Room {
         let mut affiliations = BTreeMap::new();
         affiliations.insert(owner.as_str().to_owned(), AffiliationEntry { affiliation: Affiliation::Owner, nick: None, reason: String::new() });
-        Room::restore(jid, settings.default_config(), affiliations, Vec::new(), 0, true)
+        Room::restore(jid, settings.default_config(), affiliations, Vec::new(), now_ms.saturating_mul(1000), true)
     }
 
     /// A persistent room as stored, with its last messages for history.
@@ -345,7 +363,12 @@ impl Room {
             occupants: BTreeMap::new(),
             nicks: std::collections::HashMap::new(),
             history: VecDeque::new(),
+            history_bytes: 0,
+            reserved: std::collections::HashMap::new(),
+            invitations: VecDeque::new(),
+            pending_iqs: VecDeque::new(),
         };
+        room.reserved = room.affiliations.iter().filter_map(|(jid, e)| Some((e.nick.clone()?, jid.clone()))).collect();
         for message in recent {
             room.remember(message.stamp_ms, message.bytes);
         }
@@ -383,10 +406,13 @@ impl Room {
         let mut output = Output::default();
         let stanza_type = stanza.attribute("type");
         match (stanza.name.as_str(), nick) {
-            ("presence", Some(nick)) => self.presence(from, nick, stanza, now_ms, &mut output),
+            ("presence", Some(nick)) => self.presence(from, nick, stanza, now_ms, settings, &mut output),
             ("presence", None) => {
                 if stanza_type == Some("unavailable") && self.nicks.contains_key(from) {
                     self.leave(from, stanza, &mut output);
+                } else if stanza_type == Some("error") && self.nicks.contains_key(from) {
+                    // The session is gone (its shard bounced our stanza): it leaves with 333.
+                    self.remove_session(from, Removal { code: Some(status::SERVICE_ERROR), actor: None, reason: None, affiliation: None }, &mut output);
                 } else if stanza_type.is_none() {
                     // §7.2.1: joining needs a nickname.
                     self.error(&mut output, from, None, stanza, refuse("jid-malformed", "modify"));
@@ -405,9 +431,13 @@ impl Room {
     // Presence: join, status change, nickname change, leave (§7.2, §7.6, §7.7, §7.14).
     // -----------------------------------------------------------------------------------
 
-    fn presence(&mut self, from: &FullJid, nick: &str, stanza: &Element, now_ms: u64, output: &mut Output) {
+    fn presence(&mut self, from: &FullJid, nick: &str, stanza: &Element, now_ms: u64, settings: &Settings, output: &mut Output) {
         match stanza.attribute("type") {
             None => match self.nicks.get(from).cloned() {
+                // Every change is broadcast to all occupants: it spends a token like a message.
+                Some(current) if !self.take_token(&current, now_ms, settings) => {
+                    self.error(output, from, Some(nick), stanza, refuse("resource-constraint", "wait"));
+                }
                 Some(current) if current == nick => self.status_change(nick, stanza, output),
                 Some(current) => self.nick_change(from, &current, nick, stanza, output),
                 None => self.join(from, nick, stanza, now_ms, output),
@@ -453,16 +483,21 @@ impl Room {
             return;
         }
         let created = self.occupants.is_empty() && self.locked;
+        if created && muc.is_none() {
+            // §10.1.2 / §7.2.1: a client without MUC support (groupchat 1.0) gets an instant
+            // room; it could never unlock a reserved one.
+            self.locked = false;
+        }
         let payload = presence_payload(stanza);
         if let Some(occupant) = self.occupants.get_mut(nick) {
             // The same user joining with the same nick from another resource: one occupant,
-            // several sessions (multi-session nicks).
+            // several sessions (multi-session nicks); the others see nothing change.
             occupant.sessions.push(from.clone());
-            occupant.payload = payload;
+            let show_jid = self.config.whois_anyone || occupant.role == Role::Moderator;
             self.nicks.insert(from.clone(), nick.to_owned());
             for (other_nick, other) in &self.occupants {
                 if other_nick != nick {
-                    let bytes = self.presence_bytes(other_nick, other, from, true, &[], None);
+                    let bytes = self.presence_bytes(other_nick, other, from, show_jid, &[], None);
                     output.out.push(Out::Session { to: from.clone(), bytes, leaves: false });
                 }
             }
@@ -505,7 +540,7 @@ impl Room {
     }
 
     fn reserved_by_other(&self, nick: &str, real: &BareJid) -> bool {
-        self.affiliations.iter().any(|(jid, entry)| entry.nick.as_deref() == Some(nick) && jid != real.as_str())
+        self.reserved.get(nick).is_some_and(|holder| holder != real.as_str())
     }
 
     /// §5.1.2 default roles: moderators for owners and admins; visitors for unaffiliated
@@ -586,7 +621,7 @@ impl Room {
     fn leave(&mut self, from: &FullJid, stanza: &Element, output: &mut Output) {
         let status = stanza.child("status", crate::stream::CLIENT_NAMESPACE).map(Element::text);
         if let Some(nick) = self.nicks.get(from) {
-            if let Some(occupant) = self.occupants.get_mut(nick.as_str()) {
+            if let Some(occupant) = self.occupants.get_mut(nick.as_str()).filter(|o| o.sessions.len() == 1) {
                 occupant.payload = status.map(|text| format!("<status>{}</status>", crate::xml::escape_text(&text))).unwrap_or_default();
             }
         }
@@ -720,7 +755,8 @@ impl Room {
         let affiliation = removal.and_then(|r| r.affiliation).unwrap_or_else(|| self.affiliation_of(&occupant.real));
         let mut item = Element::new("item", MUC_USER_NAMESPACE)
             .with_attribute("affiliation", affiliation.name())
-            .with_attribute("role", if unavailable { Role::None.name() } else { occupant.role.name() });
+            // A nick change's unavailable presence keeps the role (§7.6.3): the occupant stays.
+            .with_attribute("role", if unavailable && new_nick.is_none() { Role::None.name() } else { occupant.role.name() });
         if show_jid {
             // The session's full JID when it has one session; the bare JID otherwise.
             let jid = match occupant.sessions.as_slice() {
@@ -774,7 +810,7 @@ impl Room {
         }
         if let Some(x) = user_x {
             if x.child("invite", MUC_USER_NAMESPACE).is_some() {
-                return self.invite(from, stanza, x, output);
+                return self.invite(from, stanza, x, now_ms, settings, output);
             }
             if let Some(decline) = x.child("decline", MUC_USER_NAMESPACE) {
                 return self.decline(from, decline, output);
@@ -847,12 +883,18 @@ impl Room {
         let limit = self.config.history_length as usize;
         if limit == 0 {
             self.history.clear();
+            self.history_bytes = 0;
             return;
         }
-        while self.history.len() >= limit {
-            self.history.pop_front();
+        if bytes.len() > HISTORY_BYTES_MAX {
+            return;
+        }
+        while self.history.len() >= limit || self.history_bytes + bytes.len() > HISTORY_BYTES_MAX {
+            let Some(oldest) = self.history.pop_front() else { break };
+            self.history_bytes -= oldest.bytes.len();
         }
         let chars = String::from_utf8_lossy(&bytes).chars().count();
+        self.history_bytes += bytes.len();
         self.history.push_back(HistoryEntry { stamp_ms, bytes, chars });
     }
 
@@ -944,14 +986,14 @@ impl Room {
     }
 
     /// §7.8.2 mediated invitations.
-    fn invite(&mut self, from: &FullJid, stanza: &Element, x: &Element, output: &mut Output) {
+    fn invite(&mut self, from: &FullJid, stanza: &Element, x: &Element, now_ms: u64, settings: &Settings, output: &mut Output) {
         let affiliation = self.affiliation_of(&from.bare());
         let occupant = self.nicks.contains_key(from);
-        let allowed = if self.config.members_only {
-            affiliation >= Affiliation::Admin || (self.config.allow_invites && affiliation >= Affiliation::Member)
-        } else {
-            occupant || affiliation >= Affiliation::Member
-        };
+        // §7.8.2 and `muc#roomconfig_allowinvites`: admins and owners may always invite;
+        // others when the room allows it (members of a members-only room, occupants of an
+        // open one).
+        let allowed = affiliation >= Affiliation::Admin
+            || (self.config.allow_invites && if self.config.members_only { affiliation >= Affiliation::Member } else { occupant });
         if !allowed {
             self.error(output, from, None, stanza, refuse("forbidden", "auth"));
             return;
@@ -960,6 +1002,13 @@ impl Room {
         if invites.len() > INVITES_PER_MESSAGE_MAX {
             self.error(output, from, None, stanza, refuse("policy-violation", "modify"));
             return;
+        }
+        // Invitations cost a token like a message (each may be stored offline).
+        if let Some(nick) = self.nicks.get(from).cloned() {
+            if !self.take_token(&nick, now_ms, settings) {
+                self.error(output, from, None, stanza, refuse("resource-constraint", "wait"));
+                return;
+            }
         }
         let mut targets = Vec::new();
         for invite in &invites {
@@ -978,9 +1027,17 @@ impl Room {
                 continue;
             }
             if self.config.members_only && self.affiliation_of(&bare) < Affiliation::Member {
+                if self.affiliations.len() >= AFFILIATIONS_MAX {
+                    self.error(output, from, None, stanza, refuse("resource-constraint", "wait"));
+                    continue;
+                }
                 // §7.8.2: in a members-only room the invitee becomes a member.
                 self.set_affiliation(&bare, Affiliation::Member, None, "", output);
             }
+            if self.invitations.len() >= INVITATIONS_REMEMBERED_MAX {
+                self.invitations.pop_front();
+            }
+            self.invitations.push_back((bare.as_str().to_owned(), Jid::Full(from.clone())));
             let mut invite = Element::new("invite", MUC_USER_NAMESPACE).with_attribute("from", from.as_str());
             if let Some(reason) = reason {
                 invite = invite.with_child(Element::new("reason", MUC_USER_NAMESPACE).with_text(&truncate(&reason, ROOM_TEXT_BYTES_MAX)));
@@ -1000,9 +1057,12 @@ impl Room {
         }
     }
 
-    /// §7.8.3: a declined invitation goes back to the inviter.
+    /// §7.8.3: a declined invitation goes back to the inviter: only an invitee may decline,
+    /// once, and only to whoever invited it (the room sends nothing else on anyone's behalf).
     fn decline(&mut self, from: &FullJid, decline: &Element, output: &mut Output) {
-        let Some(Ok(inviter)) = decline.attribute("to").map(Jid::parse) else { return };
+        let invitee = from.bare();
+        let Some(index) = self.invitations.iter().position(|(jid, _)| jid == invitee.as_str()) else { return };
+        let Some((_, inviter)) = self.invitations.remove(index) else { return };
         let mut element = Element::new("decline", MUC_USER_NAMESPACE).with_attribute("from", from.bare().as_str());
         if let Some(reason) = decline.child("reason", MUC_USER_NAMESPACE) {
             element = element.with_child(Element::new("reason", MUC_USER_NAMESPACE).with_text(&truncate(&reason.text(), ROOM_TEXT_BYTES_MAX)));
@@ -1053,7 +1113,8 @@ impl Room {
             }
             ("set", "query", MAM_NAMESPACE) => {
                 let member = affiliation >= Affiliation::Member || self.nicks.contains_key(from);
-                if affiliation == Affiliation::Outcast || (!member && (self.config.members_only || !self.config.public)) {
+                let closed = self.config.members_only || !self.config.public || self.config.password.is_some();
+                if affiliation == Affiliation::Outcast || (!member && closed) {
                     Err(refuse("forbidden", "auth"))
                 } else if !self.config.persistent || !self.config.logging {
                     Err(refuse("feature-not-implemented", "cancel"))
@@ -1109,7 +1170,6 @@ impl Room {
         let mut features = vec![
             MUC_NAMESPACE,
             DISCO_INFO_NAMESPACE,
-            STANZA_ID_NAMESPACE,
             if config.persistent { "muc_persistent" } else { "muc_temporary" },
             if config.public { "muc_public" } else { "muc_hidden" },
             if config.members_only { "muc_membersonly" } else { "muc_open" },
@@ -1118,7 +1178,9 @@ impl Room {
             if config.whois_anyone { "muc_nonanonymous" } else { "muc_semianonymous" },
         ];
         if self.logging() {
+            // Only archived messages carry our stanza-id (XEP-0359 §5 advertises it).
             features.push(MAM_NAMESPACE);
+            features.push(STANZA_ID_NAMESPACE);
         }
         for feature in features {
             query = query.with_child(Element::new("feature", DISCO_INFO_NAMESPACE).with_attribute("var", feature));
@@ -1253,7 +1315,9 @@ impl Room {
                     // §8.3–8.4 and §9.7: voice comes and goes freely below moderator; taking
                     // moderator away needs an admin, and never from an admin or owner.
                     Role::Participant | Role::Visitor => {
-                        target_affiliation < Affiliation::Admin && (target.role != Role::Moderator || actor_affiliation >= Affiliation::Admin)
+                        target_affiliation < Affiliation::Admin
+                            && target_affiliation <= actor_affiliation
+                            && (target.role != Role::Moderator || actor_affiliation >= Affiliation::Admin)
                     }
                 };
                 if !allowed {
@@ -1289,6 +1353,9 @@ impl Room {
     /// Records an affiliation (memory, and the store for a persistent room).
     fn set_affiliation(&mut self, jid: &BareJid, affiliation: Affiliation, nick: Option<String>, reason: &str, output: &mut Output) {
         let key = jid.as_str().to_owned();
+        if let Some(old) = self.affiliations.get(&key).and_then(|e| e.nick.clone()) {
+            self.reserved.remove(&old);
+        }
         if affiliation == Affiliation::None {
             self.affiliations.remove(&key);
             if self.config.persistent {
@@ -1297,6 +1364,9 @@ impl Room {
             return;
         }
         let nick = nick.or_else(|| self.affiliations.get(&key).and_then(|e| e.nick.clone()));
+        if let Some(nick) = &nick {
+            self.reserved.insert(nick.clone(), key.clone());
+        }
         let entry = AffiliationEntry { affiliation, nick, reason: reason.to_owned() };
         if self.config.persistent {
             output.records.push(Record::ItemPut { user: self.jid.as_str().to_owned(), kind: ItemKind::RoomAffiliation, key: key.clone(), value: entry.encode() });
@@ -1414,7 +1484,8 @@ impl Room {
         self.config = config;
         let was_locked = std::mem::replace(&mut self.locked, false);
         while self.history.len() > self.config.history_length as usize {
-            self.history.pop_front();
+            let Some(oldest) = self.history.pop_front() else { break };
+            self.history_bytes -= oldest.bytes.len();
         }
         // Durability: a room that became persistent is written whole; one that stopped being
         // persistent is removed from the store (its archive with it).
@@ -1427,6 +1498,8 @@ impl Room {
             }
         } else if before.persistent {
             output.records.push(Record::AccountDelete { user: self.jid.as_str().to_owned() });
+            // A temporary room lives only while occupied.
+            output.destroyed = self.occupants.is_empty();
         }
         if !was_locked {
             let mut codes = vec![status::CONFIG_CHANGED];
@@ -1549,22 +1622,23 @@ impl Room {
 
     fn iq_to_occupant(&mut self, from: &FullJid, nick: &str, stanza: &Element, output: &mut Output) {
         let stanza_type = stanza.attribute("type").unwrap_or("");
-        let is_response = matches!(stanza_type, "result" | "error");
+        let id = stanza.attribute("id").unwrap_or("").to_owned();
+        if matches!(stanza_type, "result" | "error") {
+            // An answer to a request we forwarded, from the asked session, for the asker.
+            self.answer(from.as_str(), nick, stanza, output);
+            return;
+        }
         let Some(sender_nick) = self.nicks.get(from).cloned() else {
-            if !is_response {
-                self.error(output, from, Some(nick), stanza, refuse("not-acceptable", "cancel"));
-            }
+            self.error(output, from, Some(nick), stanza, refuse("not-acceptable", "cancel"));
             return;
         };
         let Some(target) = self.occupants.get(nick) else {
-            if !is_response {
-                self.error(output, from, Some(nick), stanza, refuse("item-not-found", "cancel"));
-            }
+            self.error(output, from, Some(nick), stanza, refuse("item-not-found", "cancel"));
             return;
         };
         if stanza_type == "get" && nick == sender_nick && stanza.child("ping", PING_NAMESPACE).is_some() {
             // XEP-0410 self-ping: the room answers for a joined occupant.
-            let bytes = iq_result(stanza.attribute("id").unwrap_or(""), Some(&format!("{}/{}", self.jid, nick)), from.as_str(), None);
+            let bytes = iq_result(&id, Some(&format!("{}/{}", self.jid, nick)), from.as_str(), None);
             output.out.push(Out::Session { to: from.clone(), bytes, leaves: false });
             return;
         }
@@ -1572,12 +1646,17 @@ impl Room {
         forwarded.attributes.retain(|(name, _)| name != "to" && name != "from");
         forwarded.set_attribute("from", &format!("{}/{}", self.jid, sender_nick));
         let is_vcard = stanza_type == "get" && stanza.child("vCard", VCARD_NAMESPACE).is_some();
+        let answerer = if is_vcard { target.real.as_str().to_owned() } else { target.sessions.first().map(|s| s.as_str().to_owned()).unwrap_or_default() };
+        if self.pending_iqs.len() >= IQS_PENDING_MAX {
+            self.pending_iqs.pop_front();
+        }
+        self.pending_iqs.push_back(((answerer, id.clone()), from.clone()));
         if is_vcard {
             // XEP-0045 §17.3 / XEP-0054: a vCard is the account's, asked of its server.
             let real = target.real.clone();
             forwarded.set_attribute("to", real.as_str());
             let Ok(asker) = self.jid.with_resource(&sender_nick) else { return };
-            output.out.push(Out::Route { to: Jid::Bare(real), from: Jid::Full(asker), kind: StanzaKind::Iq, stanza_type: Some("get"), id: stanza.attribute("id").map(str::to_owned), bytes: forwarded.to_xml().into_bytes() });
+            output.out.push(Out::Route { to: Jid::Bare(real), from: Jid::Full(asker), kind: StanzaKind::Iq, stanza_type: Some("get"), id: Some(id), bytes: forwarded.to_xml().into_bytes() });
             return;
         }
         let Some(first) = target.sessions.first().cloned() else { return };
@@ -1586,20 +1665,35 @@ impl Room {
     }
 
     /// The answer of an occupant's account (its server, for a vCard request forwarded by
-    /// `iq_to_occupant`) to the occupant `nick` who asked: it comes from the account's nick.
-    pub fn account_answer(&self, from: &BareJid, nick: &str, stanza: &Element) -> Output {
+    /// `iq_to_occupant`) to the occupant `nick` who asked.
+    pub fn account_answer(&mut self, from: &BareJid, nick: &str, stanza: &Element) -> Output {
         let mut output = Output::default();
-        if !matches!(stanza.attribute("type"), Some("result") | Some("error")) || stanza.name != "iq" {
-            return output;
+        if stanza.name == "iq" && matches!(stanza.attribute("type"), Some("result") | Some("error")) {
+            self.answer(from.as_str(), nick, stanza, &mut output);
         }
-        let Some(responder) = self.occupants.iter().find(|(_, o)| o.real == *from).map(|(n, _)| n.clone()) else { return output };
-        let Some(first) = self.occupants.get(nick).and_then(|o| o.sessions.first()).cloned() else { return output };
+        output
+    }
+
+    /// Passes an answer on only if it answers a request we forwarded to `from` with that id,
+    /// and only to the session that asked; it comes from the answerer's nick.
+    fn answer(&mut self, from: &str, nick: &str, stanza: &Element, output: &mut Output) {
+        let id = stanza.attribute("id").unwrap_or("");
+        let Some(index) = self.pending_iqs.iter().position(|((answerer, pending), _)| answerer == from && pending == id) else { return };
+        let Some((_, asker)) = self.pending_iqs.remove(index) else { return };
+        if self.nicks.get(&asker).map(String::as_str) != Some(nick) {
+            return;
+        }
+        let responder = match Jid::parse(from) {
+            Ok(Jid::Full(full)) => self.nicks.get(&full).cloned(),
+            Ok(Jid::Bare(bare)) => self.occupants.iter().find(|(_, o)| o.real == bare).map(|(n, _)| n.clone()),
+            Err(_) => None,
+        };
+        let Some(responder) = responder else { return };
         let mut forwarded = stanza.clone();
         forwarded.attributes.retain(|(name, _)| name != "to" && name != "from");
         forwarded.set_attribute("from", &format!("{}/{}", self.jid, responder));
-        let bytes = Out::addressed(&forwarded.to_xml().into_bytes(), "<iq".len(), first.as_str());
-        output.out.push(Out::Session { to: first, bytes, leaves: false });
-        output
+        let bytes = Out::addressed(&forwarded.to_xml().into_bytes(), "<iq".len(), asker.as_str());
+        output.out.push(Out::Session { to: asker, bytes, leaves: false });
     }
 
     // -----------------------------------------------------------------------------------
@@ -1818,7 +1912,7 @@ mod tests {
 
     /// A room created by `owner` (nick Owner) and unlocked as an instant room.
     fn open_room(owner: &FullJid) -> Room {
-        let mut room = Room::create(BareJid::new(Some("room"), "conference.example").expect("jid"), &owner.bare(), &settings());
+        let mut room = Room::create(BareJid::new(Some("room"), "conference.example").expect("jid"), &owner.bare(), &settings(), 0);
         join(&mut room, owner, "Owner", "", 0);
         let out = iq(&mut room, owner, "set", &format!("<query xmlns='{MUC_OWNER_NAMESPACE}'><x xmlns='jabber:x:data' type='submit'/></query>"));
         assert!(received(&out, owner).iter().any(|s| s.contains("type='result'")));
@@ -1844,7 +1938,7 @@ mod tests {
     #[test]
     fn creation_is_locked_until_configured_and_joins_come_in_spec_order() {
         let (owner, guest) = (full("owner"), full("guest"));
-        let mut room = Room::create(BareJid::new(Some("room"), "conference.example").expect("jid"), &owner.bare(), &settings());
+        let mut room = Room::create(BareJid::new(Some("room"), "conference.example").expect("jid"), &owner.bare(), &settings(), 0);
         let created = join(&mut room, &owner, "Owner", "", 0);
         let own = received(&created, &owner);
         assert!(codes(&own[0]).contains(&110) && codes(&own[0]).contains(&201), "{own:?}");
@@ -2006,5 +2100,47 @@ mod tests {
         // The last occupant of a temporary room leaving ends it.
         let out = room.handle(&owner, Some("Owner"), &el("<presence type='unavailable'/>"), 0, &settings());
         assert!(out.destroyed);
+    }
+
+    #[test]
+    fn review_regressions_stay_fixed() {
+        let (owner, guest, other) = (full("owner"), full("guest"), full("other"));
+        // §10.1.2: a groupchat 1.0 join (no <x/>) gets an instant room, unlocked.
+        let mut old = Room::create(BareJid::new(Some("old"), "conference.example").expect("jid"), &owner.bare(), &settings(), 0);
+        old.handle(&owner, Some("Owner"), &el("<presence/>"), 0, &settings());
+        assert!(!old.locked);
+
+        let mut room = open_room(&owner);
+        join(&mut room, &guest, "Guest", "", 0);
+        // §7.6.3: a nick change's unavailable keeps the occupant's role.
+        let changed = room.handle(&guest, Some("Guest2"), &el("<presence/>"), 0, &settings());
+        let gone = received(&changed, &owner).into_iter().find(|s| codes(s).contains(&303)).expect("303");
+        assert!(gone.contains("role='participant'") && gone.contains("nick='Guest2'"), "{gone}");
+        // A second resource of a participant does not learn real JIDs (semi-anonymous).
+        let second = BareJid::new(Some("guest"), "example").and_then(|b| b.with_resource("two")).expect("jid");
+        let joined = join(&mut room, &second, "Guest2", "", 0);
+        let others: Vec<String> = received(&joined, &second).into_iter().filter(|s| !s.contains("/Guest2'")).collect();
+        assert!(others.iter().all(|s| !s.contains(" jid=")), "{others:?}");
+        // A decline without an invitation is dropped.
+        let decline = room.handle(&other, None, &el(&format!("<message><x xmlns='{MUC_USER_NAMESPACE}'><decline to='owner@example/r'/></x></message>")), 0, &settings());
+        assert!(decline.out.is_empty(), "{:?}", decline.out);
+        // An answer nobody asked for is not passed on; the asked session's answer is, to the asker.
+        let spoof = room.handle(&guest, Some("Owner"), &el("<iq type='result' id='x'/>"), 0, &settings());
+        assert!(spoof.out.is_empty(), "{:?}", spoof.out);
+        let asked = room.handle(&owner, Some("Guest2"), &el("<iq type='get' id='q'><query xmlns='jabber:iq:version'/></iq>"), 0, &settings());
+        assert!(received(&asked, &guest).iter().any(|s| s.contains("id='q'")));
+        let answered = room.handle(&guest, Some("Owner"), &el("<iq type='result' id='q'/>"), 0, &settings());
+        assert!(received(&answered, &owner).iter().any(|s| s.contains(&format!("from='{ROOM}/Guest2'"))), "{:?}", answered.out);
+        // A gone session bounced by its shard leaves with 333.
+        let bounced = room.handle(&second, None, &el("<presence type='error'/>"), 0, &settings());
+        assert!(matches!(bounced.out.first(), Some(Out::Session { leaves: true, .. })), "{:?}", bounced.out);
+        // Empty and made temporary by an absent owner: the room goes.
+        let mut empty = open_room(&owner);
+        configure(&mut empty, &owner, &[("muc#roomconfig_persistentroom", "1")]);
+        empty.handle(&owner, Some("Owner"), &el("<presence type='unavailable'/>"), 0, &settings());
+        assert!(configure(&mut empty, &owner, &[("muc#roomconfig_persistentroom", "0")]).destroyed);
+        // Ids of a new room start from its creation time: never those of a former room.
+        let reborn = Room::create(BareJid::new(Some("room"), "conference.example").expect("jid"), &owner.bare(), &settings(), 1_700_000_000_000);
+        assert_eq!(reborn.archive_last, 1_700_000_000_000_000);
     }
 }

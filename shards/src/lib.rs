@@ -116,7 +116,12 @@ async fn run_shard(shard: ShardRef, inbox: async_channel::Receiver<ShardMessage>
                 glommio::spawn_local(connection::adopt(shard.clone(), migrant)).detach();
             }
             ShardMessage::Deliver(envelope) => shard::dispatch_now(&shard, envelope),
-            ShardMessage::Room(delivery) => muc::deliver_to_sessions(&mut shard.borrow_mut(), delivery),
+            ShardMessage::Room(delivery) => {
+                let bounces = muc::deliver_to_sessions(&mut shard.borrow_mut(), delivery);
+                for envelope in bounces {
+                    shard::dispatch_now(&shard, envelope);
+                }
+            }
             ShardMessage::AuthFailure(address) => connection::handle_auth_failure(&shard, address),
             ShardMessage::Ban(address, until) => shard.borrow_mut().ban(address, until),
             ShardMessage::Admin(request, reply) => {

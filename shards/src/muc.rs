@@ -169,8 +169,11 @@ fn service_stanza(shard: &Shard, me: &FullJid, kind: StanzaKind, stanza: &Stanza
 }
 
 /// The public rooms of this shard, for the service's disco#items (XEP-0045 §6.3).
+/// At most `ROOM_LISTING_MAX`, the first by JID (what the merged answer can hold).
 pub fn listed_rooms(shard: &Shard) -> Vec<(String, String)> {
-    shard.rooms.rooms.iter().filter(|(_, room)| room.is_listed()).map(|(jid, room)| (jid.clone(), room.display_name().to_owned())).collect()
+    let mut listed: Vec<(&String, &Room)> = shard.rooms.rooms.iter().filter(|(_, room)| room.is_listed()).collect();
+    listed.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    listed.into_iter().take(ROOM_LISTING_MAX).map(|(jid, room)| (jid.clone(), room.display_name().to_owned())).collect()
 }
 
 /// The service's disco#items answer from the rooms of every shard (bounded: at most one page
@@ -221,7 +224,7 @@ pub fn deliver(shard: &ShardRef, envelope: Envelope) -> Outgoing {
             Jid::Full(from) => from.clone(),
             Jid::Bare(account) => {
                 // Only an account's answer to a forwarded request comes from a bare JID.
-                let output = match (state.rooms.rooms.get(room_jid.as_str()), &nick) {
+                let output = match (state.rooms.rooms.get_mut(room_jid.as_str()), &nick) {
                     (Some(room), Some(nick)) => room.account_answer(account, nick, &stanza),
                     _ => Output::default(),
                 };
@@ -238,7 +241,7 @@ pub fn deliver(shard: &ShardRef, envelope: Envelope) -> Outgoing {
                 "resource-constraint"
             } else {
                 // §10.1.1: the first to enter creates the room and owns it.
-                state.rooms.rooms.insert(room_jid.as_str().to_owned(), Room::create(room_jid.clone(), &from.bare(), &settings));
+                state.rooms.rooms.insert(room_jid.as_str().to_owned(), Room::create(room_jid.clone(), &from.bare(), &settings, now_ms));
                 ""
             };
             if !condition.is_empty() {
@@ -309,12 +312,12 @@ fn route(shard: &ShardRef, room: &BareJid, out: Vec<Out>) -> Outgoing {
     let mut routed = Vec::new();
     for item in out {
         match item {
-            Out::Session { to, bytes, leaves } => per_shard[shared.home_of(&to.bare())].push(DeliveryItem::Single { to, bytes, leaves }),
+            Out::Session { to, bytes, leaves } => per_shard[routing::home_shard(to.bare_str(), shards)].push(DeliveryItem::Single { to, bytes, leaves }),
             Out::Broadcast { bytes, name_end, to } => {
                 let bytes: Arc<[u8]> = bytes.into();
                 let mut split: Vec<Vec<FullJid>> = vec![Vec::new(); shards];
                 for jid in to {
-                    split[shared.home_of(&jid.bare())].push(jid);
+                    split[routing::home_shard(jid.bare_str(), shards)].push(jid);
                 }
                 for (k, to) in split.into_iter().enumerate() {
                     if !to.is_empty() {
@@ -339,7 +342,8 @@ fn route(shard: &ShardRef, room: &BareJid, out: Vec<Out>) -> Outgoing {
         }
         let delivery = RoomDelivery { room: room.clone(), items };
         if k == here {
-            deliver_to_sessions(&mut shard.borrow_mut(), delivery);
+            let bounces = deliver_to_sessions(&mut shard.borrow_mut(), delivery);
+            routed.extend(bounces);
         } else if let Err(error) = shared.inboxes[k].try_send(ShardMessage::Room(delivery)) {
             // Shard code never waits on a peer (see dispatch_now).
             tracing::warn!(shard = k, "peer inbox full or closed, room stanzas dropped: {error}");
@@ -350,16 +354,19 @@ fn route(shard: &ShardRef, room: &BareJid, out: Vec<Out>) -> Outgoing {
 
 /// Hands a room's stanzas to the sessions homed here: each session gets its stanzas in
 /// order, in one inbox slot. Sessions that are gone are skipped (RFC 6121 §8.5.3.2.1: no
-/// offline storage for groupchat to a full JID); so is a user who blocked the room.
-pub fn deliver_to_sessions(shard: &mut Shard, delivery: RoomDelivery) {
+/// offline storage for groupchat to a full JID); so is a user who blocked the room. Returns
+/// the room's notices of sessions found gone, to route.
+#[must_use]
+pub fn deliver_to_sessions(shard: &mut Shard, delivery: RoomDelivery) -> Vec<Envelope> {
     let RoomDelivery { room, items } = delivery;
+    let mut bounces = Vec::new();
     if let [DeliveryItem::Broadcast { .. }] = items.as_slice() {
         // The groupchat hot path: one stanza, one copy per session.
-        let Some(DeliveryItem::Broadcast { bytes, name_end, to }) = items.into_iter().next() else { return };
+        let Some(DeliveryItem::Broadcast { bytes, name_end, to }) = items.into_iter().next() else { return bounces };
         for jid in to {
-            hand_over(shard, &room, &jid, vec![Out::addressed(&bytes, name_end, jid.as_str())], false);
+            hand_over(shard, &room, &jid, vec![Out::addressed(&bytes, name_end, jid.as_str())], false, &mut bounces);
         }
-        return;
+        return bounces;
     }
     let mut batches: Vec<(FullJid, Vec<Vec<u8>>, bool)> = Vec::new();
     let mut index: HashMap<FullJid, usize> = HashMap::new();
@@ -385,19 +392,28 @@ pub fn deliver_to_sessions(shard: &mut Shard, delivery: RoomDelivery) {
         }
     }
     for (to, stanzas, leaves) in batches {
-        hand_over(shard, &room, &to, stanzas, leaves);
+        hand_over(shard, &room, &to, stanzas, leaves, &mut bounces);
     }
+    bounces
 }
 
-fn hand_over(shard: &mut Shard, room: &BareJid, to: &FullJid, mut stanzas: Vec<Vec<u8>>, leaves: bool) {
-    debug_assert_eq!(shard.shared.home_of(&to.bare()), shard.id, "room stanza for a session away from its home shard");
-    let user = to.local().unwrap_or_default();
-    if shard.users.get(user).is_some_and(|data| data.is_blocked(room.as_str())) {
+fn hand_over(shard: &mut Shard, room: &BareJid, to: &FullJid, mut stanzas: Vec<Vec<u8>>, leaves: bool, bounces: &mut Vec<Envelope>) {
+    debug_assert_eq!(routing::home_shard(to.bare_str(), shard.shared.shard_count()), shard.id, "room stanza for a session away from its home shard");
+    let blocked = shard.users.get(to.local().unwrap_or_default()).is_some_and(|data| data.is_blocked(room.as_str()));
+    let Some(session) = shard.session_mut(to) else {
+        if !leaves {
+            // The session is gone but the room still counts it (its leave was lost): the room
+            // hears of it (an error presence, §7.14 status 333) rather than keep a ghost.
+            let bytes = format!("<presence type='error' from='{}' to='{}'/>", confab_core::xml::escape_attribute(to.as_str()), confab_core::xml::escape_attribute(room.as_str())).into_bytes();
+            bounces.push(Envelope { to: Jid::Bare(room.clone()), from: Jid::Full(to.clone()), kind: StanzaKind::Presence, stanza_type: Some("error".into()), id: None, bytes, interest: None });
+        }
         return;
-    }
-    let Some(session) = shard.session_mut(to) else { return };
+    };
     if leaves {
-        session.rooms.retain(|r| r.bare() != *room);
+        session.rooms.retain(|r| r.bare_str() != room.as_str());
+    }
+    if blocked {
+        return;
     }
     let message = match stanzas.len() {
         0 => return,

@@ -379,7 +379,7 @@ impl Shard {
 
     /// The session bound to `jid`, if any.
     pub(crate) fn session_mut(&mut self, jid: &FullJid) -> Option<&mut Session> {
-        self.sessions.get_mut(&jid.bare()).and_then(|sessions| sessions.iter_mut().find(|s| s.resource == jid.resource()))
+        self.sessions.get_mut(jid.bare_str()).and_then(|sessions| sessions.iter_mut().find(|s| s.resource == jid.resource()))
     }
 
     pub fn session_count(&self) -> usize {
@@ -501,10 +501,11 @@ impl Shard {
 }
 
 /// Queues a message for a session unless its inbox already holds
-/// `SESSION_INBOX_STANZAS_MAX` (a kick always fits: it ends the session anyway).
+/// `SESSION_INBOX_STANZAS_MAX` messages (a kick always fits: it ends the session anyway). A
+/// batch takes one slot; a room bounds its size (occupants, history bytes).
 pub(crate) fn offer(sender: &LocalSender<SessionMessage>, message: SessionMessage) -> bool {
     let full = sender.len() >= confab_core::limits::SESSION_INBOX_STANZAS_MAX;
-    if full && matches!(message, SessionMessage::Stanza(_)) {
+    if full && matches!(message, SessionMessage::Stanza(_) | SessionMessage::Batch(_)) {
         return false;
     }
     sender.try_send(message).is_ok()

@@ -318,8 +318,14 @@ fn members_only_password_capacity_and_invitations() {
     let frames = join(&mut f, "club", "Fred", "");
     assert!(one_with(&frames, &["code='110'"]).contains("affiliation='member'"), "{frames:#?}");
 
-    // §7.8.3: a decline goes back to the inviter.
-    s.send(&format!("<message to='club@{SERVICE}'><x xmlns='http://jabber.org/protocol/muc#user'><decline to='{owner}@localhost/r'><reason>busy</reason></decline></x></message>"));
+    // §7.8.3: a decline goes back to the inviter; without an invitation it goes nowhere (the
+    // room sends nothing on anyone's behalf).
+    let decline = format!("<message to='club@{SERVICE}'><x xmlns='http://jabber.org/protocol/muc#user'><decline to='{owner}@localhost/r'><reason>busy</reason></decline></x></message>");
+    s.send(&decline);
+    assert!(o.collect_for(Duration::from_millis(300)).iter().all(|f| !f.contains("<decline")), "uninvited decline forwarded");
+    o.send(&format!("<message to='club@{SERVICE}'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='{stranger}@localhost'/></x></message>"));
+    s.expect("<invite");
+    s.send(&decline);
     let declined = o.expect("<decline");
     assert!(declined.contains(&format!("from='{stranger}@localhost'")) && declined.contains("busy"), "{declined}");
 
