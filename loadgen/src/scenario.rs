@@ -594,7 +594,7 @@ async fn perform(worker: &Worker, user: u64, session: &mut Session, state: &mut 
             let sequence = state.sequences.entry(to).or_insert(0);
             *sequence += 1;
             let (to_name, _) = user_name(plan, to);
-            let marker = format!("lg {user} {} {due} ", *sequence);
+            let marker = im::message_marker(user, *sequence, due);
             let padding = "x".repeat(plan.body_bytes.saturating_sub(marker.len()));
             let stanza = format!("<message to='{to_name}@{}' type='chat'><body>{marker}{padding}</body></message>", plan.domain);
             session.send(stanza.as_bytes()).await?;
@@ -672,15 +672,7 @@ fn receive_message(worker: &Worker, me: u64, frame: &client::Incoming, state: &m
         }
         return;
     }
-    let Some(rest) = text.split("<body>lg ").nth(1) else { return };
-    let mut fields = rest.split(' ');
-    let (Some(Ok(sender)), Some(Ok(sequence)), Some(Ok(sent_ns))) = (
-        fields.next().map(str::parse::<u64>),
-        fields.next().map(str::parse::<u64>),
-        fields.next().map(str::parse::<u64>),
-    ) else {
-        return;
-    };
+    let Some((sender, sequence, sent_ns)) = im::message_token(&text) else { return };
     let latency_us = now_ns().saturating_sub(sent_ns) / 1000;
     let mut seen = worker.seen.borrow_mut();
     let (highest, gaps) = seen.entry(me).or_default().entry(sender).or_insert((0, BTreeSet::new()));
