@@ -14,7 +14,8 @@
 #
 # Every occupant posts every rooms × occupants / rate seconds (--interval), open loop. Each run
 # logs its users in at LOGIN_RATE, then the rooms' creators join (and unlock their new room as
-# an instant room), then the other occupants at JOIN_RATE, then the posts start. Before every
+# an instant room), then the other occupants at JOIN_RATE (FANOUT_JOIN_RATE for the big room),
+# then, after JOIN_GRACE (FANOUT_JOIN_GRACE), the posts start. Before every
 # run the script waits (up to SETTLE_MAX s) until the server has been idle for two seconds;
 # the wait is recorded in commands.md.
 #
@@ -31,12 +32,21 @@ OUT=results/$NAME
 FANOUT_OCCUPANTS=${FANOUT_OCCUPANTS:-1000}
 FANOUT_RATE=${FANOUT_RATE:-2}          # posts/s in the room: × 999 = 1,998 copies/s
 FANOUT_SECONDS=${FANOUT_SECONDS:-20}
+# Filling a room of n costs the server n²/2 presence copies (each newcomer's presence goes to
+# everyone already there): ~500,000 for 1,000 occupants, which ejabberd 23.01 takes tens of
+# seconds of CPU for here. Joins at 200/s left it 30 s behind (72 joins timed out and no post
+# got through before the end), so the big room fills slowly and gets time to drain.
+FANOUT_JOIN_RATE=${FANOUT_JOIN_RATE:-20}
+FANOUT_JOIN_GRACE=${FANOUT_JOIN_GRACE:-30s}
 ROOMS=${ROOMS:-100}
 ROOM_OCCUPANTS=${ROOM_OCCUPANTS:-50}
 ROOM_RATES=${ROOM_RATES:-"100 200 400"}  # posts/s in total, × 49 copies each
 ROOM_SECONDS=${ROOM_SECONDS:-20}
 LOGIN_RATE=${LOGIN_RATE:-200}          # logins/s before the joins
-JOIN_RATE=${JOIN_RATE:-200}            # joins/s
+# 100 rooms of 50 cost 122,500 presence copies to fill: at 200 joins/s ejabberd fell ~6 s
+# behind (594 joins completed after the posts began), so they go at 100/s with a 10 s grace.
+JOIN_RATE=${JOIN_RATE:-100}            # joins/s in the many-room runs
+JOIN_GRACE=${JOIN_GRACE:-10s}          # between the last join and the first post
 # A worker holds whole rooms; no process may hold more than ~15,000 sockets (20,000 fds).
 SOCKETS_PER_PROC=${SOCKETS_PER_PROC:-15000}
 SETTLE_MAX=${SETTLE_MAX:-120}
@@ -158,7 +168,7 @@ procs() {
   echo "$n"
 }
 
-COMMON="--domain localhost --insecure --mechanism $MECHANISM --prefix user --password-prefix pass --login-rate $LOGIN_RATE --join-rate $JOIN_RATE"
+COMMON="--domain localhost --insecure --mechanism $MECHANISM --prefix user --password-prefix pass --login-rate $LOGIN_RATE"
 {
   echo "# $NAME: commands"
   echo
@@ -181,6 +191,7 @@ for server in $SERVERS; do
   # shellcheck disable=SC2046
   record "$LOADGEN" run --scenario muc --rooms 1 --occupants "$FANOUT_OCCUPANTS" \
     --interval "$(interval 1 "$FANOUT_OCCUPANTS" "$FANOUT_RATE")" --duration "${FANOUT_SECONDS}s" \
+    --join-rate "$FANOUT_JOIN_RATE" --join-grace "$FANOUT_JOIN_GRACE" \
     --procs "$(procs 1 "$FANOUT_OCCUPANTS")" $COMMON $(server_args "$server") --register-api "$url" \
     --label "$server" --json "$OUT/muc-fanout-$FANOUT_OCCUPANTS-$server.json"
   register="--register-api $url"
@@ -188,6 +199,7 @@ for server in $SERVERS; do
     # shellcheck disable=SC2046,SC2086
     record "$LOADGEN" run --scenario muc --rooms "$ROOMS" --occupants "$ROOM_OCCUPANTS" \
       --interval "$(interval "$ROOMS" "$ROOM_OCCUPANTS" "$rate")" --duration "${ROOM_SECONDS}s" \
+      --join-rate "$JOIN_RATE" --join-grace "$JOIN_GRACE" \
       --procs "$(procs "$ROOMS" "$ROOM_OCCUPANTS")" $COMMON $(server_args "$server") $register \
       --label "$server" --json "$OUT/muc-rooms-$rate-$server.json"
     register=

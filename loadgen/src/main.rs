@@ -185,6 +185,11 @@ struct RunArgs {
     /// muc: joins per second (each room's creator first, then the other occupants).
     #[arg(long, default_value_t = 100.0)]
     join_rate: f64,
+    /// muc: wait between the last join due and the first post. Filling a room of n costs the
+    /// server n²/2 presence copies (each newcomer's presence goes to everyone there): give a
+    /// big room time to drain them, or its late joins are counted (muc_joins_late).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    join_grace: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -359,6 +364,7 @@ fn run(args: RunArgs) -> Result<(), String> {
         interval_ns: args.interval.as_nanos() as u64,
         muc_domain: args.muc_domain.clone().unwrap_or_else(|| format!("conference.{}", args.domain)),
         join_rate: args.join_rate,
+        join_grace_ns: args.join_grace.as_nanos() as u64,
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let progress: Arc<Mutex<Vec<Counters>>> = Arc::new(Mutex::new(vec![Counters::default(); procs as usize]));

@@ -16,9 +16,6 @@ use crate::im;
 /// Between the last room creator's join and the first other occupant's: time for the last
 /// instant room to be unlocked (the others wait for their own room's creator anyway).
 pub const ROOM_CREATE_GRACE_NS: u64 = 1_000_000_000;
-/// Between the last occupant's join and the first post: each join broadcasts the newcomer's
-/// presence to every occupant already there, so a big room's joins leave a presence backlog.
-pub const JOIN_GRACE_NS: u64 = 3_000_000_000;
 
 /// XEP-0045 namespaces.
 pub const NS_MUC: &str = "http://jabber.org/protocol/muc";
@@ -70,12 +67,16 @@ pub fn room_name(room: u64) -> String {
 
 /// When everyone joins and posts. Creators join first, at `join_rate` from `join_start_ns`;
 /// the other occupants follow at `join_rate` after `ROOM_CREATE_GRACE_NS` (and after their
-/// own room's creator is done); the posts start `JOIN_GRACE_NS` after the last join is due.
+/// own room's creator is done); the posts start `join_grace_ns` after the last join is due.
 #[derive(Clone, Copy, Debug)]
 pub struct Timeline {
     pub layout: Layout,
     pub join_start_ns: u64,
     pub join_rate: f64,
+    /// Between the last join due and the first post. Each join broadcasts the newcomer's
+    /// presence to every occupant already there (§7.2.3), so filling a room of n costs the
+    /// service n²/2 presence copies, and a big room's joins leave a backlog to drain.
+    pub join_grace_ns: u64,
     /// Seconds between one occupant's posts, in ns.
     pub interval_ns: u64,
     /// Length of the posting phase.
@@ -104,7 +105,7 @@ impl Timeline {
     /// The first post is due here: every join is due (and has had a grace) before it.
     pub fn phase_start_ns(&self) -> u64 {
         let members = self.layout.rooms * self.layout.occupants.saturating_sub(1);
-        self.members_start_ns() + self.after(members) + JOIN_GRACE_NS
+        self.members_start_ns() + self.after(members) + self.join_grace_ns
     }
 
     /// Every post `user` makes: open loop, every `interval` from an offset within the first
@@ -348,7 +349,7 @@ mod tests {
 
     #[test]
     fn creators_join_first_and_posts_start_after_every_join() {
-        let timeline = Timeline { layout: LAYOUT, join_start_ns: 1_000, join_rate: 10.0, interval_ns: 2_000_000_000, duration_ns: 10_000_000_000 };
+        let timeline = Timeline { layout: LAYOUT, join_start_ns: 1_000, join_rate: 10.0, join_grace_ns: 3_000_000_000, interval_ns: 2_000_000_000, duration_ns: 10_000_000_000 };
         let creators: Vec<u64> = (0..3).map(|r| timeline.join_ns(LAYOUT.creator(r)).expect("due")).collect();
         assert_eq!(creators, [1_000, 100_001_000, 200_001_000]);
         let mut members: Vec<u64> = (1..=12).filter(|u| !LAYOUT.is_creator(*u)).map(|u| timeline.join_ns(u).expect("due")).collect();
@@ -356,14 +357,14 @@ mod tests {
         members.sort_unstable();
         members.dedup();
         assert_eq!(members.len(), 9, "one join per slot");
-        assert!(members.iter().all(|m| *m + JOIN_GRACE_NS <= timeline.phase_start_ns()));
+        assert!(members.iter().all(|m| *m + timeline.join_grace_ns <= timeline.phase_start_ns()));
         assert_eq!(timeline.join_ns(13), None);
     }
 
     #[test]
     fn posts_add_up_to_the_total_rate_and_stay_in_the_phase() {
         // 12 occupants posting every 2 s: 6 posts/s, 60 in 10 s.
-        let timeline = Timeline { layout: LAYOUT, join_start_ns: 0, join_rate: 100.0, interval_ns: 2_000_000_000, duration_ns: 10_000_000_000 };
+        let timeline = Timeline { layout: LAYOUT, join_start_ns: 0, join_rate: 100.0, join_grace_ns: 0, interval_ns: 2_000_000_000, duration_ns: 10_000_000_000 };
         let start = timeline.phase_start_ns();
         let mut all: Vec<u64> = (1..=13).flat_map(|u| timeline.posts_ns(u)).collect();
         assert_eq!(all.len(), 60);

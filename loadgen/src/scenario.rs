@@ -136,6 +136,8 @@ pub struct Plan {
     pub interval_ns: u64,
     pub muc_domain: String,
     pub join_rate: f64,
+    /// muc: between the last join due and the first post.
+    pub join_grace_ns: u64,
 }
 
 impl Plan {
@@ -185,6 +187,7 @@ impl Plan {
             layout: self.layout(),
             join_start_ns: self.chat_start_ns(),
             join_rate: self.join_rate,
+            join_grace_ns: self.join_grace_ns,
             interval_ns: self.interval_ns,
             duration_ns: self.duration_ns,
         }
@@ -1064,6 +1067,7 @@ mod tests {
             interval_ns: 0,
             muc_domain: "conference.localhost".into(),
             join_rate: 100.0,
+            join_grace_ns: 1_000_000_000,
         }
     }
 
