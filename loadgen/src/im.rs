@@ -20,6 +20,9 @@ const _: () = assert!(MIX_PERCENT[0].1 + MIX_PERCENT[1].1 + MIX_PERCENT[2].1 + M
 
 /// Marker that opens the status text of our presence changes: `lgp <event> <intended ns>`.
 pub const PRESENCE_MARKER: &str = "lgp ";
+/// Marker that opens the body of our chat and groupchat messages:
+/// `lg <sender> <sequence> <intended ns> ` followed by padding.
+pub const MESSAGE_MARKER: &str = "lg ";
 
 /// One kind of scheduled event.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -168,6 +171,22 @@ impl Fill {
     }
 }
 
+/// The opening of a message body from `sender`, its `sequence`-th message (per recipient in
+/// chat, per room in MUC), intended at `due_ns`; padding may follow it.
+pub fn message_marker(sender: u64, sequence: u64, due_ns: u64) -> String {
+    format!("{MESSAGE_MARKER}{sender} {sequence} {due_ns} ")
+}
+
+/// `(sender, sequence, intended ns)` from a stanza whose body opens with our marker.
+pub fn message_token(stanza: &str) -> Option<(u64, u64, u64)> {
+    let rest = stanza.split_once(&format!("<body>{MESSAGE_MARKER}"))?.1;
+    let mut fields = rest.split([' ', '<']);
+    let sender = fields.next()?.parse().ok()?;
+    let sequence = fields.next()?.parse().ok()?;
+    let due = fields.next()?.parse().ok()?;
+    Some((sender, sequence, due))
+}
+
 /// The status text of presence change `event`, intended at `due_ns`.
 pub fn presence_status(event: u64, due_ns: u64) -> String {
     format!("{PRESENCE_MARKER}{event} {due_ns}")
@@ -218,7 +237,7 @@ pub fn archive_page_expected(max: u64, count: Option<u64>) -> u64 {
 }
 
 /// Value of attribute `name` in the text of one start tag (either quote style).
-fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
+pub fn attribute<'a>(tag: &'a str, name: &str) -> Option<&'a str> {
     for quote in ['\'', '"'] {
         let key = format!(" {name}={quote}");
         if let Some(at) = tag.find(&key) {
@@ -277,7 +296,7 @@ pub fn tally(graph: &ContactGraph, sent: &[(u64, u64, u64)], online: &[(u64, u64
 }
 
 /// SplitMix64's finaliser: a cheap, well-mixed hash for reproducible draws.
-fn mix64(mut x: u64) -> u64 {
+pub fn mix64(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
@@ -365,6 +384,15 @@ mod tests {
         assert_eq!(dues.len(), 12, "one message per slot");
         assert_eq!(fill.due_ns(2, 0), 100_000_000);
         assert_eq!(fill.end_ns(), 1_200_000_000);
+    }
+
+    #[test]
+    fn message_token_round_trips_with_or_without_padding() {
+        let marker = message_marker(17, 3, 987_654_321);
+        assert_eq!(message_token(&format!("<message type='chat'><body>{marker}xxxx</body></message>")), Some((17, 3, 987_654_321)));
+        assert_eq!(message_token(&format!("<message><body>{}</body></message>", marker.trim_end())), Some((17, 3, 987_654_321)));
+        assert_eq!(message_token("<message><body>hello</body></message>"), None);
+        assert_eq!(message_token("<message><body>lg 1 x 3</body></message>"), None);
     }
 
     #[test]

@@ -9,6 +9,7 @@
 mod client;
 mod im;
 mod metrics;
+mod muc;
 mod report;
 mod scenario;
 
@@ -32,7 +33,7 @@ const PROVISIONING_THREADS: usize = 8;
 
 #[derive(Parser)]
 #[command(name = "confab-loadgen", version, about = "Standard-XMPP load generator: logins, idle sessions, chat, reconnect storms, \
-roster loads, presence fan-out, archive (MAM) queries and a mixed IM blend; measures any compliant server (Confab, ejabberd, \
+roster loads, presence fan-out, archive (MAM) queries, a mixed IM blend and multi-user chat rooms; measures any compliant server (Confab, ejabberd, \
 Prosody) with HDR histograms, open-loop.")]
 struct Cli {
     #[command(subcommand)]
@@ -64,7 +65,9 @@ struct RunArgs {
     /// changes/s in total; fan-out latency per copy, missing and duplicated copies. mam:
     /// --users online each send --messages messages to contacts, then --rate archive queries/s
     /// for the last --page; query → <fin/> latency, results per page. mixed: --rate events/s
-    /// blending chat 70%, presence 20%, roster gets 5%, archive queries 5%.
+    /// blending chat 70%, presence 20%, roster gets 5%, archive queries 5%. muc: --rooms
+    /// rooms of --occupants (users 1..=R×S, room by room) each posting every --interval;
+    /// latency and loss per delivered copy.
     #[arg(long, value_enum)]
     scenario: Scenario,
     /// Server address (host:port): the c2s port for starttls/none, the TLS port for direct.
@@ -166,6 +169,27 @@ struct RunArgs {
     /// mam, mixed: archive page asked for (RSM <max/> with <before/>: the last N messages).
     #[arg(long, default_value_t = 50)]
     page: u64,
+    /// muc: rooms (loadgen-room-0, 1, …); the first --occupants users are room 0's.
+    #[arg(long, default_value_t = 1)]
+    rooms: u64,
+    /// muc: occupants per room; --users defaults to, and must be at least, rooms × occupants.
+    #[arg(long, default_value_t = 10)]
+    occupants: u64,
+    /// muc: time between one occupant's posts (30s, 500ms, or seconds); the total is
+    /// rooms × occupants / interval posts per second, each delivered to occupants − 1 others.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    interval: Duration,
+    /// muc: the MUC service (default conference.<domain>).
+    #[arg(long)]
+    muc_domain: Option<String>,
+    /// muc: joins per second (each room's creator first, then the other occupants).
+    #[arg(long, default_value_t = 100.0)]
+    join_rate: f64,
+    /// muc: wait between the last join due and the first post. Filling a room of n costs the
+    /// server n²/2 presence copies (each newcomer's presence goes to everyone there): give a
+    /// big room time to drain them, or its late joins are counted (muc_joins_late).
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    join_grace: Duration,
 }
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -258,11 +282,23 @@ fn run(args: RunArgs) -> Result<(), String> {
     }
     let login_arrivals = (args.rate * args.duration.as_secs_f64()).ceil() as u64;
     let arrivals_cycle = matches!(args.scenario, Scenario::Login | Scenario::Roster);
-    let users = match (args.users, arrivals_cycle) {
-        (Some(users), _) => users,
-        (None, true) => login_arrivals,
-        (None, false) => return Err("--users is required for this scenario".into()),
+    let occupants = if args.scenario == Scenario::Muc {
+        if args.rooms == 0 || args.occupants == 0 || args.interval.is_zero() || args.join_rate <= 0.0 {
+            return Err("--rooms, --occupants, --interval and --join-rate must be positive".into());
+        }
+        Some(args.rooms * args.occupants)
+    } else {
+        None
     };
+    let users = match (args.users, arrivals_cycle, occupants) {
+        (Some(users), _, _) => users,
+        (None, true, _) => login_arrivals,
+        (None, false, Some(occupants)) => occupants,
+        (None, false, None) => return Err("--users is required for this scenario".into()),
+    };
+    if let Some(occupants) = occupants.filter(|o| users < *o) {
+        return Err(format!("--users {users} is fewer than --rooms × --occupants = {occupants}"));
+    }
     if users == 0 {
         return Err("no users".into());
     }
@@ -323,6 +359,12 @@ fn run(args: RunArgs) -> Result<(), String> {
         messages: args.messages,
         fill_rate: args.fill_rate,
         page: args.page,
+        rooms: if args.scenario == Scenario::Muc { args.rooms } else { 0 },
+        occupants: args.occupants,
+        interval_ns: args.interval.as_nanos() as u64,
+        muc_domain: args.muc_domain.clone().unwrap_or_else(|| format!("conference.{}", args.domain)),
+        join_rate: args.join_rate,
+        join_grace_ns: args.join_grace.as_nanos() as u64,
     };
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let progress: Arc<Mutex<Vec<Counters>>> = Arc::new(Mutex::new(vec![Counters::default(); procs as usize]));
@@ -394,7 +436,8 @@ fn run(args: RunArgs) -> Result<(), String> {
         let tick = Tick {
             t_s: clock.elapsed().as_secs_f64(),
             logins_per_s: (total.logins_ok.saturating_sub(previous.logins_ok)) as f64,
-            messages_per_s: (total.messages_received.saturating_sub(previous.messages_received)) as f64,
+            // Chat messages, or in muc the copies delivered to other occupants.
+            messages_per_s: (total.messages_received + total.muc_copies_received).saturating_sub(previous.messages_received + previous.muc_copies_received) as f64,
             sessions: total.sessions_online,
             server_rss_bytes: server.rss_bytes,
             server_cpu_percent: (server.cpu_seconds - previous_cpu) * 100.0,
@@ -496,6 +539,7 @@ fn run(args: RunArgs) -> Result<(), String> {
                 summary.server_cpu_us_per_presence_copy = phase * 1e6 / summary.presence_copies_received as f64;
             }
             Scenario::Mam if summary.archive_answered > 0 => summary.server_cpu_us_per_archive_query = phase * 1e6 / summary.archive_answered as f64,
+            Scenario::Muc if summary.muc_copies_received > 0 => summary.server_cpu_us_per_muc_copy = phase * 1e6 / summary.muc_copies_received as f64,
             _ => {}
         }
     }
@@ -504,6 +548,15 @@ fn run(args: RunArgs) -> Result<(), String> {
         Scenario::Mam => summary.messages_received as f64 / ((users * args.messages) as f64 / args.fill_rate).max(0.001),
         _ => summary.messages_received as f64 / measured_s,
     };
+    if args.scenario == Scenario::Muc {
+        summary.muc_rooms = plan.rooms;
+        summary.muc_occupants = plan.occupants;
+        summary.muc_interval_s = args.interval.as_secs_f64();
+        summary.rate = (plan.rooms * plan.occupants) as f64 / args.interval.as_secs_f64();
+        summary.muc_domain = plan.muc_domain.clone();
+        summary.muc_messages_per_s = summary.muc_messages_sent as f64 / measured_s;
+        summary.muc_copies_per_s = summary.muc_copies_received as f64 / measured_s;
+    }
     summary.timeline = timeline;
     print!("{}", report::table(&summary));
     if let Some(path) = &args.json {

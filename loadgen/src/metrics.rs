@@ -48,6 +48,11 @@ pub struct Metrics {
     pub presence_us: Histogram<u64>,
     /// Archive query intended → `<fin/>` received.
     pub archive_us: Histogram<u64>,
+    /// muc: post intended → each other occupant's copy received; → the sender's own
+    /// reflection; join presence sent → self-presence received.
+    pub muc_copy_us: Histogram<u64>,
+    pub muc_reflection_us: Histogram<u64>,
+    pub muc_join_us: Histogram<u64>,
     pub counters: Counters,
     /// Presence changes this worker sent: (event, sender, send ns).
     pub presence_sent: im::SentLog,
@@ -93,6 +98,31 @@ pub struct Counters {
     /// Answered queries with fewer results than --page, whatever the count said.
     pub archive_short: u64,
     pub archive_errors: u64,
+    /// muc: occupants whose join ended in their self-presence (XEP-0045 §7.2.3), those
+    /// refused or timed out (or whose new room could not be unlocked), and joins completed
+    /// after the posts had started.
+    pub muc_joins_ok: u64,
+    pub muc_joins_failed: u64,
+    pub muc_joins_late: u64,
+    /// Joins answered with status 201 (a new, locked room) and rooms unlocked as instant rooms.
+    pub muc_rooms_created: u64,
+    pub muc_rooms_unlocked: u64,
+    pub muc_messages_sent: u64,
+    /// Posts not sent: due before their sender's join completed, or its join failed.
+    pub muc_posts_skipped: u64,
+    /// Groupchat messages bounced back as errors.
+    pub muc_message_errors: u64,
+    /// Copies owed to other occupants (per post, the others joined in the room), distinct
+    /// copies received, owed copies never received, copies received twice at one receiver,
+    /// copies not owed.
+    pub muc_copies_expected: u64,
+    pub muc_copies_received: u64,
+    pub muc_copies_missing: u64,
+    pub muc_copies_duplicated: u64,
+    pub muc_copies_unexpected: u64,
+    /// The senders' own reflections received, and posts never reflected.
+    pub muc_reflections_received: u64,
+    pub muc_reflections_missing: u64,
 }
 
 /// A histogram as (value, count) pairs, mergeable by the parent.
@@ -110,6 +140,9 @@ pub struct WorkerReport {
     pub roster_us: Buckets,
     pub presence_us: Buckets,
     pub archive_us: Buckets,
+    pub muc_copy_us: Buckets,
+    pub muc_reflection_us: Buckets,
+    pub muc_join_us: Buckets,
     pub counters: Counters,
     pub presence_sent: im::SentLog,
     pub presence_copies: Vec<(u64, u64)>,
@@ -126,6 +159,9 @@ impl Metrics {
             roster_us: histogram(),
             presence_us: histogram(),
             archive_us: histogram(),
+            muc_copy_us: histogram(),
+            muc_reflection_us: histogram(),
+            muc_join_us: histogram(),
             counters: Counters::default(),
             presence_sent: Vec::new(),
             presence_copies: BTreeMap::new(),
@@ -146,6 +182,9 @@ impl Metrics {
             roster_us: buckets(&self.roster_us),
             presence_us: buckets(&self.presence_us),
             archive_us: buckets(&self.archive_us),
+            muc_copy_us: buckets(&self.muc_copy_us),
+            muc_reflection_us: buckets(&self.muc_reflection_us),
+            muc_join_us: buckets(&self.muc_join_us),
             counters: self.counters.clone(),
             presence_sent: self.presence_sent.clone(),
             presence_copies: self.presence_copies.iter().map(|(k, v)| (*k, *v)).collect(),
@@ -206,6 +245,21 @@ pub fn merge_counters(into: &mut Counters, from: &Counters) {
     into.archive_incomplete += from.archive_incomplete;
     into.archive_short += from.archive_short;
     into.archive_errors += from.archive_errors;
+    into.muc_joins_ok += from.muc_joins_ok;
+    into.muc_joins_failed += from.muc_joins_failed;
+    into.muc_joins_late += from.muc_joins_late;
+    into.muc_rooms_created += from.muc_rooms_created;
+    into.muc_rooms_unlocked += from.muc_rooms_unlocked;
+    into.muc_messages_sent += from.muc_messages_sent;
+    into.muc_posts_skipped += from.muc_posts_skipped;
+    into.muc_message_errors += from.muc_message_errors;
+    into.muc_copies_expected += from.muc_copies_expected;
+    into.muc_copies_received += from.muc_copies_received;
+    into.muc_copies_missing += from.muc_copies_missing;
+    into.muc_copies_duplicated += from.muc_copies_duplicated;
+    into.muc_copies_unexpected += from.muc_copies_unexpected;
+    into.muc_reflections_received += from.muc_reflections_received;
+    into.muc_reflections_missing += from.muc_reflections_missing;
 }
 
 /// Percentiles of a histogram, in milliseconds (`percentiles_ms`, the older login and chat
@@ -344,6 +398,38 @@ pub struct Summary {
     pub server_cpu_phase_seconds: f64,
     pub server_cpu_us_per_presence_copy: f64,
     pub server_cpu_us_per_archive_query: f64,
+    /// muc (XEP-0045): rooms, occupants per room, seconds between one occupant's posts, the
+    /// service's domain.
+    pub muc_rooms: u64,
+    pub muc_occupants: u64,
+    pub muc_interval_s: f64,
+    pub muc_domain: String,
+    pub muc_joins_ok: u64,
+    pub muc_joins_failed: u64,
+    pub muc_joins_late: u64,
+    pub muc_rooms_created: u64,
+    pub muc_rooms_unlocked: u64,
+    /// Join presence sent → self-presence received, µs.
+    pub muc_join_us: Percentiles,
+    pub muc_messages_sent: u64,
+    pub muc_posts_skipped: u64,
+    pub muc_message_errors: u64,
+    pub muc_copies_expected: u64,
+    pub muc_copies_received: u64,
+    pub muc_copies_missing: u64,
+    pub muc_copies_duplicated: u64,
+    pub muc_copies_unexpected: u64,
+    /// Post intended → each other occupant's copy, µs.
+    pub muc_copy_us: Percentiles,
+    pub muc_reflections_received: u64,
+    pub muc_reflections_missing: u64,
+    /// Post intended → the sender's own reflection, µs.
+    pub muc_reflection_us: Percentiles,
+    /// Posts sent and copies delivered to other occupants per second of --duration.
+    pub muc_messages_per_s: f64,
+    pub muc_copies_per_s: f64,
+    /// Server CPU of the posting phase per copy delivered to another occupant.
+    pub server_cpu_us_per_muc_copy: f64,
 }
 
 #[cfg(test)]

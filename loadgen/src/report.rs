@@ -16,6 +16,7 @@ pub fn merge(reports: &[WorkerReport]) -> Summary {
     let mut latency = histogram();
     let mut storm = histogram();
     let (mut roster, mut presence, mut archive) = (histogram(), histogram(), histogram());
+    let (mut muc_copy, mut muc_reflection, mut muc_join) = (histogram(), histogram(), histogram());
     let mut stages: std::collections::BTreeMap<String, hdrhistogram::Histogram<u64>> = Default::default();
     let mut counters = Counters::default();
     for report in reports {
@@ -25,6 +26,9 @@ pub fn merge(reports: &[WorkerReport]) -> Summary {
         merge_into(&mut roster, &report.roster_us);
         merge_into(&mut presence, &report.presence_us);
         merge_into(&mut archive, &report.archive_us);
+        merge_into(&mut muc_copy, &report.muc_copy_us);
+        merge_into(&mut muc_reflection, &report.muc_reflection_us);
+        merge_into(&mut muc_join, &report.muc_join_us);
         for (stage, buckets) in &report.stage_us {
             merge_into(stages.entry(stage.clone()).or_insert_with(histogram), buckets);
         }
@@ -64,6 +68,24 @@ pub fn merge(reports: &[WorkerReport]) -> Summary {
         archive_short: counters.archive_short,
         archive_errors: counters.archive_errors,
         archive_unanswered: counters.archive_queries.saturating_sub(counters.archive_answered + counters.archive_errors),
+        muc_joins_ok: counters.muc_joins_ok,
+        muc_joins_failed: counters.muc_joins_failed,
+        muc_joins_late: counters.muc_joins_late,
+        muc_rooms_created: counters.muc_rooms_created,
+        muc_rooms_unlocked: counters.muc_rooms_unlocked,
+        muc_join_us: percentiles_us(&muc_join),
+        muc_messages_sent: counters.muc_messages_sent,
+        muc_posts_skipped: counters.muc_posts_skipped,
+        muc_message_errors: counters.muc_message_errors,
+        muc_copies_expected: counters.muc_copies_expected,
+        muc_copies_received: counters.muc_copies_received,
+        muc_copies_missing: counters.muc_copies_missing,
+        muc_copies_duplicated: counters.muc_copies_duplicated,
+        muc_copies_unexpected: counters.muc_copies_unexpected,
+        muc_copy_us: percentiles_us(&muc_copy),
+        muc_reflections_received: counters.muc_reflections_received,
+        muc_reflections_missing: counters.muc_reflections_missing,
+        muc_reflection_us: percentiles_us(&muc_reflection),
         errors: counters.errors,
         ..Summary::default()
     }
@@ -119,6 +141,33 @@ pub fn table(s: &Summary) -> String {
         );
         let _ = writeln!(out, "  query → fin   {}", us(&s.archive_query_us));
     }
+    if s.muc_rooms > 0 {
+        let _ = writeln!(
+            out,
+            "  muc joins     {} rooms of {}: {} joined ({} late), {} failed; {} rooms created, {} unlocked",
+            s.muc_rooms, s.muc_occupants, s.muc_joins_ok, s.muc_joins_late, s.muc_joins_failed, s.muc_rooms_created, s.muc_rooms_unlocked
+        );
+        let _ = writeln!(out, "  join → self   {}", us(&s.muc_join_us));
+        let _ = writeln!(
+            out,
+            "  muc posts     {} sent ({} skipped, {} errors), {:.0}/s; copies {} owed, {} received, {} missing, {} duplicated, {} unexpected, {:.0}/s",
+            s.muc_messages_sent,
+            s.muc_posts_skipped,
+            s.muc_message_errors,
+            s.muc_messages_per_s,
+            s.muc_copies_expected,
+            s.muc_copies_received,
+            s.muc_copies_missing,
+            s.muc_copies_duplicated,
+            s.muc_copies_unexpected,
+            s.muc_copies_per_s
+        );
+        let _ = writeln!(out, "  copy latency  {}", us(&s.muc_copy_us));
+        let _ = writeln!(out, "  reflection    {} ({} missing)", us(&s.muc_reflection_us), s.muc_reflections_missing);
+        if s.server_cpu_us_per_muc_copy > 0.0 {
+            let _ = writeln!(out, "  server CPU    {:.1} µs per delivered copy", s.server_cpu_us_per_muc_copy);
+        }
+    }
     if s.roster_provisioning_items > 0 {
         let _ = writeln!(out, "  provisioning  {} roster items in {:.1} s", s.roster_provisioning_items, s.roster_provisioning_s);
     }
@@ -161,6 +210,8 @@ pub fn write_report(dir: &Path, s: &Summary) -> std::io::Result<()> {
         ("roster load", in_ms(&s.roster_load_us)),
         ("fan-out", in_ms(&s.presence_fanout_us)),
         ("archive query", in_ms(&s.archive_query_us)),
+        ("muc copy", in_ms(&s.muc_copy_us)),
+        ("muc reflection", in_ms(&s.muc_reflection_us)),
     ];
     let bars: Vec<(String, f64)> = percentile_rows
         .iter()
@@ -247,6 +298,25 @@ pub fn compare(files: &[PathBuf]) -> Result<String, String> {
         ("server CPU s in phase", |s| s.server_cpu_phase_seconds),
         ("server CPU µs/presence copy", |s| s.server_cpu_us_per_presence_copy),
         ("server CPU µs/archive query", |s| s.server_cpu_us_per_archive_query),
+        ("muc rooms", |s| s.muc_rooms as f64),
+        ("muc occupants per room", |s| s.muc_occupants as f64),
+        ("muc joins ok", |s| s.muc_joins_ok as f64),
+        ("muc joins failed", |s| s.muc_joins_failed as f64),
+        ("muc join p99 µs", |s| s.muc_join_us.p99),
+        ("muc messages sent", |s| s.muc_messages_sent as f64),
+        ("muc messages/s", |s| s.muc_messages_per_s),
+        ("muc copies owed", |s| s.muc_copies_expected as f64),
+        ("muc copies/s delivered", |s| s.muc_copies_per_s),
+        ("muc copies missing", |s| s.muc_copies_missing as f64),
+        ("muc copies duplicated", |s| s.muc_copies_duplicated as f64),
+        ("muc message errors", |s| s.muc_message_errors as f64),
+        ("muc copy p50 µs", |s| s.muc_copy_us.p50),
+        ("muc copy p99 µs", |s| s.muc_copy_us.p99),
+        ("muc copy p99.9 µs", |s| s.muc_copy_us.p999),
+        ("muc copy max µs", |s| s.muc_copy_us.max),
+        ("muc reflection p50 µs", |s| s.muc_reflection_us.p50),
+        ("muc reflection p99 µs", |s| s.muc_reflection_us.p99),
+        ("server CPU µs/muc copy", |s| s.server_cpu_us_per_muc_copy),
         ("roster provisioning s", |s| s.roster_provisioning_s),
         ("loadgen CPU s", |s| s.loadgen_cpu_seconds),
     ];

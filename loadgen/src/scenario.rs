@@ -4,10 +4,11 @@
 //! shared monotonic `start_ns`), and latency counts from that intended time, so a slow server
 //! cannot hide behind a slowed-down generator (no coordinated omission). Worker `k` of `p`
 //! plays users `i` with `(i - 1) % p == k`. The IM scenarios (roster, presence, mam, mixed)
-//! take their contact graph and timetable from im.rs. This module does not spawn processes,
-//! provision accounts or print reports (main.rs does).
+//! take their contact graph and timetable from im.rs, the `muc` scenario its rooms, timeline and
+//! delivery ledger from muc.rs (there a worker plays whole rooms: `muc::Layout::worker_of`).
+//! This module does not spawn processes, provision accounts or print reports (main.rs does).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::rc::Rc;
@@ -19,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::client::{self, ClientSettings, Session, Stage, TlsMode};
 use crate::im::{self, Action, ContactGraph, Fill, Timetable};
 use crate::metrics::{self, now_ns, Metrics};
+use crate::muc::{self, CopyKind, JoinAnswer};
 
 /// Grace between the end of the login phase and the first chat message.
 const CHAT_GRACE_NS: u64 = 2_000_000_000;
@@ -52,6 +54,10 @@ pub enum Scenario {
     /// --users online; --rate events per second in total, blended as im::MIX_PERCENT says:
     /// chat, presence changes, roster gets, archive queries, each measured as above.
     Mixed,
+    /// XEP-0045: --rooms rooms of --occupants occupants each (users 1..=R×S, room by room),
+    /// each occupant posting every --interval: end-to-end latency per delivered copy, missing
+    /// and duplicated copies, the sender's own reflections apart.
+    Muc,
 }
 
 impl Scenario {
@@ -65,6 +71,7 @@ impl Scenario {
             Scenario::Presence => "presence",
             Scenario::Mam => "mam",
             Scenario::Mixed => "mixed",
+            Scenario::Muc => "muc",
         }
     }
 
@@ -75,7 +82,7 @@ impl Scenario {
 
     /// Scenarios that log everyone in at --login-rate and then run a timed phase.
     pub fn has_phase(self) -> bool {
-        matches!(self, Scenario::Chat | Scenario::Presence | Scenario::Mam | Scenario::Mixed)
+        matches!(self, Scenario::Chat | Scenario::Presence | Scenario::Mam | Scenario::Mixed | Scenario::Muc)
     }
 }
 
@@ -122,6 +129,15 @@ pub struct Plan {
     pub fill_rate: f64,
     /// Archive page size asked for (RSM `<max>`).
     pub page: u64,
+    /// muc: rooms, occupants per room, time between one occupant's posts, the MUC service's
+    /// domain and joins per second.
+    pub rooms: u64,
+    pub occupants: u64,
+    pub interval_ns: u64,
+    pub muc_domain: String,
+    pub join_rate: f64,
+    /// muc: between the last join due and the first post.
+    pub join_grace_ns: u64,
 }
 
 impl Plan {
@@ -131,7 +147,7 @@ impl Plan {
         match self.scenario {
             Scenario::Login | Scenario::Roster => self.start_ns + logins + self.timeout_ns.min(10_000_000_000),
             Scenario::Idle => self.start_ns + logins + self.duration_ns,
-            Scenario::Chat | Scenario::Presence | Scenario::Mam | Scenario::Mixed => self.phase_window_ns().1,
+            Scenario::Chat | Scenario::Presence | Scenario::Mam | Scenario::Mixed | Scenario::Muc => self.phase_window_ns().1,
             Scenario::Storm => self.storm_ns() + self.timeout_ns.min(30_000_000_000),
         }
     }
@@ -149,6 +165,7 @@ impl Plan {
     pub fn phase_window_ns(&self) -> (u64, u64) {
         let start = match self.scenario {
             Scenario::Mam => self.fill().end_ns() + DRAIN_NS,
+            Scenario::Muc => self.muc_timeline().phase_start_ns(),
             _ => self.chat_start_ns(),
         };
         (start, start + self.duration_ns + DRAIN_NS)
@@ -157,6 +174,37 @@ impl Plan {
     /// After the logins and a grace: the first chat message, or the first filling message.
     fn chat_start_ns(&self) -> u64 {
         self.start_ns + (self.users as f64 / self.login_rate.max(0.001) * 1e9) as u64 + CHAT_GRACE_NS
+    }
+
+    /// muc: who occupies which room.
+    pub fn layout(&self) -> muc::Layout {
+        muc::Layout { rooms: self.rooms, occupants: self.occupants.max(1) }
+    }
+
+    /// muc: the joins after the logins and a grace, then the posts.
+    pub fn muc_timeline(&self) -> muc::Timeline {
+        muc::Timeline {
+            layout: self.layout(),
+            join_start_ns: self.chat_start_ns(),
+            join_rate: self.join_rate,
+            join_grace_ns: self.join_grace_ns,
+            interval_ns: self.interval_ns,
+            duration_ns: self.duration_ns,
+        }
+    }
+
+    /// The bare JID of `room`.
+    pub fn room_jid(&self, room: u64) -> String {
+        format!("{}@{}", muc::room_name(room), self.muc_domain)
+    }
+
+    /// The worker that plays arrival `user`: round-robin, except that in muc a room's
+    /// occupants share one worker.
+    fn worker_of(&self, user: u64) -> u64 {
+        match self.scenario {
+            Scenario::Muc => self.layout().worker_of(user, self.procs),
+            _ => (user - 1) % self.procs,
+        }
     }
 
     /// The roster graph the accounts were provisioned with.
@@ -217,7 +265,7 @@ impl Plan {
 
     /// The arrivals this worker plays.
     fn my_users(&self) -> impl Iterator<Item = u64> + '_ {
-        (1..=self.arrivals).filter(move |i| (i - 1) % self.procs == self.worker)
+        (1..=self.arrivals).filter(move |i| self.worker_of(*i) == self.worker)
     }
 
     /// The account arrival `k` logs in as.
@@ -239,6 +287,26 @@ struct Worker {
     timetable: Option<Timetable>,
     /// (receiving user, presence event) pairs seen, to tell duplicates.
     presence_seen: RefCell<HashSet<(u64, u64)>>,
+    /// muc: who joined, what was posted and which copies arrived, for this worker's rooms.
+    muc: RefCell<muc::Ledger>,
+    /// muc: per room, whether its creator is done (joined and unlocked, or failed).
+    rooms_ready: RefCell<HashMap<u64, Rc<Cell<bool>>>>,
+}
+
+impl Worker {
+    fn room_ready(&self, room: u64) -> Rc<Cell<bool>> {
+        self.rooms_ready.borrow_mut().entry(room).or_default().clone()
+    }
+}
+
+/// Held by a room's creator from before its login until its room is ready: dropping it, on
+/// whatever path, lets the room's other occupants join.
+struct RoomOpener(Rc<Cell<bool>>);
+
+impl Drop for RoomOpener {
+    fn drop(&mut self) {
+        self.0.set(true);
+    }
 }
 
 /// Runs the plan; returns the worker's metrics. `progress` is called about once a second.
@@ -251,6 +319,7 @@ pub fn run(plan: Plan, progress: impl Fn(&metrics::Counters) + 'static) -> Resul
     let graph = if plan.scenario.uses_contacts() { plan.graph()? } else { ContactGraph::new(plan.users, 0)? };
     let timetable = plan.timetable();
     let mut planned = planned_actions(&plan, &graph);
+    let layout = plan.layout();
     executor.run(async move {
         let worker = Rc::new(Worker {
             plan,
@@ -259,6 +328,8 @@ pub fn run(plan: Plan, progress: impl Fn(&metrics::Counters) + 'static) -> Resul
             seen: RefCell::new(HashMap::new()),
             timetable,
             presence_seen: RefCell::new(HashSet::new()),
+            muc: RefCell::new(muc::Ledger::new(layout)),
+            rooms_ready: RefCell::new(HashMap::new()),
         });
         let end = worker.plan.end_ns();
         let mut tasks = Vec::new();
@@ -282,7 +353,19 @@ pub fn run(plan: Plan, progress: impl Fn(&metrics::Counters) + 'static) -> Resul
             task.await;
         }
         drop(reporter);
-        let metrics = std::mem::take(&mut *worker.metrics.borrow_mut());
+        let mut metrics = std::mem::take(&mut *worker.metrics.borrow_mut());
+        if worker.plan.scenario == Scenario::Muc {
+            let tally = worker.muc.borrow().tally();
+            let counters = &mut metrics.counters;
+            debug_assert_eq!(
+                (counters.muc_copies_received, counters.muc_copies_duplicated, counters.muc_reflections_received),
+                (tally.received, tally.duplicated, tally.reflections)
+            );
+            counters.muc_copies_expected = tally.expected;
+            counters.muc_copies_missing = tally.missing;
+            counters.muc_copies_unexpected = tally.unexpected;
+            counters.muc_reflections_missing = tally.reflections_missing;
+        }
         Ok(metrics)
     })
 }
@@ -365,6 +448,10 @@ fn tracing_stderr(message: &str) {
 async fn play(worker: Rc<Worker>, user: u64, actions: VecDeque<(u64, Planned)>) {
     let plan = worker.plan.clone();
     let arrival = plan.arrival_ns(user);
+    // A creator that never gets to its room still lets the room's other occupants try.
+    let opener = (plan.scenario == Scenario::Muc && plan.layout().is_creator(user))
+        .then(|| plan.layout().room_of(user).map(|room| RoomOpener(worker.room_ready(room))))
+        .flatten();
     sleep_until(arrival).await;
     let Some(mut session) = log_in(&worker, user, arrival, false).await else { return };
     let mut state = UserState::default();
@@ -397,6 +484,12 @@ async fn play(worker: Rc<Worker>, user: u64, actions: VecDeque<(u64, Planned)>) 
                 session.close().await;
             }
         }
+        Scenario::Muc => {
+            if occupy(&worker, user, &mut session, opener, actions, &mut state).await.is_ok() {
+                worker.metrics.borrow_mut().counters.sessions_online -= 1;
+                session.close().await;
+            }
+        }
         Scenario::Storm => {
             let storm = plan.storm_ns();
             if hold(&worker, user, &mut session, storm, None, &mut state).await.is_err() {
@@ -423,6 +516,8 @@ enum Planned {
     Presence { event: u64 },
     RosterGet { event: u64 },
     ArchiveQuery { event: u64 },
+    /// A post to the user's room.
+    Groupchat,
 }
 
 /// What a user has yet to do: the chat scenario's lazily drawn messages, or the IM
@@ -457,7 +552,13 @@ impl Schedule {
 /// messages (mam), then the timetable's events (presence, mam, mixed).
 fn planned_actions(plan: &Plan, graph: &ContactGraph) -> HashMap<u64, VecDeque<(u64, Planned)>> {
     let mut actions: HashMap<u64, VecDeque<(u64, Planned)>> = HashMap::new();
-    let mine = |user: u64| (user - 1) % plan.procs == plan.worker;
+    let mine = |user: u64| plan.worker_of(user) == plan.worker;
+    if plan.scenario == Scenario::Muc {
+        let timeline = plan.muc_timeline();
+        for user in (1..=plan.layout().occupant_count().min(plan.users)).filter(|u| mine(*u)) {
+            actions.entry(user).or_default().extend(timeline.posts_ns(user).into_iter().map(|due| (due, Planned::Groupchat)));
+        }
+    }
     let mut rngs: HashMap<u64, rand::rngs::StdRng> = HashMap::new();
     let mut recipient = |user: u64, k: Option<u64>| -> u64 {
         let rng = rngs.entry(user).or_insert_with(|| rand::rngs::StdRng::seed_from_u64(plan.seed ^ user.rotate_left(17)));
@@ -499,6 +600,8 @@ fn planned_actions(plan: &Plan, graph: &ContactGraph) -> HashMap<u64, VecDeque<(
 #[derive(Default)]
 struct UserState {
     sequences: HashMap<u64, u64>,
+    /// muc: posts sent so far (the sequence of the next one, less one).
+    posts: u64,
     pending: HashMap<u64, Pending>,
 }
 
@@ -594,7 +697,7 @@ async fn perform(worker: &Worker, user: u64, session: &mut Session, state: &mut 
             let sequence = state.sequences.entry(to).or_insert(0);
             *sequence += 1;
             let (to_name, _) = user_name(plan, to);
-            let marker = format!("lg {user} {} {due} ", *sequence);
+            let marker = im::message_marker(user, *sequence, due);
             let padding = "x".repeat(plan.body_bytes.saturating_sub(marker.len()));
             let stanza = format!("<message to='{to_name}@{}' type='chat'><body>{marker}{padding}</body></message>", plan.domain);
             session.send(stanza.as_bytes()).await?;
@@ -625,6 +728,16 @@ async fn perform(worker: &Worker, user: u64, session: &mut Session, state: &mut 
             session.send(stanza.as_bytes()).await?;
             worker.metrics.borrow_mut().counters.archive_queries += 1;
         }
+        Planned::Groupchat => {
+            let Some(room) = plan.layout().room_of(user) else { return Ok(()) };
+            state.posts += 1;
+            let marker = im::message_marker(user, state.posts, due);
+            let padding = "x".repeat(plan.body_bytes.saturating_sub(marker.len()));
+            let stanza = muc::groupchat(&plan.room_jid(room), &format!("g{}", state.posts), &format!("{marker}{padding}"));
+            session.send(stanza.as_bytes()).await?;
+            worker.metrics.borrow_mut().counters.muc_messages_sent += 1;
+            worker.muc.borrow_mut().sent(user);
+        }
     }
     Ok(())
 }
@@ -652,6 +765,7 @@ fn pick_recipient(rng: &mut rand::rngs::StdRng, users: u64, me: u64) -> u64 {
 /// to our roster and archive queries.
 fn receive(worker: &Worker, me: u64, frame: &client::Incoming, state: &mut UserState) {
     match frame.name.as_str() {
+        "message" if worker.plan.scenario == Scenario::Muc => receive_groupchat(worker, me, frame),
         "message" => receive_message(worker, me, frame, state),
         "presence" => receive_presence(worker, me, frame),
         "iq" => receive_answer(worker, me, frame, state),
@@ -672,15 +786,7 @@ fn receive_message(worker: &Worker, me: u64, frame: &client::Incoming, state: &m
         }
         return;
     }
-    let Some(rest) = text.split("<body>lg ").nth(1) else { return };
-    let mut fields = rest.split(' ');
-    let (Some(Ok(sender)), Some(Ok(sequence)), Some(Ok(sent_ns))) = (
-        fields.next().map(str::parse::<u64>),
-        fields.next().map(str::parse::<u64>),
-        fields.next().map(str::parse::<u64>),
-    ) else {
-        return;
-    };
+    let Some((sender, sequence, sent_ns)) = im::message_token(&text) else { return };
     let latency_us = now_ns().saturating_sub(sent_ns) / 1000;
     let mut seen = worker.seen.borrow_mut();
     let (highest, gaps) = seen.entry(me).or_default().entry(sender).or_insert((0, BTreeSet::new()));
@@ -766,6 +872,162 @@ fn receive_answer(worker: &Worker, me: u64, frame: &client::Incoming, state: &mu
     }
 }
 
+/// An occupant's life after login: join its room (the creator first, unlocking it; the others
+/// once their creator is done), then post on the timeline until the end. Err when the session
+/// died. Users outside the rooms just stay online.
+async fn occupy(
+    worker: &Worker,
+    user: u64,
+    session: &mut Session,
+    opener: Option<RoomOpener>,
+    mut actions: VecDeque<(u64, Planned)>,
+    state: &mut UserState,
+) -> Result<(), ()> {
+    let plan = &worker.plan;
+    let timeline = plan.muc_timeline();
+    let (Some(room), Some(join_ns)) = (plan.layout().room_of(user), timeline.join_ns(user)) else {
+        return hold(worker, user, session, plan.end_ns(), None, state).await;
+    };
+    sleep_until(join_ns).await;
+    if opener.is_none() {
+        let ready = worker.room_ready(room);
+        while !ready.get() {
+            glommio::timer::sleep(ROOM_READY_POLL).await;
+        }
+    }
+    let joined = join_room(worker, user, session, room).await;
+    drop(opener);
+    let now = now_ns();
+    let planned = actions.len() as u64;
+    match joined {
+        Joined::Yes => actions.retain(|(due, _)| *due >= now),
+        Joined::No => actions.clear(),
+        Joined::SessionLost => return Err(()),
+    }
+    worker.metrics.borrow_mut().counters.muc_posts_skipped += planned - actions.len() as u64;
+    hold(worker, user, session, plan.end_ns(), Some(Schedule::Planned(actions)), state).await
+}
+
+/// How often an occupant looks whether its room's creator is done.
+const ROOM_READY_POLL: Duration = Duration::from_millis(10);
+
+enum Joined {
+    Yes,
+    /// Refused, timed out or not unlocked: counted, the session goes on without posting.
+    No,
+    SessionLost,
+}
+
+/// XEP-0045 §7.2: sends the join presence and waits for our own presence back; a room just
+/// created (status 201, §10.1.1) is unlocked as an instant room (§10.1.2) before it counts.
+async fn join_room(worker: &Worker, user: u64, session: &mut Session, room: u64) -> Joined {
+    let plan = &worker.plan;
+    let room_jid = plan.room_jid(room);
+    let (nick, _) = user_name(plan, user);
+    let sent_ns = now_ns();
+    if session.send(muc::join_presence(&room_jid, &nick).as_bytes()).await.is_err() {
+        lost(worker, "send_failed");
+        return Joined::SessionLost;
+    }
+    let deadline = sent_ns + plan.timeout_ns;
+    let created = loop {
+        let frame = match session.next(Duration::from_nanos(deadline.saturating_sub(now_ns()))).await {
+            Ok(frame) => frame,
+            Err(error) if error.kind() == std::io::ErrorKind::TimedOut => return join_failed(worker, user, "muc_join_timeout", ""),
+            Err(error) => {
+                lost(worker, &format!("session_{}", error.kind()));
+                return Joined::SessionLost;
+            }
+        };
+        if frame.name != "presence" {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&frame.bytes);
+        match muc::join_answer(&text, &room_jid, &nick) {
+            Some(JoinAnswer::Joined { created }) => break created,
+            Some(JoinAnswer::Refused(condition)) => return join_failed(worker, user, &format!("muc_join_{condition}"), &text),
+            None => {}
+        }
+    };
+    metrics::record(&mut worker.metrics.borrow_mut().muc_join_us, now_ns().saturating_sub(sent_ns) / 1000);
+    if created {
+        worker.metrics.borrow_mut().counters.muc_rooms_created += 1;
+        let id = format!("unlock{room}");
+        if session.send(muc::unlock_iq(&room_jid, &id).as_bytes()).await.is_err() {
+            lost(worker, "send_failed");
+            return Joined::SessionLost;
+        }
+        let answer = loop {
+            match session.next(Duration::from_nanos(deadline.saturating_sub(now_ns()))).await {
+                Ok(frame) if frame.name == "iq" && frame.id.as_deref() == Some(id.as_str()) => break frame,
+                Ok(_) => {}
+                Err(error) if error.kind() == std::io::ErrorKind::TimedOut => return join_failed(worker, user, "muc_unlock_timeout", ""),
+                Err(error) => {
+                    lost(worker, &format!("session_{}", error.kind()));
+                    return Joined::SessionLost;
+                }
+            }
+        };
+        let text = String::from_utf8_lossy(&answer.bytes);
+        if answer.kind.as_deref() != Some("result") {
+            let condition = muc::error_condition(&text).unwrap_or_else(|| "undefined-condition".into());
+            return join_failed(worker, user, &format!("muc_unlock_{condition}"), &text);
+        }
+        worker.metrics.borrow_mut().counters.muc_rooms_unlocked += 1;
+    }
+    worker.muc.borrow_mut().joined(user);
+    let mut metrics = worker.metrics.borrow_mut();
+    metrics.counters.muc_joins_ok += 1;
+    if now_ns() > plan.phase_window_ns().0 {
+        metrics.counters.muc_joins_late += 1;
+    }
+    Joined::Yes
+}
+
+fn join_failed(worker: &Worker, user: u64, kind: &str, stanza: &str) -> Joined {
+    let mut metrics = worker.metrics.borrow_mut();
+    metrics.counters.muc_joins_failed += 1;
+    metrics.error(kind);
+    drop(metrics);
+    let excerpt: String = stanza.chars().take(300).collect();
+    tracing_stderr(&format!("user {user}: {kind} {excerpt}"));
+    Joined::No
+}
+
+/// Accounts for a message received in muc: a copy of a post (latency from its intended time,
+/// duplicates, the sender's own reflection apart), or an error bounced back.
+fn receive_groupchat(worker: &Worker, me: u64, frame: &client::Incoming) {
+    match frame.kind.as_deref() {
+        Some("groupchat") => {}
+        Some("error") => {
+            let text = String::from_utf8_lossy(&frame.bytes);
+            let condition = muc::error_condition(&text).unwrap_or_else(|| "undefined-condition".into());
+            let mut metrics = worker.metrics.borrow_mut();
+            metrics.counters.muc_message_errors += 1;
+            metrics.error(&format!("muc_message_{condition}"));
+            return;
+        }
+        _ => return,
+    }
+    let text = String::from_utf8_lossy(&frame.bytes);
+    let Some((sender, sequence, due_ns)) = muc::groupchat_token(&text) else { return };
+    let latency_us = now_ns().saturating_sub(due_ns) / 1000;
+    let kind = worker.muc.borrow_mut().copy(me, sender, sequence);
+    let mut metrics = worker.metrics.borrow_mut();
+    match kind {
+        CopyKind::Fresh => {
+            metrics.counters.muc_copies_received += 1;
+            metrics::record(&mut metrics.muc_copy_us, latency_us);
+        }
+        CopyKind::Reflection => {
+            metrics.counters.muc_reflections_received += 1;
+            metrics::record(&mut metrics.muc_reflection_us, latency_us);
+        }
+        CopyKind::Duplicate => metrics.counters.muc_copies_duplicated += 1,
+        CopyKind::Unexpected => metrics.counters.muc_copies_unexpected += 1,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -800,6 +1062,12 @@ mod tests {
             messages: 0,
             fill_rate: 100.0,
             page: 50,
+            rooms: 0,
+            occupants: 0,
+            interval_ns: 0,
+            muc_domain: "conference.localhost".into(),
+            join_rate: 100.0,
+            join_grace_ns: 1_000_000_000,
         }
     }
 
@@ -901,6 +1169,34 @@ mod tests {
         assert_eq!(actions.len(), 100);
         assert!(actions.iter().all(|(_, a)| matches!(a, Planned::ArchiveQuery { .. })));
         assert_eq!(p.phase_window_ns().0, p.chat_start_ns() + DRAIN_NS, "no filling phase to wait for");
+    }
+
+    #[test]
+    fn muc_workers_play_whole_rooms_and_post_rate_times_duration() {
+        // 5 rooms of 4, plus 2 users outside the rooms; 20 occupants posting every 2 s for
+        // 10 s: 100 posts.
+        let muc_plan = |worker| Plan { scenario: Scenario::Muc, rooms: 5, occupants: 4, interval_ns: 2_000_000_000, ..plan(22, 2, worker) };
+        let mut users = Vec::new();
+        let mut posts = 0;
+        for worker in 0..2 {
+            let p = muc_plan(worker);
+            let mine: Vec<u64> = p.my_users().collect();
+            for user in 1..=20 {
+                let room = p.layout().room_of(user).expect("room");
+                assert_eq!(mine.contains(&user), mine.contains(&p.layout().creator(room)), "user {user} is with its room's creator");
+            }
+            let actions = planned_actions(&p, &ContactGraph::new(22, 0).expect("graph"));
+            assert!(actions.keys().all(|u| mine.contains(u) && *u <= 20));
+            posts += actions.values().map(|a| a.len()).sum::<usize>();
+            assert!(actions.values().flatten().all(|(due, a)| *a == Planned::Groupchat && *due >= p.phase_window_ns().0));
+            users.extend(mine);
+        }
+        users.sort_unstable();
+        assert_eq!(users, (1..=22).collect::<Vec<_>>());
+        assert_eq!(posts, 100);
+        let p = muc_plan(0);
+        assert_eq!(p.room_jid(3), "loadgen-room-3@conference.localhost");
+        assert!(p.muc_timeline().join_ns(1).expect("due") >= p.chat_start_ns());
     }
 
     #[test]
