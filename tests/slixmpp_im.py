@@ -36,6 +36,7 @@ import ssl
 import sys
 
 import slixmpp
+from slixmpp.exceptions import IqError
 from slixmpp.xmlstream.handler import Callback
 from slixmpp.xmlstream.matcher import MatchXPath
 
@@ -195,24 +196,30 @@ def show(stanza):
     return str(stanza).replace("\n", "")
 
 
-class Scenario:
-    def __init__(self, host, port, cafile, domain, alice, alice_pw, bob, bob_pw, carol, carol_pw):
-        self.host, self.port, self.cafile = host, port, cafile
-        self.alice, self.bob, self.carol = (f"{u}@{domain}" for u in (alice, bob, carol))
-        self.passwords = {self.alice: alice_pw, self.bob: bob_pw, self.carol: carol_pw}
+def describe(error):
+    """repr of an exception, which for slixmpp's IqTimeout can itself raise."""
+    try:
+        return repr(error)
+    except Exception:  # noqa: BLE001 - a stanza that does not serialize
+        return type(error).__name__
+
+
+class Checks:
+    """What every scenario beside this file shares: its clients, and running and reporting
+    its checks one "ok: NAME" / "FAIL: NAME - why" line each."""
+
+    def __init__(self, host, port, cafile, domain):
+        self.host, self.port, self.cafile, self.domain = host, port, cafile, domain
         self.clients = []
         self.reported = []
+        self.failed = set()
         self.passed = 0
-
-    def client(self, full_jid, plugins=()):
-        bare = full_jid.split("/")[0]
-        client = Client(full_jid, self.passwords[bare], self.cafile, plugins)
-        self.clients.append(client)
-        return client
 
     def report(self, name, ok, detail=""):
         self.reported.append(name)
         self.passed += ok
+        if not ok:
+            self.failed.add(name)
         suffix = f" - {detail}" if detail else ""
         print(f"{'ok' if ok else 'FAIL'}: {name}{suffix}", flush=True)
 
@@ -222,10 +229,28 @@ class Scenario:
             self.report(name, True, detail or "")
         except CheckFailed as error:
             self.report(name, False, str(error))
+        except IqError as error:
+            self.report(name, False, f"error answer: {show(error.iq)}")
         except asyncio.TimeoutError:
             self.report(name, False, f"timed out after {timeout} s")
         except Exception as error:  # noqa: BLE001 - any failure of a step is that check's failure
-            self.report(name, False, repr(error))
+            self.report(name, False, describe(error))
+
+    async def close(self):
+        await close_clients(self.clients)
+
+
+class Scenario(Checks):
+    def __init__(self, host, port, cafile, domain, alice, alice_pw, bob, bob_pw, carol, carol_pw):
+        super().__init__(host, port, cafile, domain)
+        self.alice, self.bob, self.carol = (f"{u}@{domain}" for u in (alice, bob, carol))
+        self.passwords = {self.alice: alice_pw, self.bob: bob_pw, self.carol: carol_pw}
+
+    def client(self, full_jid, plugins=()):
+        bare = full_jid.split("/")[0]
+        client = Client(full_jid, self.passwords[bare], self.cafile, plugins)
+        self.clients.append(client)
+        return client
 
     async def run(self):
         self.one = self.client(f"{self.alice}/one", ("xep_0280", "xep_0313", "xep_0059"))
@@ -413,10 +438,6 @@ class Scenario:
         expect(not elsewhere, f"also delivered to bob/main: {elsewhere}")
         return f"previd {previd}"
 
-    async def close(self):
-        await close_clients(self.clients)
-
-
 async def close_clients(clients):
     """Disconnects every client still connected, waiting a little for each."""
     waits = [client.disconnect(wait=1.0) for client in clients if client.transport]
@@ -442,13 +463,11 @@ async def run_checks(scenario, checks, overall_timeout_s):
     return 1
 
 
-async def main(argv):
-    return await run_checks(Scenario(*argv), CHECKS, OVERALL_TIMEOUT_S)
-
-
-if __name__ == "__main__":
+def script_main(scenario_class, checks, overall_timeout_s, doc):
+    """The command line of a scenario script: ten arguments (HOST PORT CAFILE DOMAIN and three
+    accounts with their passwords), quiet logs, the exit status of `run_checks`."""
     if len(sys.argv) != 11:
-        print(__doc__.split("\n\n")[1], file=sys.stderr)
+        print(doc.split("\n\n")[1], file=sys.stderr)
         sys.exit(2)
     logging.basicConfig(level=logging.ERROR)
     # Unfinished slixmpp tasks at exit are noise, not failures.
@@ -456,4 +475,9 @@ if __name__ == "__main__":
     # slixmpp 1.8 empties its unacked queue when it sends <resume/>, then logs the server's
     # (correct) h in <resumed/> as "inconsistent sequence numbers".
     logging.getLogger("slixmpp.plugins.xep_0198.stream_management").setLevel(logging.CRITICAL)
-    sys.exit(asyncio.get_event_loop().run_until_complete(main(sys.argv[1:])))
+    scenario = scenario_class(*sys.argv[1:])
+    sys.exit(asyncio.get_event_loop().run_until_complete(run_checks(scenario, checks, overall_timeout_s)))
+
+
+if __name__ == "__main__":
+    script_main(Scenario, CHECKS, OVERALL_TIMEOUT_S, __doc__)

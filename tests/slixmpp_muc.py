@@ -48,18 +48,16 @@ receives is traced on stderr, prefixed with its JID. Run with Debian's /usr/bin/
 (python3-slixmpp).
 """
 import asyncio
-import logging
 import sys
 import uuid
 
 import slixmpp
-from slixmpp.exceptions import IqError
 
 # The client, its recording and the check runner are those of the IM scenario beside this file.
 sys.dont_write_bytecode = True
 from slixmpp_im import (  # noqa: E402
-    STEP_TIMEOUT_S, CheckFailed, Client, body, close_clients, expect, is_message, is_presence,
-    run_checks, show,
+    STEP_TIMEOUT_S, Client, body, Checks, expect, is_message, is_presence,
+    script_main, show,
 )
 
 OVERALL_TIMEOUT_S = 60
@@ -81,13 +79,6 @@ SUBJECT = "s1 the owner's new subject"
 INVITE_REASON = "come in, member"
 KICK_REASON = "k1 out you go"
 
-
-def describe(error):
-    """repr of an exception, which for slixmpp's IqTimeout can itself raise."""
-    try:
-        return repr(error)
-    except Exception:  # noqa: BLE001 - a stanza that does not serialize
-        return type(error).__name__
 
 
 def muc_x(stanza):
@@ -148,43 +139,18 @@ def got(client, since, kind=None):
     return "; ".join(show(s) for s in client.inbox[since:] if kind is None or kind(s)) or "nothing"
 
 
-class Scenario:
+class Scenario(Checks):
     def __init__(self, host, port, cafile, domain, owner, owner_pw, member, member_pw, participant, participant_pw):
-        self.host, self.port, self.cafile, self.domain = host, port, cafile, domain
+        super().__init__(host, port, cafile, domain)
         self.owner, self.member, self.participant = (f"{u}@{domain}" for u in (owner, member, participant))
         self.passwords = {self.owner: owner_pw, self.member: member_pw, self.participant: participant_pw}
         self.room = f"muc-{uuid.uuid4().hex[:10]}@conference.{domain}"
         self.nick = {n: f"{self.room}/{n}" for n in (OWNER_NICK, MEMBER_NICK, PARTICIPANT_NICK)}
-        self.clients = []
-        self.reported = []
-        self.failed = set()
-        self.passed = 0
 
     def client(self, full_jid, plugins=()):
         client = Client(full_jid, self.passwords[full_jid.split("/")[0]], self.cafile, plugins)
         self.clients.append(client)
         return client
-
-    def report(self, name, ok, detail=""):
-        self.reported.append(name)
-        self.passed += ok
-        if not ok:
-            self.failed.add(name)
-        suffix = f" - {detail}" if detail else ""
-        print(f"{'ok' if ok else 'FAIL'}: {name}{suffix}", flush=True)
-
-    async def check(self, name, step, timeout=20):
-        try:
-            detail = await asyncio.wait_for(step(), timeout)
-            self.report(name, True, detail or "")
-        except CheckFailed as error:
-            self.report(name, False, str(error))
-        except IqError as error:
-            self.report(name, False, f"error answer: {show(error.iq)}")
-        except asyncio.TimeoutError:
-            self.report(name, False, f"timed out after {timeout} s")
-        except Exception as error:  # noqa: BLE001 - any failure of a step is that check's failure
-            self.report(name, False, describe(error))
 
     async def run(self):
         plugins = ("xep_0004", "xep_0045")
@@ -427,19 +393,7 @@ class Scenario:
         expect(positions == sorted(positions), f"archive out of order: {bodies}")
         return f"{len(bodies)} messages"
 
-    async def close(self):
-        await close_clients(self.clients)
-
-
-async def main(argv):
-    return await run_checks(Scenario(*argv), CHECKS, OVERALL_TIMEOUT_S)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 11:
-        print(__doc__.split("\n\n")[1], file=sys.stderr)
-        sys.exit(2)
-    logging.basicConfig(level=logging.ERROR)
-    # Unfinished slixmpp tasks at exit are noise, not failures.
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    sys.exit(asyncio.get_event_loop().run_until_complete(main(sys.argv[1:])))
+    script_main(Scenario, CHECKS, OVERALL_TIMEOUT_S, __doc__)

@@ -52,8 +52,8 @@ from slixmpp.exceptions import IqError
 # The client, its recording and the check helpers are those of the IM scenario beside this file.
 sys.dont_write_bytecode = True
 from slixmpp_im import (  # noqa: E402
-    STEP_TIMEOUT_S, CheckFailed, Client, available_from, close_clients, expect, is_message, is_presence,
-    run_checks, show,
+    STEP_TIMEOUT_S, CheckFailed, Client, available_from, Checks, expect, is_message, is_presence,
+    script_main, show,
 )
 
 OVERALL_TIMEOUT_S = 60
@@ -154,28 +154,17 @@ def presence_with_status(bare, text):
     return lambda s: available_from(bare)(s) and s["status"] == text
 
 
-def describe(error):
-    """repr of an exception, which for slixmpp's IqTimeout can itself raise."""
-    try:
-        return repr(error)
-    except Exception:  # noqa: BLE001 - a stanza that does not serialize
-        return type(error).__name__
-
 
 def iq_condition(error):
     """The defined condition of an IqError's <error/>."""
     return error.iq["error"]["condition"]
 
 
-class Scenario:
+class Scenario(Checks):
     def __init__(self, host, port, cafile, domain, alice, alice_pw, bob, bob_pw, new, new_pw):
-        self.host, self.port, self.cafile, self.domain = host, port, cafile, domain
+        super().__init__(host, port, cafile, domain)
         self.alice, self.bob, self.new = (f"{u}@{domain}" for u in (alice, bob, new))
         self.passwords = {self.alice: alice_pw, self.bob: bob_pw, self.new: new_pw}
-        self.clients = []
-        self.reported = []
-        self.failed = set()
-        self.passed = 0
 
     def client(self, full_jid, plugins=(), password=None, register=False):
         password = password or self.passwords[full_jid.split("/")[0]]
@@ -187,27 +176,6 @@ class Scenario:
         client.auto_subscribe = True
         self.clients.append(client)
         return client
-
-    def report(self, name, ok, detail=""):
-        self.reported.append(name)
-        self.passed += ok
-        if not ok:
-            self.failed.add(name)
-        suffix = f" - {detail}" if detail else ""
-        print(f"{'ok' if ok else 'FAIL'}: {name}{suffix}", flush=True)
-
-    async def check(self, name, step, timeout=20):
-        try:
-            detail = await asyncio.wait_for(step(), timeout)
-            self.report(name, True, detail or "")
-        except CheckFailed as error:
-            self.report(name, False, str(error))
-        except IqError as error:
-            self.report(name, False, f"error answer: {show(error.iq)}")
-        except asyncio.TimeoutError:
-            self.report(name, False, f"timed out after {timeout} s")
-        except Exception as error:  # noqa: BLE001 - any failure of a step is that check's failure
-            self.report(name, False, describe(error))
 
     async def run(self):
         await self.check("ibr", self.ibr)
@@ -447,19 +415,7 @@ class Scenario:
                + "; ".join(show(s) for s in self.bobc.inbox[since_main:]))
         return None
 
-    async def close(self):
-        await close_clients(self.clients)
-
-
-async def main(argv):
-    return await run_checks(Scenario(*argv), CHECKS, OVERALL_TIMEOUT_S)
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 11:
-        print(__doc__.split("\n\n")[1], file=sys.stderr)
-        sys.exit(2)
-    logging.basicConfig(level=logging.ERROR)
-    # Unfinished slixmpp tasks at exit are noise, not failures.
-    logging.getLogger("asyncio").setLevel(logging.CRITICAL)
-    sys.exit(asyncio.get_event_loop().run_until_complete(main(sys.argv[1:])))
+    script_main(Scenario, CHECKS, OVERALL_TIMEOUT_S, __doc__)

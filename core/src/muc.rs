@@ -244,13 +244,7 @@ pub enum Out {
 impl Out {
     /// The bytes one recipient of a broadcast gets.
     pub fn addressed(bytes: &[u8], name_end: usize, to: &str) -> Vec<u8> {
-        let mut out = Vec::with_capacity(bytes.len() + to.len() + 8);
-        out.extend_from_slice(&bytes[..name_end]);
-        out.extend_from_slice(b" to='");
-        out.extend_from_slice(escape_attribute(to).as_bytes());
-        out.push(b'\'');
-        out.extend_from_slice(&bytes[name_end..]);
-        out
+        insert_attribute(bytes, name_end, "to", to)
     }
 }
 
@@ -1805,12 +1799,21 @@ fn presence_payload(stanza: &Element) -> String {
 /// Adds `from` to a stanza written without one, just after its element name.
 pub fn with_from(bytes: Vec<u8>, from: &str) -> Vec<u8> {
     let Some(name_end) = bytes.iter().position(|b| *b == b' ' || *b == b'>' || *b == b'/') else { return bytes };
-    let mut out = Vec::with_capacity(bytes.len() + from.len() + 10);
-    out.extend_from_slice(&bytes[..name_end]);
-    out.extend_from_slice(b" from='");
-    out.extend_from_slice(escape_attribute(from).as_bytes());
+    insert_attribute(&bytes, name_end, "from", from)
+}
+
+/// A copy of a serialised element with ` name='value'` (escaped) inserted at `at`, which is
+/// just after the element's name.
+fn insert_attribute(bytes: &[u8], at: usize, name: &str, value: &str) -> Vec<u8> {
+    let value = escape_attribute(value);
+    let mut out = Vec::with_capacity(bytes.len() + name.len() + value.len() + 4);
+    out.extend_from_slice(&bytes[..at]);
+    out.push(b' ');
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"='");
+    out.extend_from_slice(value.as_bytes());
     out.push(b'\'');
-    out.extend_from_slice(&bytes[name_end..]);
+    out.extend_from_slice(&bytes[at..]);
     out
 }
 

@@ -318,16 +318,21 @@ fn route_or_answer(shard: &mut Shard, me: &FullJid, kind: StanzaKind, stanza: &S
         }
         return;
     }
-    fx.envelopes.push(Envelope {
+    fx.envelopes.push(routed(me, to, kind, stanza));
+}
+
+/// A client's stanza on its way to `to`: the original bytes with only `from` stamped (RFC 6120
+/// §8.1.2.1), and the header fields routing needs.
+pub(crate) fn routed(me: &FullJid, to: Jid, kind: StanzaKind, stanza: &Stanza<'_>) -> Envelope {
+    Envelope {
         to,
-        from,
+        from: Jid::Full(me.clone()),
         kind,
-        stanza_type: stanza_type.map(Into::into),
-        id: id.map(Into::into),
-        // The original bytes with only `from` stamped (RFC 6120 §8.1.2.1).
+        stanza_type: stanza.kind.as_deref().map(Into::into),
+        id: stanza.id.as_deref().map(Into::into),
         bytes: stanza.with_from(me.as_str()),
         interest: None,
-    });
+    }
 }
 
 /// The server's own answers at the domain: ping, disco, version, time, uptime.

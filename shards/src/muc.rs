@@ -129,15 +129,7 @@ pub fn from_client(shard: &mut Shard, me: &FullJid, kind: StanzaKind, stanza: &S
             }
         }
     }
-    fx.envelopes.push(Envelope {
-        to,
-        from,
-        kind,
-        stanza_type: stanza_type.map(Into::into),
-        id: id.map(Into::into),
-        bytes: stanza.with_from(me.as_str()),
-        interest: None,
-    });
+    fx.envelopes.push(im::routed(me, to, kind, stanza));
 }
 
 /// The service's own JID: disco#info here, disco#items (the public rooms, gathered from every
@@ -344,9 +336,8 @@ fn route(shard: &ShardRef, room: &BareJid, out: Vec<Out>) -> Outgoing {
         if k == here {
             let bounces = deliver_to_sessions(&mut shard.borrow_mut(), delivery);
             routed.extend(bounces);
-        } else if let Err(error) = shared.inboxes[k].try_send(ShardMessage::Room(delivery)) {
-            // Shard code never waits on a peer (see dispatch_now).
-            tracing::warn!(shard = k, "peer inbox full or closed, room stanzas dropped: {error}");
+        } else {
+            shard::send_to_peer(shard, k, ShardMessage::Room(delivery));
         }
     }
     routed

@@ -233,6 +233,10 @@ pub struct Shard {
     /// Accounts with an admin change waiting for its commit.
     accounts_changing: std::collections::HashSet<String>,
     next_connection: u64,
+    /// Messages for each peer shard that found its inbox full, in order, bounded by
+    /// `PEER_OVERFLOW_MESSAGES_MAX`, and whether a task is handing them over (see
+    /// `send_to_peer`).
+    overflow: Vec<(std::collections::VecDeque<ShardMessage>, bool)>,
 }
 
 pub type ShardRef = Rc<RefCell<Shard>>;
@@ -243,6 +247,7 @@ pub type Outgoing = Vec<Envelope>;
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, opened: OpenedPartition) -> Shard {
         let OpenedPartition { database, accounts, items, archive_last, room_archives } = opened;
+        let shared_count = shared.shard_count();
         let accounts: HashMap<String, Account> = accounts.into_iter().map(|a| (a.user.clone(), a)).collect();
         // Rooms are owners named by a bare JID; accounts by a local part.
         let (room_items, mut items): (Vec<_>, Vec<_>) = items.into_iter().partition(|item| item.user.contains('@'));
@@ -267,6 +272,7 @@ impl Shard {
             registrations: HashMap::new(),
             accounts_changing: std::collections::HashSet::new(),
             next_connection: (id as u64) << 48,
+            overflow: (0..shared_count).map(|_| (std::collections::VecDeque::new(), false)).collect(),
         }
     }
 
@@ -566,8 +572,61 @@ pub fn dispatch_now(shard: &ShardRef, envelope: Envelope) {
         if home == shard.borrow().id {
             let replies = if room { crate::muc::deliver(shard, envelope) } else { shard.borrow_mut().deliver_local(envelope) };
             queue.extend(replies);
-        } else if let Err(error) = shared.inboxes[home].try_send(ShardMessage::Deliver(envelope)) {
-            tracing::warn!(shard = home, "peer inbox full or closed, reply dropped: {error}");
+        } else {
+            send_to_peer(shard, home, ShardMessage::Deliver(envelope));
         }
     }
+}
+
+/// Messages one shard holds for a peer whose inbox was full, beyond which they are dropped
+/// with a warning. Shard code never waits on a peer (two shards waiting on each other's full
+/// inboxes would deadlock), but a burst — thousands of sessions ending at once, each telling
+/// its rooms and contacts — must not lose what it sends while clients keep the peer's inbox
+/// full: it waits here, in order, and a task hands it over as room frees up.
+pub const PEER_OVERFLOW_MESSAGES_MAX: usize = 16_384;
+
+/// Sends a message to a peer shard from code that must not wait: straight into its inbox
+/// when there is room and nothing is waiting before it, else queued in order (bounded) for
+/// the one task per peer that waits for room.
+pub fn send_to_peer(shard: &ShardRef, peer: usize, message: ShardMessage) {
+    let inbox = {
+        let mut state = shard.borrow_mut();
+        let inbox = state.shared.inboxes[peer].clone();
+        let (queue, draining) = &mut state.overflow[peer];
+        if *draining {
+            // Behind what already waits, to keep the order.
+            if queue.len() >= PEER_OVERFLOW_MESSAGES_MAX {
+                tracing::warn!(shard = peer, "peer inbox full and overflow at its bound, message dropped");
+            } else {
+                queue.push_back(message);
+            }
+            return;
+        }
+        match inbox.try_send(message) {
+            Ok(()) => return,
+            Err(async_channel::TrySendError::Closed(_)) => {
+                tracing::warn!(shard = peer, "peer inbox closed, message dropped");
+                return;
+            }
+            Err(async_channel::TrySendError::Full(message)) => {
+                queue.push_back(message);
+                *draining = true;
+            }
+        }
+        inbox
+    };
+    let shard = shard.clone();
+    glommio::spawn_local(async move {
+        loop {
+            let next = shard.borrow_mut().overflow[peer].0.pop_front();
+            let Some(message) = next else { break };
+            if inbox.send(message).await.is_err() {
+                shard.borrow_mut().overflow[peer].0.clear();
+                break;
+            }
+        }
+        // Nothing was queued between the last pop and here (no await in between).
+        shard.borrow_mut().overflow[peer].1 = false;
+    })
+    .detach();
 }
