@@ -13,48 +13,31 @@ side-by-side table of every run (`confab-loadgen compare`).
 
 import json
 import pathlib
-import platform
-import re
-import subprocess
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from summary_common import Headline, compare_tables, fmt, load, machine, servers_of  # noqa: E402
 
 SCENARIOS = ["roster", "presence", "mam", "mixed"]
 
 
-def load(directory):
-    runs = {}
-    for path in sorted(directory.glob("*.json")):
-        match = re.fullmatch(r"(roster|presence|mam|mixed)-(\d+)-(\w+)\.json", path.name)
-        if match:
-            scenario, number, server = match.groups()
-            runs[(scenario, int(number), server)] = (path, json.loads(path.read_text()))
-    return runs
 
 
-def fmt(v):
-    if v is None:
-        return "–"
-    if isinstance(v, int) or float(v).is_integer():
-        return f"{int(v):,}"
-    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
 
 
 def main():
     directory = pathlib.Path(sys.argv[1])
     loadgen = sys.argv[2] if len(sys.argv) > 2 else "target/release/confab-loadgen"
-    runs = load(directory)
-    servers = sorted({server for (_, _, server) in runs}, key=lambda s: (s != "confab", s))
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    cores = len([line for line in open("/proc/cpuinfo") if line.startswith("processor")])
+    runs = load(directory, "roster|presence|mam|mixed")
+    servers = servers_of(runs)
+    where, mechanism = machine(runs)
     any_run = next(iter(runs.values()))[1] if runs else {}
-    mechanism = re.search(r"--mechanism (\S+)", any_run.get("command", ""))
     users = any_run.get("users", "?")
     contacts = any_run.get("contacts", "?")
     out = [f"# IM benchmarks: Confab vs ejabberd 23.01, side by side ({directory.name})", ""]
     out.append(
-        f"git {sha}; {cores} cores ({cpu}); {platform.system()} {platform.release()}; the load generator runs on "
-        f"the same cores. Both servers over STARTTLS with {mechanism.group(1) if mechanism else '?'}, {users} accounts, "
+        f"{where}; the load generator runs on "
+        f"the same cores. Both servers over STARTTLS with {mechanism}, {users} accounts, "
         f"each with {contacts} mutual contacts (a ring: the {contacts // 2 if isinstance(contacts, int) else '?'} nearest "
         "accounts on either side), provisioned through each server's admin API (`register`, then `add_rosteritem` "
         "for both directions with subs=both). Both servers archive every message (Confab's archive; ejabberd's "
@@ -68,26 +51,8 @@ def main():
     out.append("")
     out.append("## Headline")
     out.append("")
-    ratio_heads = "".join(f" ratio {s}/{servers[0]} |" for s in servers[1:])
-    out.append("| figure | " + " | ".join(servers) + " |" + ratio_heads)
-    out.append("|---" * (1 + 2 * len(servers) - 1) + "|")
-
-    def row(name, values):
-        cells = [fmt(v) for v in values]
-        ratios = []
-        for v in values[1:]:
-            if values[0] in (None, 0) or v is None:
-                ratios.append("–")
-            else:
-                ratios.append(f"{v / values[0]:.1f}×")
-        out.append(f"| {name} | " + " | ".join(cells) + " |" + "".join(f" {r} |" for r in ratios))
-
-    def get(scenario, number, server, pick):
-        entry = runs.get((scenario, number, server))
-        return pick(entry[1]) if entry else None
-
-    def numbers(scenario):
-        return sorted({n for (s, n, _) in runs if s == scenario})
+    headline = Headline(out, runs, servers)
+    row, get, numbers = headline.row, headline.get, headline.numbers
 
     for n in numbers("roster"):
         label = f"login with a {n}-contact roster"
@@ -146,13 +111,8 @@ def main():
     out.append("## Every run")
     out.append("")
     units = {"roster": "contacts", "presence": "changes/s", "mam": "queries/s", "mixed": "events/s"}
-    for scenario, number in sorted({(s, n) for (s, n, _) in runs}, key=lambda k: (SCENARIOS.index(k[0]), k[1])):
-        files = [str(runs[(scenario, number, s)][0]) for s in servers if (scenario, number, s) in runs]
-        out.append(f"### {scenario} at {number:,} {units[scenario]}")
-        out.append("")
-        table = subprocess.run([loadgen, "compare", *files], capture_output=True, text=True)
-        out.append(table.stdout.strip() if table.returncode == 0 else f"(compare failed: {table.stderr.strip()})")
-        out.append("")
+    steps = sorted({(s, n) for (s, n, _) in runs}, key=lambda k: (SCENARIOS.index(k[0]), k[1]))
+    compare_tables(out, loadgen, runs, servers, steps, lambda scenario, number: f"{scenario} at {number:,} {units[scenario]}")
     (directory / "README.md").write_text("\n".join(out) + "\n")
     print(f"wrote {directory / 'README.md'}")
 

@@ -13,46 +13,29 @@ errors), then the side-by-side table of every run (`confab-loadgen compare`).
 
 import json
 import pathlib
-import platform
-import re
-import subprocess
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from summary_common import Headline, compare_tables, fmt, load, machine, servers_of  # noqa: E402
 
 KINDS = ["fanout", "rooms"]
 
 
-def load(directory):
-    runs = {}
-    for path in sorted(directory.glob("*.json")):
-        match = re.fullmatch(r"muc-(fanout|rooms)-(\d+)-(\w+)\.json", path.name)
-        if match:
-            kind, number, server = match.groups()
-            runs[(kind, int(number), server)] = (path, json.loads(path.read_text()))
-    return runs
 
 
-def fmt(v):
-    if v is None:
-        return "–"
-    if isinstance(v, int) or float(v).is_integer():
-        return f"{int(v):,}"
-    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
 
 
 def main():
     directory = pathlib.Path(sys.argv[1])
     loadgen = sys.argv[2] if len(sys.argv) > 2 else "target/release/confab-loadgen"
-    runs = load(directory)
-    servers = sorted({server for (_, _, server) in runs}, key=lambda s: (s != "confab", s))
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    cores = len([line for line in open("/proc/cpuinfo") if line.startswith("processor")])
+    runs = load(directory, "fanout|rooms", prefix="muc-")
+    servers = servers_of(runs)
+    where, mechanism = machine(runs)
     any_run = next(iter(runs.values()))[1] if runs else {}
-    mechanism = re.search(r"--mechanism (\S+)", any_run.get("command", ""))
     out = [f"# Multi-user chat (XEP-0045): {' vs '.join(servers) or 'no runs'}, side by side ({directory.name})", ""]
     out.append(
-        f"git {sha}; {cores} cores ({cpu}); {platform.system()} {platform.release()}; the load generator runs on "
-        f"the same cores. Every server over STARTTLS with {mechanism.group(1) if mechanism else '?'}; accounts "
+        f"{where}; the load generator runs on "
+        f"the same cores. Every server over STARTTLS with {mechanism}; accounts "
         "provisioned through each server's admin API (`register`). Occupant i of room r is user r × occupants + i + 1 "
         "with its username as nick; each room's first occupant creates it (and unlocks it as an instant room when "
         "the service answers status 201), then the others join, asking for no history; then every occupant posts "
@@ -68,26 +51,8 @@ def main():
     out.append("")
     out.append("## Headline")
     out.append("")
-    ratio_heads = "".join(f" ratio {s}/{servers[0]} |" for s in servers[1:])
-    out.append("| figure | " + " | ".join(servers) + " |" + ratio_heads)
-    out.append("|---" * (1 + 2 * len(servers) - 1) + "|")
-
-    def row(name, values):
-        cells = [fmt(v) for v in values]
-        ratios = []
-        for v in values[1:]:
-            if values[0] in (None, 0) or v is None:
-                ratios.append("–")
-            else:
-                ratios.append(f"{v / values[0]:.1f}×")
-        out.append(f"| {name} | " + " | ".join(cells) + " |" + "".join(f" {r} |" for r in ratios))
-
-    def get(kind, number, server, pick):
-        entry = runs.get((kind, number, server))
-        return pick(entry[1]) if entry else None
-
-    def numbers(kind):
-        return sorted({n for (k, n, _) in runs if k == kind})
+    headline = Headline(out, runs, servers)
+    row, get, numbers = headline.row, headline.get, headline.numbers
 
     for n in numbers("fanout"):
         rate = get("fanout", n, servers[0], lambda r: r["muc_messages_per_s"])
@@ -134,14 +99,9 @@ def main():
     out.append("")
     out.append("## Every run")
     out.append("")
-    for kind, number in sorted({(k, n) for (k, n, _) in runs}, key=lambda k: (KINDS.index(k[0]), k[1])):
-        files = [str(runs[(kind, number, s)][0]) for s in servers if (kind, number, s) in runs]
-        heading = f"fan-out: one room of {number:,}" if kind == "fanout" else f"rooms at {number:,} posts/s"
-        out.append(f"### {heading}")
-        out.append("")
-        table = subprocess.run([loadgen, "compare", *files], capture_output=True, text=True)
-        out.append(table.stdout.strip() if table.returncode == 0 else f"(compare failed: {table.stderr.strip()})")
-        out.append("")
+    steps = sorted({(k, n) for (k, n, _) in runs}, key=lambda k: (KINDS.index(k[0]), k[1]))
+    compare_tables(out, loadgen, runs, servers, steps,
+                   lambda kind, number: f"fan-out: one room of {number:,}" if kind == "fanout" else f"rooms at {number:,} posts/s")
     (directory / "README.md").write_text("\n".join(out) + "\n")
     print(f"wrote {directory / 'README.md'}")
 

@@ -11,25 +11,16 @@ Memory per session is recomputed from each run's timeline: the median RSS over t
 taken while the peak number of sessions was held, minus the RSS before the run.
 """
 
-import json
 import pathlib
-import platform
-import re
-import subprocess
 import sys
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+from summary_common import compare_tables, load, machine, servers_of  # noqa: E402
 
 LOGIN_P99_MS = 100.0
 CHAT_P99_MS = 10.0
 
 
-def load(directory):
-    runs = {}
-    for path in sorted(directory.glob("*.json")):
-        match = re.fullmatch(r"(login|chat|idle|storm)-(\d+)-(\w+)\.json", path.name)
-        if match:
-            scenario, number, server = match.groups()
-            runs[(scenario, int(number), server)] = (path, json.loads(path.read_text()))
-    return runs
 
 
 def steady_bytes_per_session(run):
@@ -59,16 +50,12 @@ def best(runs, server, scenario, ok):
 def main():
     directory = pathlib.Path(sys.argv[1])
     loadgen = sys.argv[2] if len(sys.argv) > 2 else "target/release/confab-loadgen"
-    runs = load(directory)
-    servers = sorted({server for (_, _, server) in runs}, key=lambda s: (s != "confab", s))
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
-    cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?")
-    cores = len([line for line in open("/proc/cpuinfo") if line.startswith("processor")])
-    any_run = next(iter(runs.values()))[1] if runs else {}
-    mechanism = re.search(r"--mechanism (\S+)", any_run.get("command", "")) if any_run else None
+    runs = load(directory, "login|chat|idle|storm")
+    servers = servers_of(runs)
+    where, mechanism = machine(runs)
     out = [f"# Confab vs ejabberd 23.01, side by side ({directory.name})", ""]
-    out.append(f"git {sha}; {cores} cores ({cpu}); {platform.system()} {platform.release()}; the load generator "
-               f"runs on the same cores. Both servers over STARTTLS with {mechanism.group(1) if mechanism else '?'}, "
+    out.append(f"{where}; the load generator "
+               f"runs on the same cores. Both servers over STARTTLS with {mechanism}, "
                "accounts provisioned through each server's /api/register. ejabberd runs "
                "`../shared/anchors/ejabberd-bench.yml` (shapers off, MAM archiving every message); Confab archives "
                "every 1:1 message on both sides too (XEP-0313, since git e1f102f; runs before that had no archive).")
@@ -126,14 +113,8 @@ def main():
     out.append("## Every step")
     out.append("")
     steps = sorted({(s, n) for (s, n, _) in runs}, key=lambda k: (["login", "chat", "idle", "storm"].index(k[0]), k[1]))
-    for scenario, number in steps:
-        files = [str(runs[(scenario, number, s)][0]) for s in servers if (scenario, number, s) in runs]
-        unit = "sessions" if scenario == "idle" else ("messages/s" if scenario == "chat" else "logins/s")
-        out.append(f"### {scenario} at {number:,} {unit}")
-        out.append("")
-        table = subprocess.run([loadgen, "compare", *files], capture_output=True, text=True)
-        out.append(table.stdout.strip() if table.returncode == 0 else f"(compare failed: {table.stderr.strip()})")
-        out.append("")
+    units = {"idle": "sessions", "chat": "messages/s"}
+    compare_tables(out, loadgen, runs, servers, steps, lambda scenario, number: f"{scenario} at {number:,} {units.get(scenario, 'logins/s')}")
     (directory / "README.md").write_text("\n".join(out) + "\n")
     print(f"wrote {directory / 'README.md'}")
 

@@ -601,7 +601,7 @@ impl Room {
             let own = occupant.sessions.contains(to);
             let codes: &[u16] = if own { &[status::NICK_CHANGED, status::SELF] } else { &[status::NICK_CHANGED] };
             let show = own || self.sees_jids(to);
-            let bytes = self.presence_bytes_with(current, &occupant, to, show, codes, true, Some(new), None);
+            let bytes = addressed_presence(self.presence_template(current, &occupant, show, codes, true, Some(new), None), to);
             output.out.push(Out::Session { to: to.clone(), bytes, leaves: false });
         }
         occupant.payload = presence_payload(stanza);
@@ -630,7 +630,7 @@ impl Room {
         if !occupant.sessions.is_empty() {
             // Another resource keeps the nick: only this session hears it left.
             let occupant = &self.occupants[&nick];
-            let bytes = self.presence_bytes_with(&nick, occupant, from, true, &[status::SELF], true, None, Some(removal));
+            let bytes = addressed_presence(self.presence_template(&nick, occupant, true, &[status::SELF], true, None, Some(removal)), from);
             output.out.push(Out::Session { to: from.clone(), bytes, leaves: true });
             return;
         }
@@ -655,7 +655,7 @@ impl Room {
         let mut own = code.clone();
         own.push(status::SELF);
         for to in &occupant.sessions {
-            let bytes = self.presence_bytes_with(nick, &occupant, to, true, &own, true, None, Some(removal));
+            let bytes = addressed_presence(self.presence_template(nick, &occupant, true, &own, true, None, Some(removal)), to);
             output.out.push(Out::Session { to: to.clone(), bytes, leaves: true });
         }
         self.broadcast_variants(nick, &occupant, &code, true, Some(removal), &[], output);
@@ -670,7 +670,7 @@ impl Room {
     fn broadcast_presence(&self, nick: &str, own: &[u16], removal: Option<Removal<'_>>, output: &mut Output) {
         let Some(occupant) = self.occupants.get(nick) else { return };
         for to in &occupant.sessions {
-            let bytes = self.presence_bytes_with(nick, occupant, to, true, own, false, None, removal);
+            let bytes = addressed_presence(self.presence_template(nick, occupant, true, own, false, None, removal), to);
             output.out.push(Out::Session { to: to.clone(), bytes, leaves: false });
         }
         self.broadcast_variants(nick, occupant, &[], false, removal, &occupant.sessions, output);
@@ -714,23 +714,7 @@ impl Room {
     }
 
     fn presence_bytes(&self, nick: &str, occupant: &Occupant, to: &FullJid, show_jid: bool, codes: &[u16], removal: Option<Removal<'_>>) -> Vec<u8> {
-        self.presence_bytes_with(nick, occupant, to, show_jid, codes, false, None, removal)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn presence_bytes_with(
-        &self,
-        nick: &str,
-        occupant: &Occupant,
-        to: &FullJid,
-        show_jid: bool,
-        codes: &[u16],
-        unavailable: bool,
-        new_nick: Option<&str>,
-        removal: Option<Removal<'_>>,
-    ) -> Vec<u8> {
-        let template = self.presence_template(nick, occupant, show_jid, codes, unavailable, new_nick, removal);
-        Out::addressed(&template, "<presence".len(), to.as_str())
+        addressed_presence(self.presence_template(nick, occupant, show_jid, codes, false, None, removal), to)
     }
 
     /// `<presence from='room/nick'>payload<x muc#user><item …/><status …/></x></presence>`,
@@ -1794,6 +1778,11 @@ fn presence_payload(stanza: &Element) -> String {
     // Children in jabber:client were serialised with their namespace declared (they are top
     // level in `to_xml`); inside the presence that declaration is the default anyway.
     payload.replace(" xmlns='jabber:client'", "")
+}
+
+/// A room presence built without `to`, addressed to one session.
+fn addressed_presence(template: Vec<u8>, to: &FullJid) -> Vec<u8> {
+    Out::addressed(&template, "<presence".len(), to.as_str())
 }
 
 /// Adds `from` to a stanza written without one, just after its element name.
