@@ -495,9 +495,10 @@ impl Room {
                     output.out.push(Out::Session { to: from.clone(), bytes, leaves: false });
                 }
             }
-            let occupant = &self.occupants[nick];
-            let bytes = self.presence_bytes(nick, occupant, from, true, &[status::SELF], None);
-            output.out.push(Out::Session { to: from.clone(), bytes, leaves: false });
+            if let Some(occupant) = self.occupants.get(nick) {
+                let bytes = self.presence_bytes(nick, occupant, from, true, &[status::SELF], None);
+                output.out.push(Out::Session { to: from.clone(), bytes, leaves: false });
+            }
         } else {
             let role = self.default_role(affiliation);
             let occupant = Occupant { real, sessions: vec![from.clone()], role, payload, tokens: f64::MAX, refilled_ms: now_ms };
@@ -629,7 +630,7 @@ impl Room {
         occupant.sessions.retain(|s| s != from);
         if !occupant.sessions.is_empty() {
             // Another resource keeps the nick: only this session hears it left.
-            let occupant = &self.occupants[&nick];
+            let Some(occupant) = self.occupants.get(&nick) else { return };
             let bytes = addressed_presence(self.presence_template(&nick, occupant, true, &[status::SELF], true, None, Some(removal)), from);
             output.out.push(Out::Session { to: from.clone(), bytes, leaves: true });
             return;
@@ -804,7 +805,8 @@ impl Room {
             self.error(output, from, None, stanza, refuse("not-acceptable", "cancel"));
             return;
         };
-        let role = self.occupants[&nick].role;
+        // `nicks` and `occupants` change together, so the nick names an occupant.
+        let Some(role) = self.occupants.get(&nick).map(|o| o.role) else { return };
         let subject = stanza.child("subject", crate::stream::CLIENT_NAMESPACE);
         let body = stanza.child("body", crate::stream::CLIENT_NAMESPACE);
         if let (Some(subject), None) = (subject, body) {
@@ -932,7 +934,7 @@ impl Room {
             self.error(output, from, Some(to_nick), stanza, refuse("not-acceptable", "cancel"));
             return;
         };
-        let role = self.occupants[&nick].role;
+        let Some(role) = self.occupants.get(&nick).map(|o| o.role) else { return };
         let allowed = match self.config.allow_pm {
             PmPolicy::Anyone => true,
             PmPolicy::Participants => role >= Role::Participant,
