@@ -37,7 +37,7 @@ pub const RSM_NAMESPACE: &str = "http://jabber.org/protocol/rsm";
 /// XEP-0297 Stanza Forwarding.
 pub const FORWARD_NAMESPACE: &str = "urn:xmpp:forward:0";
 /// XEP-0004 Data Forms.
-pub const DATA_FORMS_NAMESPACE: &str = "jabber:x:data";
+pub use crate::forms::DATA_FORMS_NAMESPACE;
 
 /// Page size when the client gives no RSM `<max/>`.
 pub const ARCHIVE_PAGE_DEFAULT: usize = 50;

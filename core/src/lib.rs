@@ -8,6 +8,7 @@
 pub mod archive;
 pub mod blocking;
 pub mod carbons;
+pub mod forms;
 pub mod framer;
 pub mod jid;
 pub mod limits;

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, VecDeque};
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::archive::{ArchiveQuery, ArchivedMessage, MAM_NAMESPACE};
+use crate::forms::{boolean_value, field, option, parse_boolean};
 use crate::jid::{BareJid, FullJid, Jid};
 use crate::records::{ItemKind, Record};
 use crate::routing::{iq_result, StanzaKind, DISCO_INFO_NAMESPACE, DISCO_ITEMS_NAMESPACE, PING_NAMESPACE, STANZAS_NAMESPACE};
@@ -33,7 +34,7 @@ pub const ROOMCONFIG_FORM: &str = "http://jabber.org/protocol/muc#roomconfig";
 pub const ROOMINFO_FORM: &str = "http://jabber.org/protocol/muc#roominfo";
 /// XEP-0249 direct invitations (routed between users; the service only advertises nothing).
 pub const CONFERENCE_NAMESPACE: &str = "jabber:x:conference";
-pub const DATA_FORMS_NAMESPACE: &str = "jabber:x:data";
+pub use crate::forms::DATA_FORMS_NAMESPACE;
 pub const STANZA_ID_NAMESPACE: &str = "urn:xmpp:sid:0";
 const VCARD_NAMESPACE: &str = "vcard-temp";
 
@@ -1172,7 +1173,7 @@ impl Room {
             .with_child(field("muc#roominfo_description", None, Some("Description"), &[&config.description]))
             .with_child(field("muc#roominfo_subject", None, Some("Subject"), &[&config.subject]))
             .with_child(field("muc#roominfo_occupants", None, Some("Number of occupants"), &[&self.occupants.len().to_string()]))
-            .with_child(field("muc#roomconfig_changesubject", None, Some("Occupants may change the subject"), &[bool_value(config.change_subject)]));
+            .with_child(field("muc#roomconfig_changesubject", None, Some("Occupants may change the subject"), &[boolean_value(config.change_subject)]));
         query.with_child(form)
     }
 
@@ -1410,7 +1411,7 @@ impl Room {
             let Some(var) = field.attribute("var") else { continue };
             let values: Vec<String> = field.elements().filter(|e| e.name == "value").map(Element::text).collect();
             let value = values.first().map(String::as_str).unwrap_or("");
-            let flag = || parse_bool(value).ok_or(refuse("not-acceptable", "modify"));
+            let flag = || parse_boolean(value).ok_or(refuse("not-acceptable", "modify"));
             let text = || truncate(value, ROOM_TEXT_BYTES_MAX);
             match var {
                 "FORM_TYPE" if value != ROOMCONFIG_FORM => return Err(refuse("bad-request", "modify")),
@@ -1564,29 +1565,30 @@ impl Room {
             .with_child(field("FORM_TYPE", Some("hidden"), None, &[ROOMCONFIG_FORM]))
             .with_child(field("muc#roomconfig_roomname", Some("text-single"), Some("Name"), &[&config.name]))
             .with_child(field("muc#roomconfig_roomdesc", Some("text-single"), Some("Description"), &[&config.description]))
-            .with_child(field("muc#roomconfig_persistentroom", Some("boolean"), Some("Persistent"), &[bool_value(config.persistent)]))
-            .with_child(field("muc#roomconfig_publicroom", Some("boolean"), Some("Listed in the directory"), &[bool_value(config.public)]))
-            .with_child(field("muc#roomconfig_membersonly", Some("boolean"), Some("Members only"), &[bool_value(config.members_only)]))
-            .with_child(field("muc#roomconfig_moderatedroom", Some("boolean"), Some("Moderated"), &[bool_value(config.moderated)]))
-            .with_child(field("muc#roomconfig_passwordprotectedroom", Some("boolean"), Some("Password required"), &[bool_value(config.password.is_some())]))
+            .with_child(field("muc#roomconfig_persistentroom", Some("boolean"), Some("Persistent"), &[boolean_value(config.persistent)]))
+            .with_child(field("muc#roomconfig_publicroom", Some("boolean"), Some("Listed in the directory"), &[boolean_value(config.public)]))
+            .with_child(field("muc#roomconfig_membersonly", Some("boolean"), Some("Members only"), &[boolean_value(config.members_only)]))
+            .with_child(field("muc#roomconfig_moderatedroom", Some("boolean"), Some("Moderated"), &[boolean_value(config.moderated)]))
+            .with_child(field("muc#roomconfig_passwordprotectedroom", Some("boolean"), Some("Password required"), &[boolean_value(config.password.is_some())]))
             .with_child(field("muc#roomconfig_roomsecret", Some("text-private"), Some("Password"), &[config.password.as_deref().unwrap_or("")]))
-            .with_child(field("muc#roomconfig_enablelogging", Some("boolean"), Some("Archive messages"), &[bool_value(config.logging)]))
-            .with_child(field("muc#roomconfig_changesubject", Some("boolean"), Some("Participants may change the subject"), &[bool_value(config.change_subject)]))
-            .with_child(field("muc#roomconfig_allowinvites", Some("boolean"), Some("Members may invite"), &[bool_value(config.allow_invites)]));
+            .with_child(field("muc#roomconfig_enablelogging", Some("boolean"), Some("Archive messages"), &[boolean_value(config.logging)]))
+            .with_child(field("muc#roomconfig_changesubject", Some("boolean"), Some("Participants may change the subject"), &[boolean_value(config.change_subject)]))
+            .with_child(field("muc#roomconfig_allowinvites", Some("boolean"), Some("Members may invite"), &[boolean_value(config.allow_invites)]));
         let mut whois = field("muc#roomconfig_whois", Some("list-single"), Some("Who may see real JIDs"), &[if config.whois_anyone { "anyone" } else { "moderators" }]);
-        for option in ["moderators", "anyone"] {
-            whois = whois.with_child(option_element(option));
+        for choice in ["moderators", "anyone"] {
+            whois = whois.with_child(option(choice));
         }
         let mut allow_pm = field("muc#roomconfig_allowpm", Some("list-single"), Some("Who may send private messages"), &[config.allow_pm.name()]);
-        for option in ["anyone", "participants", "moderators", "none"] {
-            allow_pm = allow_pm.with_child(option_element(option));
+        for choice in ["anyone", "participants", "moderators", "none"] {
+            allow_pm = allow_pm.with_child(option(choice));
         }
         let mut max = field("muc#roomconfig_maxusers", Some("list-single"), Some("Maximum occupants"), &[&max_users]);
-        for option in [10u32, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000].into_iter().filter(|n| *n <= settings.max_users) {
-            max = max.with_child(option_element(&option.to_string()));
+        const CHOICES: [u32; 10] = [10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000];
+        for choice in CHOICES.into_iter().filter(|n| *n <= settings.max_users) {
+            max = max.with_child(option(&choice.to_string()));
         }
-        if ![10u32, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000].contains(&settings.max_users) {
-            max = max.with_child(option_element(&settings.max_users.to_string()));
+        if !CHOICES.contains(&settings.max_users) {
+            max = max.with_child(option(&settings.max_users.to_string()));
         }
         form = form
             .with_child(whois)
@@ -1806,41 +1808,6 @@ fn insert_attribute(bytes: &[u8], at: usize, name: &str, value: &str) -> Vec<u8>
     out.push(b'\'');
     out.extend_from_slice(&bytes[at..]);
     out
-}
-
-fn field(var: &str, kind: Option<&str>, label: Option<&str>, values: &[&str]) -> Element {
-    let mut element = Element::new("field", DATA_FORMS_NAMESPACE).with_attribute("var", var);
-    if let Some(kind) = kind {
-        element.set_attribute("type", kind);
-    }
-    if let Some(label) = label {
-        element.set_attribute("label", label);
-    }
-    for value in values {
-        element = element.with_child(Element::new("value", DATA_FORMS_NAMESPACE).with_text(value));
-    }
-    element
-}
-
-fn option_element(value: &str) -> Element {
-    Element::new("option", DATA_FORMS_NAMESPACE).with_child(Element::new("value", DATA_FORMS_NAMESPACE).with_text(value))
-}
-
-fn bool_value(value: bool) -> &'static str {
-    if value {
-        "1"
-    } else {
-        "0"
-    }
-}
-
-/// XEP-0004 §3.3 boolean: "0"/"1"/"false"/"true".
-fn parse_bool(value: &str) -> Option<bool> {
-    match value {
-        "1" | "true" => Some(true),
-        "0" | "false" => Some(false),
-        _ => None,
-    }
 }
 
 fn truncate(text: &str, max: usize) -> String {

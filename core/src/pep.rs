@@ -30,7 +30,7 @@ use base64::Engine as _;
 use rkyv::{Archive, Deserialize, Serialize};
 use sha1::{Digest, Sha1};
 
-use crate::archive::DATA_FORMS_NAMESPACE;
+use crate::forms::{parse_boolean, DATA_FORMS_NAMESPACE};
 use crate::framer::parse_element;
 use crate::jid::{Jid, JID_PART_BYTES_MAX};
 use crate::limits::STANZA_BYTES_MAX;
@@ -1149,15 +1149,6 @@ fn finish_groups(config: &mut NodeConfig, groups: Option<Vec<String>>) {
         groups.sort_unstable();
         groups.dedup();
         config.roster_groups_allowed = groups;
-    }
-}
-
-/// An XML Schema boolean (XEP-0004 §3.3 `boolean`, XEP-0060 `notify`).
-fn parse_boolean(value: &str) -> Option<bool> {
-    match value.trim() {
-        "1" | "true" => Some(true),
-        "0" | "false" => Some(false),
-        _ => None,
     }
 }
 

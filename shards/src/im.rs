@@ -213,6 +213,12 @@ fn presence_envelope(to: Jid, from: Jid, stanza_type: Option<&str>, bytes: Vec<u
     Envelope { to, from, kind: StanzaKind::Presence, stanza_type: stanza_type.map(Into::into), id: None, bytes, interest: None }
 }
 
+/// A payload-less presence of `stanza_type` from `from` to `to`, ready to route.
+pub(crate) fn typed_presence(stanza_type: &str, from: Jid, to: Jid) -> Envelope {
+    let bytes = presence_bytes(stanza_type, from.as_str(), to.as_str());
+    presence_envelope(to, from, Some(stanza_type), bytes)
+}
+
 /// The bytes of an unavailable presence from `from` (RFC 6121 §4.5.2).
 fn unavailable_from(from: &FullJid) -> Vec<u8> {
     format!("<presence type='unavailable' from='{}'/>", escape_attribute(from.as_str())).into_bytes()

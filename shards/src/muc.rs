@@ -184,16 +184,7 @@ pub const ROOM_LISTING_MAX: usize = 1_000;
 /// §4.5.2, XEP-0045 §7.14).
 pub fn leave_rooms(me: &FullJid, rooms: Vec<FullJid>, envelopes: &mut Vec<Envelope>) {
     for occupancy in rooms {
-        let bytes = format!("<presence type='unavailable' from='{}' to='{}'/>", confab_core::xml::escape_attribute(me.as_str()), confab_core::xml::escape_attribute(occupancy.as_str())).into_bytes();
-        envelopes.push(Envelope {
-            to: Jid::Full(occupancy),
-            from: Jid::Full(me.clone()),
-            kind: StanzaKind::Presence,
-            stanza_type: Some("unavailable".into()),
-            id: None,
-            bytes,
-            interest: None,
-        });
+        envelopes.push(im::typed_presence("unavailable", Jid::Full(me.clone()), Jid::Full(occupancy)));
     }
 }
 
@@ -395,8 +386,7 @@ fn hand_over(shard: &mut Shard, room: &BareJid, to: &FullJid, mut stanzas: Vec<V
         if !leaves {
             // The session is gone but the room still counts it (its leave was lost): the room
             // hears of it (an error presence, §7.14 status 333) rather than keep a ghost.
-            let bytes = format!("<presence type='error' from='{}' to='{}'/>", confab_core::xml::escape_attribute(to.as_str()), confab_core::xml::escape_attribute(room.as_str())).into_bytes();
-            bounces.push(Envelope { to: Jid::Bare(room.clone()), from: Jid::Full(to.clone()), kind: StanzaKind::Presence, stanza_type: Some("error".into()), id: None, bytes, interest: None });
+            bounces.push(im::typed_presence("error", Jid::Full(to.clone()), Jid::Bare(room.clone())));
         }
         return;
     };
