@@ -287,10 +287,15 @@ pub fn open_partitions(
         loaded[target].push(account);
     }
     // Rooms (owners named by a bare JID) move the same way: items and archive, copy first.
+    // Finding them reads every partition's items, so it is done only when the partitioning
+    // may have changed since the last start that finished opening (the count it recorded).
+    let layout_file = data_dir.join("shard-count");
+    let recorded = std::fs::read_to_string(&layout_file).ok().and_then(|text| text.trim().parse::<usize>().ok());
+    let layout_changed = recorded != Some(shards) || !extra.is_empty();
     let room_sources: Vec<(usize, &Database)> =
         databases.iter().enumerate().chain(extra.iter().enumerate().map(|(i, (_, d))| (shards + i, d))).collect();
     let mut room_moves = Vec::new();
-    for (k, database) in &room_sources {
+    for (k, database) in room_sources.iter().filter(|_| layout_changed) {
         let rooms: std::collections::BTreeSet<String> = read_items(database)?.into_iter().map(|i| i.user).filter(|u| u.contains('@')).collect();
         for room in rooms {
             if home(&room) != *k {
@@ -346,6 +351,7 @@ pub fn open_partitions(
         }
         opened.push(OpenedPartition { database: Arc::new(database), accounts, items, archive_last, room_archives });
     }
+    std::fs::write(&layout_file, shards.to_string()).map_err(|e| StorageError::Open { path: layout_file.clone(), message: e.to_string() })?;
     Ok(opened)
 }
 
@@ -814,6 +820,7 @@ mod tests {
         }
         seen.sort();
         assert_eq!(seen, ["a", "b", "c", "d", "e"]);
+        assert_eq!(std::fs::read_to_string(dir.join("shard-count")).expect("marker"), "3", "the partitioning is recorded");
         let room_home = &partitions[home3(room)];
         assert_eq!(read_user_items(&room_home.database, room).expect("items").len(), 1, "the room moved to its home shard");
         assert!(matches!(&room_home.room_archives[..], [archive] if archive.room == room && archive.last == 1 && archive.recent == vec![message.clone()]));
