@@ -71,10 +71,7 @@ fn framer(c: &mut Criterion) {
         corpus.bytes.len() as f64 / corpus.stanzas as f64
     );
 
-    let units = [
-        ("framer_bytes", Throughput::Bytes(corpus.bytes.len() as u64)),
-        ("framer_stanzas", Throughput::Elements(corpus.stanzas)),
-    ];
+    let units = [("framer_bytes", Throughput::Bytes(corpus.bytes.len() as u64)), ("framer_stanzas", Throughput::Elements(corpus.stanzas))];
     for (group_name, throughput) in units {
         let mut group = c.benchmark_group(group_name);
         group.throughput(throughput);

@@ -79,17 +79,11 @@ fn route_message(c: &mut Criterion) {
             move || StanzaConsumer { home: HomeSide::new(1, &home_population) },
         );
         pair.take_totals();
-        group.bench_function("route_message_cross_shard_wall", |b| {
-            b.iter_custom(|iters| pair.run(iters, usize::MAX).wall)
-        });
+        group.bench_function("route_message_cross_shard_wall", |b| b.iter_custom(|iters| pair.run(iters, usize::MAX).wall));
         report_waits("route_message_cross_shard_wall", &pair);
-        group.bench_function("route_message_cross_shard_cpu", |b| {
-            b.iter_custom(|iters| pair.run(iters, usize::MAX).cpu)
-        });
+        group.bench_function("route_message_cross_shard_cpu", |b| b.iter_custom(|iters| pair.run(iters, usize::MAX).cpu));
         report_waits("route_message_cross_shard_cpu", &pair);
-        group.bench_function("route_message_cross_shard_backlogged_cpu", |b| {
-            b.iter_custom(|iters| pair.run_backlogged(iters).cpu)
-        });
+        group.bench_function("route_message_cross_shard_backlogged_cpu", |b| b.iter_custom(|iters| pair.run_backlogged(iters).cpu));
         report_waits("route_message_cross_shard_backlogged_cpu", &pair);
     }
     group.finish();
@@ -99,12 +93,8 @@ fn cross_shard_hop(c: &mut Criterion) {
     let mut group = c.benchmark_group("cross_shard_hop");
     group.throughput(Throughput::Elements(1));
     let ping_pong = PingPong::start();
-    group.bench_function("cross_shard_pingpong_roundtrip_wall", |b| {
-        b.iter_custom(|rounds| ping_pong.run(rounds).wall)
-    });
-    group.bench_function("cross_shard_pingpong_roundtrip_cpu", |b| {
-        b.iter_custom(|rounds| ping_pong.run(rounds).cpu)
-    });
+    group.bench_function("cross_shard_pingpong_roundtrip_wall", |b| b.iter_custom(|rounds| ping_pong.run(rounds).wall));
+    group.bench_function("cross_shard_pingpong_roundtrip_cpu", |b| b.iter_custom(|rounds| ping_pong.run(rounds).cpu));
     group.finish();
 }
 
@@ -113,29 +103,17 @@ fn connection_move(c: &mut Criterion) {
     group.throughput(Throughput::Elements(1));
     let pair = ShardPair::start(
         SHARD_INBOX_MESSAGES_MAX,
-        || MoveProducer {
-            connection: LoopbackConnection::open().expect("a loopback TCP connection"),
-            departing: Vec::new(),
-            seed: 0,
-        },
+        || MoveProducer { connection: LoopbackConnection::open().expect("a loopback TCP connection"), departing: Vec::new(), seed: 0 },
         || MoveConsumer { adopted: Vec::with_capacity(MOVES_PER_BATCH), touched: 0 },
     );
-    group.bench_function("connection_move_8KiB_tls_wall", |b| {
-        b.iter_custom(|moves| pair.run(moves, MOVES_PER_BATCH).wall)
-    });
+    group.bench_function("connection_move_8KiB_tls_wall", |b| b.iter_custom(|moves| pair.run(moves, MOVES_PER_BATCH).wall));
     report_waits("connection_move_8KiB_tls_wall", &pair);
-    group.bench_function("connection_move_8KiB_tls_cpu", |b| {
-        b.iter_custom(|moves| pair.run(moves, MOVES_PER_BATCH).cpu)
-    });
+    group.bench_function("connection_move_8KiB_tls_cpu", |b| b.iter_custom(|moves| pair.run(moves, MOVES_PER_BATCH).cpu));
     report_waits("connection_move_8KiB_tls_cpu", &pair);
     // One move at a time: the home shard is parked and must be woken for every one.
-    group.bench_function("connection_move_8KiB_tls_unbatched_wall", |b| {
-        b.iter_custom(|moves| pair.run(moves, 1).wall)
-    });
+    group.bench_function("connection_move_8KiB_tls_unbatched_wall", |b| b.iter_custom(|moves| pair.run(moves, 1).wall));
     report_waits("connection_move_8KiB_tls_unbatched_wall", &pair);
-    group.bench_function("connection_move_8KiB_tls_unbatched_cpu", |b| {
-        b.iter_custom(|moves| pair.run(moves, 1).cpu)
-    });
+    group.bench_function("connection_move_8KiB_tls_unbatched_cpu", |b| b.iter_custom(|moves| pair.run(moves, 1).cpu));
     report_waits("connection_move_8KiB_tls_unbatched_cpu", &pair);
     group.finish();
 }

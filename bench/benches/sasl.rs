@@ -19,11 +19,11 @@
 use std::hint::black_box;
 use std::time::Duration;
 
-use confab_core::sasl::{
-    ChannelBindingType, ChannelBindings, ClientBinding, Mechanism, ScramClient, ScramCredentials, ScramHash,
-    ScramServer, ScramStart, SCRAM_ITERATIONS_DEFAULT,
-};
 use confab_bench::clock::cpu_timed;
+use confab_core::sasl::{
+    ChannelBindingType, ChannelBindings, ClientBinding, Mechanism, ScramClient, ScramCredentials, ScramHash, ScramServer, ScramStart,
+    SCRAM_ITERATIONS_DEFAULT,
+};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 
 const USERNAME: &str = "juliet42";
@@ -45,8 +45,7 @@ struct Exchange {
 impl Exchange {
     fn new(mechanism: Mechanism) -> Exchange {
         let hash = mechanism.hash().expect("a SCRAM mechanism");
-        let credentials =
-            ScramCredentials::derive(hash, PASSWORD, SALT, SCRAM_ITERATIONS_DEFAULT).expect("valid credentials");
+        let credentials = ScramCredentials::derive(hash, PASSWORD, SALT, SCRAM_ITERATIONS_DEFAULT).expect("valid credentials");
         // -PLUS binds to the 32-byte tls-exporter value (RFC 9266), as over TLS 1.3.
         let (bindings, binding, plus_offered) = if mechanism.is_plus() {
             let exporter = vec![0x5a; 32];
@@ -57,8 +56,7 @@ impl Exchange {
         };
         let mut client = ScramClient::new(hash, USERNAME, PASSWORD, binding, CLIENT_NONCE);
         let client_first = client.client_first();
-        let mut exchange =
-            Exchange { mechanism, credentials, bindings, plus_offered, client_first, client_final: Vec::new() };
+        let mut exchange = Exchange { mechanism, credentials, bindings, plus_offered, client_first, client_final: Vec::new() };
         let (mut server, _) = exchange.start();
         let server_first = server.server_first(&exchange.credentials, SERVER_NONCE);
         exchange.client_final = client.handle_server_first(&server_first).expect("the client accepts");
@@ -105,18 +103,13 @@ fn pbkdf2(c: &mut Criterion) {
     group.sample_size(20);
     group.warm_up_time(Duration::from_secs(1));
     for (suffix, hash) in [("sha256", ScramHash::Sha256), ("sha1", ScramHash::Sha1)] {
-        let credentials =
-            ScramCredentials::derive(hash, PASSWORD, SALT, SCRAM_ITERATIONS_DEFAULT).expect("valid credentials");
+        let credentials = ScramCredentials::derive(hash, PASSWORD, SALT, SCRAM_ITERATIONS_DEFAULT).expect("valid credentials");
         assert!(credentials.verify_password(PASSWORD) && !credentials.verify_password("wrong"));
         group.bench_function(format!("plain_verify_password_{suffix}_4096i"), |b| {
-            b.iter_custom(|iters| {
-                cpu_timed(iters, || assert!(black_box(&credentials).verify_password(black_box(PASSWORD))))
-            })
+            b.iter_custom(|iters| cpu_timed(iters, || assert!(black_box(&credentials).verify_password(black_box(PASSWORD)))))
         });
         group.bench_function(format!("scram_credentials_derive_{suffix}_4096i"), |b| {
-            b.iter_custom(|iters| {
-                cpu_timed(iters, || ScramCredentials::derive(hash, black_box(PASSWORD), SALT, SCRAM_ITERATIONS_DEFAULT))
-            })
+            b.iter_custom(|iters| cpu_timed(iters, || ScramCredentials::derive(hash, black_box(PASSWORD), SALT, SCRAM_ITERATIONS_DEFAULT)))
         });
     }
     group.finish();

@@ -253,10 +253,7 @@ node='https://conversations.im#{ver}='><identity category='client' type='phone' 
 
 fn disco_info_get(rng: &mut Rng, out: &mut String) {
     let id = id(rng);
-    let _ = write!(
-        out,
-        "<iq type='get' to='{DOMAIN}' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"
-    );
+    let _ = write!(out, "<iq type='get' to='{DOMAIN}' id='{id}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
 }
 
 fn roster_get(rng: &mut Rng, out: &mut String) {
@@ -295,9 +292,9 @@ fn mam_query(rng: &mut Rng, out: &mut String, contact: &str) {
 const NAMES: &[&str] = &["juliet", "romeo", "mercutio", "benvolio", "tybalt", "rosaline", "paris", "nurse"];
 
 const WORDS: &[&str] = &[
-    "hey", "are", "we", "still", "on", "for", "lunch", "tomorrow", "I", "can", "bring", "the",
-    "slides", "and", "meet", "you", "at", "station", "sounds", "good", "see", "later", "thanks",
-    "just", "landed", "running", "late", "by", "ten", "minutes", "sorry", "about", "that",
+    "hey", "are", "we", "still", "on", "for", "lunch", "tomorrow", "I", "can", "bring", "the", "slides", "and", "meet", "you", "at",
+    "station", "sounds", "good", "see", "later", "thanks", "just", "landed", "running", "late", "by", "ten", "minutes", "sorry", "about",
+    "that",
 ];
 
 const FEATURES: &[&str] = &[

@@ -159,19 +159,8 @@ impl ShardPair {
                 }
             }
         });
-        let handles = vec![
-            producer.expect("the producer executor starts"),
-            consumer.expect("the consumer executor starts"),
-        ];
-        ShardPair {
-            to_producer,
-            to_consumer,
-            from_producer,
-            from_consumer,
-            capacity,
-            totals: Cell::new(Measurement::default()),
-            handles,
-        }
+        let handles = vec![producer.expect("the producer executor starts"), consumer.expect("the consumer executor starts")];
+        ShardPair { to_producer, to_consumer, from_producer, from_consumer, capacity, totals: Cell::new(Measurement::default()), handles }
     }
 
     /// Moves `count` items in batches of at most `batch_max`, producer and consumer running
@@ -195,8 +184,7 @@ impl ShardPair {
             let producer = self.from_producer.recv_blocking().expect("the producer reports");
             self.to_consumer.send_blocking(batch).expect("the consumer runs");
             let consumer = self.from_consumer.recv_blocking().expect("the consumer reports");
-            let wall = producer.end.saturating_duration_since(producer.start)
-                + consumer.end.saturating_duration_since(consumer.start);
+            let wall = producer.end.saturating_duration_since(producer.start) + consumer.end.saturating_duration_since(consumer.start);
             (producer, consumer, wall)
         })
     }
@@ -384,11 +372,7 @@ mod tests {
 
     #[test]
     fn moved_connections_arrive_with_a_working_socket() {
-        let pair = ShardPair::start(
-            16,
-            || Mover(LoopbackConnection::open().expect("loopback"), Vec::new()),
-            || Adopter(Vec::new()),
-        );
+        let pair = ShardPair::start(16, || Mover(LoopbackConnection::open().expect("loopback"), Vec::new()), || Adopter(Vec::new()));
         assert_eq!(pair.run(40, 8).items, 40);
     }
 }

@@ -19,9 +19,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 
 use confab_core::framer::{Frame, Framer, FramerLimits};
 use confab_core::jid::{BareJid, FullJid, Jid};
-use confab_core::limits::{
-    ATTRIBUTES_MAX, ELEMENT_DEPTH_MAX, NAMESPACE_DECLARATIONS_MAX, SESSION_INBOX_STANZAS_MAX, STANZA_BYTES_MAX,
-};
+use confab_core::limits::{ATTRIBUTES_MAX, ELEMENT_DEPTH_MAX, NAMESPACE_DECLARATIONS_MAX, SESSION_INBOX_STANZAS_MAX, STANZA_BYTES_MAX};
 use confab_core::routing::{deliver_to_account, home_shard, Delivery, SessionView, StanzaKind};
 
 use crate::corpus::{chat_message, resource, Rng, DOMAIN, STREAM_HEADER};
@@ -73,9 +71,8 @@ impl SenderSide {
         framer.push(STREAM_HEADER);
         assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))), "the stream header frames");
         assert!(matches!(framer.next_frame(), Ok(None)));
-        let me = BareJid::new(Some("sender"), DOMAIN)
-            .and_then(|bare| bare.with_resource("Conversations.x7Yq"))
-            .expect("a valid sender JID");
+        let me =
+            BareJid::new(Some("sender"), DOMAIN).and_then(|bare| bare.with_resource("Conversations.x7Yq")).expect("a valid sender JID");
         SenderSide { framer, me }
     }
 
@@ -165,14 +162,9 @@ impl HomeSide {
         let exists = to_bare.local().is_some_and(|local| self.accounts.contains(local));
         let sessions = self.sessions.get(&to_bare);
         let views: Vec<SessionView<'_>> = sessions
-            .map(|s| {
-                s.iter()
-                    .map(|s| SessionView { resource: &s.resource, available: s.available, priority: s.priority })
-                    .collect()
-            })
+            .map(|s| s.iter().map(|s| SessionView { resource: &s.resource, available: s.available, priority: s.priority }).collect())
             .unwrap_or_default();
-        let verdict =
-            deliver_to_account(envelope.kind, envelope.stanza_type.as_deref(), envelope.to.resource(), exists, &views);
+        let verdict = deliver_to_account(envelope.kind, envelope.stanza_type.as_deref(), envelope.to.resource(), exists, &views);
         let (Delivery::Sessions(indices), Some(sessions)) = (verdict, sessions) else {
             panic!("the population only addresses online sessions");
         };
@@ -250,11 +242,8 @@ impl Population {
     /// JID. Every message gets at least one delivery.
     pub fn chat_chunks_to(&self, shard: usize, count: usize, seed: u64) -> Vec<Vec<u8>> {
         let mut rng = Rng::new(seed);
-        let online: Vec<&User> = self
-            .users
-            .iter()
-            .filter(|user| user.home == shard && user.sessions.iter().any(|s| s.available && s.priority >= 0))
-            .collect();
+        let online: Vec<&User> =
+            self.users.iter().filter(|user| user.home == shard && user.sessions.iter().any(|s| s.available && s.priority >= 0)).collect();
         assert!(!online.is_empty(), "users are online on shard {shard}");
         (0..count)
             .map(|_| {

@@ -80,8 +80,6 @@ pub struct ArchivedMessage {
 crate::records::stored_codec!(ArchivedMessage);
 
 impl ArchivedMessage {
-
-
     /// The id as clients see it (XEP-0313 §4.2 `<result id=…/>`, RSM UIDs).
     pub fn id_string(&self) -> String {
         self.id.to_string()
@@ -91,9 +89,7 @@ impl ArchivedMessage {
 /// Parses an archive id as written by [`ArchivedMessage::id_string`]: canonical decimal only
 /// (no sign, no leading zero), so that every id has exactly one spelling.
 pub fn parse_id(text: &str) -> Option<u64> {
-    let canonical = !text.is_empty()
-        && text.bytes().all(|byte| byte.is_ascii_digit())
-        && (text == "0" || !text.starts_with('0'));
+    let canonical = !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()) && (text == "0" || !text.starts_with('0'));
     if canonical {
         text.parse().ok()
     } else {
@@ -206,18 +202,9 @@ pub struct Page<'a> {
 /// match the filters themselves, only exist. Returns `Err("item-not-found")` when an id the
 /// client named (RSM or form) is not in the archive (XEP-0313 §4.1.3, §4.3.2; XEP-0059 §2.4).
 pub fn select<'a>(messages: &'a [ArchivedMessage], query: &ArchiveQuery) -> Result<Page<'a>, &'static str> {
-    debug_assert!(
-        messages.windows(2).all(|pair| pair[0].id < pair[1].id),
-        "archive not sorted by ascending unique id"
-    );
+    debug_assert!(messages.windows(2).all(|pair| pair[0].id < pair[1].id), "archive not sorted by ascending unique id");
     let position = |id: u64| messages.binary_search_by_key(&id, |message| message.id);
-    let named = query
-        .after_id
-        .iter()
-        .chain(&query.before_id)
-        .chain(&query.ids)
-        .chain(&query.after)
-        .chain(query.before.iter().flatten());
+    let named = query.after_id.iter().chain(&query.before_id).chain(&query.ids).chain(&query.after).chain(query.before.iter().flatten());
     for &id in named {
         if position(id).is_err() {
             return Err("item-not-found");
@@ -347,16 +334,10 @@ pub fn fin_iq(id: &str, to: &str, page: &Page<'_>) -> Vec<u8> {
 /// The reply to `<iq type='get'><query xmlns='urn:xmpp:mam:2'/></iq>`: the form of supported
 /// fields (XEP-0313 §4.1.5), none marked required (§4.1), `ids` open to any value (XEP-0122).
 pub fn fields_iq(id: &str, to: &str) -> Vec<u8> {
-    let field = |var: &str, kind: &str| {
-        Element::new("field", DATA_FORMS_NAMESPACE)
-            .with_attribute("type", kind)
-            .with_attribute("var", var)
-    };
+    let field = |var: &str, kind: &str| Element::new("field", DATA_FORMS_NAMESPACE).with_attribute("type", kind).with_attribute("var", var);
     let form = Element::new("x", DATA_FORMS_NAMESPACE)
         .with_attribute("type", "form")
-        .with_child(
-            field("FORM_TYPE", "hidden").with_child(Element::new("value", DATA_FORMS_NAMESPACE).with_text(MAM_NAMESPACE)),
-        )
+        .with_child(field("FORM_TYPE", "hidden").with_child(Element::new("value", DATA_FORMS_NAMESPACE).with_text(MAM_NAMESPACE)))
         .with_child(field("with", "jid-single"))
         .with_child(field("start", "text-single"))
         .with_child(field("end", "text-single"))
@@ -411,9 +392,7 @@ impl DefaultPolicy {
     }
 
     pub fn from_name(name: &str) -> Option<DefaultPolicy> {
-        [DefaultPolicy::Always, DefaultPolicy::Never, DefaultPolicy::Roster]
-            .into_iter()
-            .find(|policy| policy.name() == name)
+        [DefaultPolicy::Always, DefaultPolicy::Never, DefaultPolicy::Roster].into_iter().find(|policy| policy.name() == name)
     }
 }
 
@@ -436,9 +415,7 @@ impl Default for Preferences {
     }
 }
 
-impl Preferences {
-
-}
+impl Preferences {}
 
 /// Parses a `<prefs xmlns='urn:xmpp:mam:2'/>` from an iq set (XEP-0441 §2.1). A missing
 /// `<always/>` or `<never/>` is an empty list (§2.1.2, §2.1.3). Errors: `bad-request` for a
@@ -473,9 +450,7 @@ pub fn parse_prefs(prefs: &Element) -> Result<Preferences, &'static str> {
 /// present, even empty (XEP-0441 §2.1).
 pub fn prefs_element(prefs: &Preferences) -> Element {
     let list = |name: &str, jids: &[String]| {
-        jids.iter().fold(Element::new(name, MAM_NAMESPACE), |list, jid| {
-            list.with_child(Element::new("jid", MAM_NAMESPACE).with_text(jid))
-        })
+        jids.iter().fold(Element::new(name, MAM_NAMESPACE), |list, jid| list.with_child(Element::new("jid", MAM_NAMESPACE).with_text(jid)))
     };
     Element::new("prefs", MAM_NAMESPACE)
         .with_attribute("default", prefs.default.name())
@@ -490,9 +465,7 @@ pub fn prefs_element(prefs: &Preferences) -> Element {
 /// archives only when `in_roster` (the caller looks up the target's bare JID).
 pub fn should_archive(prefs: &Preferences, with: &str, in_roster: bool) -> bool {
     let with_bare = with.split_once('/').map_or(with, |(bare, _)| bare);
-    let listed = |jids: &[String]| {
-        jids.iter().any(|jid| if jid.contains('/') { jid == with } else { jid == with_bare })
-    };
+    let listed = |jids: &[String]| jids.iter().any(|jid| if jid.contains('/') { jid == with } else { jid == with_bare });
     if listed(&prefs.never) {
         return false;
     }
@@ -562,10 +535,7 @@ fn parse_form(form: &Element, parsed: &mut ArchiveQuery) -> Result<(), (&'static
         };
         let timestamp = |value: Option<&str>| -> Result<Option<u64>, (&'static str, String)> {
             value
-                .map(|text| {
-                    parse_timestamp(text)
-                        .ok_or_else(|| ("bad-request", format!("field '{var}' is not an XEP-0082 DateTime")))
-                })
+                .map(|text| parse_timestamp(text).ok_or_else(|| ("bad-request", format!("field '{var}' is not an XEP-0082 DateTime"))))
                 .transpose()
         };
         match var {
@@ -667,9 +637,10 @@ fn matches_with(message: &ArchivedMessage, with: &str) -> bool {
     let Ok(stanza) = parse_element(&message.bytes) else {
         return false;
     };
-    ["from", "to"].into_iter().filter_map(|name| stanza.attribute(name)).any(|address| {
-        Jid::parse(address).is_ok_and(|jid| jid.as_str() == with)
-    })
+    ["from", "to"]
+        .into_iter()
+        .filter_map(|name| stanza.attribute(name))
+        .any(|address| Jid::parse(address).is_ok_and(|jid| jid.as_str() == with))
 }
 
 /// For the root start tag of `bytes`: the offset just past its name, and whether it declares
@@ -690,9 +661,7 @@ fn start_tag(bytes: &[u8]) -> Option<(usize, bool)> {
             None => match byte {
                 b'\'' | b'"' => quote = Some(byte),
                 b'>' => return Some((name_end, declares)),
-                b'x' if bytes.get(index.wrapping_sub(1)).is_some_and(is_space)
-                    && bytes[index..].starts_with(b"xmlns") =>
-                {
+                b'x' if bytes.get(index.wrapping_sub(1)).is_some_and(is_space) && bytes[index..].starts_with(b"xmlns") => {
                     let after_name = bytes[index + 5..].iter().find(|byte| !is_space(byte));
                     declares |= after_name == Some(&b'=');
                 }
@@ -702,7 +671,6 @@ fn start_tag(bytes: &[u8]) -> Option<(usize, bool)> {
     }
     None
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -794,7 +762,7 @@ mod tests {
                  <field var='end'><value>1970-01-01T01:16:45+01:00</value></field>\
                  <field var='after-id'><value>10</value></field>\
                  <field var='before-id'><value>90</value></field>\
-                 <field var='ids' type='list-multi'><value>30</value><value>50</value></field>"
+                 <field var='ids' type='list-multi'><value>30</value><value>50</value></field>",
             )
             .replace("</query>", "<set xmlns='http://jabber.org/protocol/rsm'><max>5</max><after>20</after></set><flip-page/></query>"),
         )
@@ -820,7 +788,8 @@ mod tests {
     #[test]
     fn bare_query_gets_defaults_and_rsm_variants() {
         assert_eq!(parse("<query xmlns='urn:xmpp:mam:2'/>").expect("parses"), ArchiveQuery::default());
-        let rsm = |set: &str| parse(&format!("<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'>{set}</set></query>"));
+        let rsm =
+            |set: &str| parse(&format!("<query xmlns='urn:xmpp:mam:2'><set xmlns='http://jabber.org/protocol/rsm'>{set}</set></query>"));
         assert_eq!(rsm("<before/>").expect("parses").before, Some(None));
         assert_eq!(rsm("<before>70</before>").expect("parses").before, Some(Some(70)));
         assert_eq!(rsm("<max>0</max>").expect("parses").max, 0);
@@ -855,10 +824,7 @@ mod tests {
         assert_eq!(condition(&form(&format!("<field var='ids'>{too_many}</field>"))), "policy-violation");
         assert_eq!(condition(&form("").replace("type='submit'", "type='form'")), "bad-request");
         assert_eq!(condition(&form("").replace("<value>urn:xmpp:mam:2</value>", "<value>urn:xmpp:mam:1</value>")), "bad-request");
-        assert_eq!(
-            condition("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'/></query>"),
-            "bad-request"
-        );
+        assert_eq!(condition("<query xmlns='urn:xmpp:mam:2'><x xmlns='jabber:x:data' type='submit'/></query>"), "bad-request");
         assert_eq!(condition("<query xmlns='urn:xmpp:mam:1'/>"), "bad-request");
         assert_eq!(condition("<query xmlns='urn:xmpp:mam:2' node='princely_musings'/>"), "feature-not-implemented");
         let (_, text) = parse(&form("<field var='x-custom'/>")).expect_err("unknown field");
@@ -958,7 +924,8 @@ mod tests {
         // ids: archive order, once each, still subject to the other filters.
         let named = ArchiveQuery { ids: vec![90, 20, 50, 20], ..query(50) };
         assert_eq!(ids(&select(&messages, &named).expect("selects")), vec![20, 50, 90]);
-        let named_with = ArchiveQuery { ids: vec![90, 20, 50], with: Some("romeo@montague.lit".to_owned()), after_id: Some(50), ..query(50) };
+        let named_with =
+            ArchiveQuery { ids: vec![90, 20, 50], with: Some("romeo@montague.lit".to_owned()), after_id: Some(50), ..query(50) };
         assert_eq!(ids(&select(&messages, &named_with).expect("selects")), vec![90]);
     }
 
@@ -1000,7 +967,10 @@ mod tests {
         let fin = fin.child("fin", MAM_NAMESPACE).expect("fin");
         assert_eq!(fin.attribute("complete"), Some("true"));
         let set = fin.child("set", RSM_NAMESPACE).expect("set");
-        assert_eq!(set.child("first", RSM_NAMESPACE).map(|e| (e.text(), e.attribute("index").map(str::to_owned))), Some(("90".to_owned(), Some("8".to_owned()))));
+        assert_eq!(
+            set.child("first", RSM_NAMESPACE).map(|e| (e.text(), e.attribute("index").map(str::to_owned))),
+            Some(("90".to_owned(), Some("8".to_owned())))
+        );
         assert_eq!(set.child("last", RSM_NAMESPACE).map(Element::text).as_deref(), Some("100"));
         assert_eq!(set.child("count", RSM_NAMESPACE).map(Element::text).as_deref(), Some("10"));
     }
@@ -1033,10 +1003,8 @@ mod tests {
         for stored in [&b"<message to='a@b' type='chat'><body>hi</body></message>"[..], b"<message/>", b"<message\nid='x>y'/>"] {
             let item = ArchivedMessage { id: 1, stamp_ms: 0, with: "a@b".to_owned(), bytes: stored.to_vec() };
             let message = parse_element(&result_message(ME, None, &item)).expect("parses");
-            let forwarded = message
-                .child("result", MAM_NAMESPACE)
-                .and_then(|result| result.child("forwarded", FORWARD_NAMESPACE))
-                .expect("forwarded");
+            let forwarded =
+                message.child("result", MAM_NAMESPACE).and_then(|result| result.child("forwarded", FORWARD_NAMESPACE)).expect("forwarded");
             assert!(forwarded.child("message", CLIENT_NAMESPACE).is_some(), "{:?}", String::from_utf8_lossy(stored));
         }
         assert_eq!(start_tag(b"<message xmlns='jabber:client'>"), Some((8, true)));
@@ -1048,10 +1016,7 @@ mod tests {
     #[test]
     fn fields_form_lists_the_supported_fields() {
         let iq = parse_element(&fields_iq("form1", ME)).expect("parses");
-        let form = iq
-            .child("query", MAM_NAMESPACE)
-            .and_then(|query| query.child("x", DATA_FORMS_NAMESPACE))
-            .expect("form");
+        let form = iq.child("query", MAM_NAMESPACE).and_then(|query| query.child("x", DATA_FORMS_NAMESPACE)).expect("form");
         assert_eq!(form.attribute("type"), Some("form"));
         let vars: Vec<&str> = form.elements().filter_map(|field| field.attribute("var")).collect();
         assert_eq!(vars, ["FORM_TYPE", "with", "start", "end", "before-id", "after-id", "ids"]);
@@ -1092,10 +1057,7 @@ mod tests {
         assert!(Preferences::decode(&[1, 2, 3]).is_err());
 
         let defaults = Preferences::default();
-        assert_eq!(
-            prefs_element(&defaults).to_xml(),
-            "<prefs xmlns='urn:xmpp:mam:2' default='always'><always/><never/></prefs>"
-        );
+        assert_eq!(prefs_element(&defaults).to_xml(), "<prefs xmlns='urn:xmpp:mam:2' default='always'><always/><never/></prefs>");
         assert_eq!(Preferences::decode(&defaults.encode()), Ok(defaults));
     }
 
@@ -1105,15 +1067,9 @@ mod tests {
         assert_eq!(parse("<prefs xmlns='urn:xmpp:mam:2'/>"), Err("bad-request"));
         assert_eq!(parse("<prefs xmlns='urn:xmpp:mam:2' default='sometimes'/>"), Err("bad-request"));
         assert_eq!(parse("<prefs xmlns='urn:xmpp:mam:1' default='always'/>"), Err("bad-request"));
-        assert_eq!(
-            parse("<prefs xmlns='urn:xmpp:mam:2' default='never'><always><jid>@bad</jid></always></prefs>"),
-            Err("jid-malformed")
-        );
+        assert_eq!(parse("<prefs xmlns='urn:xmpp:mam:2' default='never'><always><jid>@bad</jid></always></prefs>"), Err("jid-malformed"));
         let many: String = (0..=PREFERENCES_JIDS_MAX).map(|n| format!("<jid>u{n}@x</jid>")).collect();
-        assert_eq!(
-            parse(&format!("<prefs xmlns='urn:xmpp:mam:2' default='never'><never>{many}</never></prefs>")),
-            Err("policy-violation")
-        );
+        assert_eq!(parse(&format!("<prefs xmlns='urn:xmpp:mam:2' default='never'><never>{many}</never></prefs>")), Err("policy-violation"));
         let minimal = parse("<prefs xmlns='urn:xmpp:mam:2' default='never'/>").expect("valid");
         assert_eq!((minimal.always.len(), minimal.never.len()), (0, 0));
     }
@@ -1144,7 +1100,9 @@ mod tests {
         assert!(archivable("<message><body>hi</body></message>"));
         assert!(archivable("<message type='normal'><body/></message>"));
         assert!(archivable("<message type='bogus'><body>unknown type is normal</body></message>"));
-        assert!(archivable("<message type='chat'><store xmlns='urn:xmpp:hints'/><encrypted xmlns='eu.siacs.conversations.axolotl'/></message>"));
+        assert!(archivable(
+            "<message type='chat'><store xmlns='urn:xmpp:hints'/><encrypted xmlns='eu.siacs.conversations.axolotl'/></message>"
+        ));
         assert!(!archivable("<message type='chat'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"));
         assert!(!archivable("<message type='error'><body>x</body></message>"));
         assert!(!archivable("<message type='headline'><body>x</body></message>"));

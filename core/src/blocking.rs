@@ -46,10 +46,7 @@ pub enum BlockingRequest {
 /// an item without `jid`; `jid-malformed` for a JID that fails RFC 7622 preparation;
 /// `resource-constraint` past [`BLOCKLIST_ITEMS_MAX`]; `service-unavailable` for a payload
 /// this protocol does not define (RFC 6120 §8.4).
-pub fn parse_request(
-    stanza_type: &str,
-    payload: &Element,
-) -> Result<BlockingRequest, &'static str> {
+pub fn parse_request(stanza_type: &str, payload: &Element) -> Result<BlockingRequest, &'static str> {
     if payload.namespace != BLOCKING_NAMESPACE {
         return Err("service-unavailable");
     }
@@ -71,10 +68,7 @@ pub fn parse_request(
 /// The `<blocklist/>` of an iq result (§3.2): one `<item jid='…'/>` per entry, empty when
 /// nothing is blocked.
 pub fn blocklist_element<'a>(items: impl Iterator<Item = &'a str>) -> Element {
-    items.fold(
-        Element::new("blocklist", BLOCKING_NAMESPACE),
-        |list, jid| list.with_child(item(jid)),
-    )
+    items.fold(Element::new("blocklist", BLOCKING_NAMESPACE), |list, jid| list.with_child(item(jid)))
 }
 
 /// A block or unblock push to one resource that asked for the blocklist (§3.3, §3.4, §3.5):
@@ -82,10 +76,9 @@ pub fn blocklist_element<'a>(items: impl Iterator<Item = &'a str>) -> Element {
 /// An unblock push with no JIDs is the "unblock all" push (§3.5); a block push always has some.
 pub fn push_iq(id: &str, to: &str, block: bool, jids: &[String]) -> Vec<u8> {
     debug_assert!(!block || !jids.is_empty(), "a block push without items");
-    let payload = jids.iter().fold(
-        Element::new(if block { "block" } else { "unblock" }, BLOCKING_NAMESPACE),
-        |payload, jid| payload.with_child(item(jid)),
-    );
+    let payload = jids
+        .iter()
+        .fold(Element::new(if block { "block" } else { "unblock" }, BLOCKING_NAMESPACE), |payload, jid| payload.with_child(item(jid)));
     let mut out = String::with_capacity(96 + 32 * jids.len());
     out.push_str("<iq type='set' id='");
     out.push_str(&escape_attribute(id));
@@ -110,9 +103,7 @@ pub fn matches(entry: &str, address: &str) -> bool {
         return true;
     }
     match (parts.has_local(), parts.resource, entry.split_once('/')) {
-        (true, Some(resource), Some((entry_domain, entry_resource))) => {
-            entry_domain == parts.domain && entry_resource == resource
-        }
+        (true, Some(resource), Some((entry_domain, entry_resource))) => entry_domain == parts.domain && entry_resource == resource,
         _ => false,
     }
 }
@@ -170,10 +161,7 @@ pub fn blocked_error(kind_name: &str, id: Option<&str>, from: &str, to: &str) ->
 /// silently. Presence is dropped without a word; a message gets `service-unavailable` (so the
 /// user appears offline) unless it is itself an error; an iq get or set gets
 /// `service-unavailable`, a result or error is dropped.
-pub fn inbound_blocked_condition(
-    kind_name: &str,
-    stanza_type: Option<&str>,
-) -> Option<&'static str> {
+pub fn inbound_blocked_condition(kind_name: &str, stanza_type: Option<&str>) -> Option<&'static str> {
     match (StanzaKind::from_name(kind_name), stanza_type) {
         (Some(StanzaKind::Message), Some("error")) => None,
         (Some(StanzaKind::Message), _) => Some("service-unavailable"),
@@ -198,11 +186,7 @@ impl<'a> AddressParts<'a> {
             None => (address, None),
         };
         let domain = bare.split_once('@').map_or(bare, |(_, domain)| domain);
-        AddressParts {
-            bare,
-            domain,
-            resource,
-        }
+        AddressParts { bare, domain, resource }
     }
 
     fn has_local(&self) -> bool {
@@ -254,39 +238,23 @@ mod tests {
     #[test]
     fn parse_requests() {
         let ok: &[(&str, &str, BlockingRequest)] = &[
-            (
-                "get",
-                "<blocklist xmlns='urn:xmpp:blocking'/>",
-                BlockingRequest::List,
-            ),
+            ("get", "<blocklist xmlns='urn:xmpp:blocking'/>", BlockingRequest::List),
             (
                 "set",
                 "<block xmlns='urn:xmpp:blocking'><item jid='Romeo@Montague.NET'/>\
                  <item jid='iago@shakespeare.lit/Evil'/><item jid='romeo@montague.net'/>\
                  <item jid='example.org'/></block>",
-                BlockingRequest::Block(strings(&[
-                    "romeo@montague.net",
-                    "iago@shakespeare.lit/Evil",
-                    "example.org",
-                ])),
+                BlockingRequest::Block(strings(&["romeo@montague.net", "iago@shakespeare.lit/Evil", "example.org"])),
             ),
             (
                 "set",
                 "<unblock xmlns='urn:xmpp:blocking'><item jid='romeo@montague.net'/></unblock>",
                 BlockingRequest::Unblock(strings(&["romeo@montague.net"])),
             ),
-            (
-                "set",
-                "<unblock xmlns='urn:xmpp:blocking'/>",
-                BlockingRequest::Unblock(Vec::new()),
-            ),
+            ("set", "<unblock xmlns='urn:xmpp:blocking'/>", BlockingRequest::Unblock(Vec::new())),
         ];
         for (stanza_type, xml, expected) in ok {
-            assert_eq!(
-                parse_request(stanza_type, &element(xml)).as_ref(),
-                Ok(expected),
-                "{xml}"
-            );
+            assert_eq!(parse_request(stanza_type, &element(xml)).as_ref(), Ok(expected), "{xml}");
         }
     }
 
@@ -294,64 +262,20 @@ mod tests {
     fn parse_request_errors() {
         let bad: &[(&str, &str, &str)] = &[
             ("set", "<block xmlns='urn:xmpp:blocking'/>", "bad-request"),
-            (
-                "set",
-                "<block xmlns='urn:xmpp:blocking'><other/></block>",
-                "bad-request",
-            ),
-            (
-                "set",
-                "<block xmlns='urn:xmpp:blocking'><item/></block>",
-                "bad-request",
-            ),
-            (
-                "set",
-                "<unblock xmlns='urn:xmpp:blocking'><item/></unblock>",
-                "bad-request",
-            ),
-            (
-                "set",
-                "<block xmlns='urn:xmpp:blocking'><item jid='a@b@c'/></block>",
-                "jid-malformed",
-            ),
-            (
-                "set",
-                "<block xmlns='urn:xmpp:blocking'><item jid=''/></block>",
-                "jid-malformed",
-            ),
-            (
-                "set",
-                "<unblock xmlns='urn:xmpp:blocking'><item jid='@x'/></unblock>",
-                "jid-malformed",
-            ),
-            (
-                "get",
-                "<block xmlns='urn:xmpp:blocking'><item jid='a@b'/></block>",
-                "bad-request",
-            ),
+            ("set", "<block xmlns='urn:xmpp:blocking'><other/></block>", "bad-request"),
+            ("set", "<block xmlns='urn:xmpp:blocking'><item/></block>", "bad-request"),
+            ("set", "<unblock xmlns='urn:xmpp:blocking'><item/></unblock>", "bad-request"),
+            ("set", "<block xmlns='urn:xmpp:blocking'><item jid='a@b@c'/></block>", "jid-malformed"),
+            ("set", "<block xmlns='urn:xmpp:blocking'><item jid=''/></block>", "jid-malformed"),
+            ("set", "<unblock xmlns='urn:xmpp:blocking'><item jid='@x'/></unblock>", "jid-malformed"),
+            ("get", "<block xmlns='urn:xmpp:blocking'><item jid='a@b'/></block>", "bad-request"),
             ("get", "<unblock xmlns='urn:xmpp:blocking'/>", "bad-request"),
-            (
-                "set",
-                "<blocklist xmlns='urn:xmpp:blocking'/>",
-                "bad-request",
-            ),
-            (
-                "get",
-                "<query xmlns='urn:xmpp:blocking'/>",
-                "service-unavailable",
-            ),
-            (
-                "get",
-                "<blocklist xmlns='urn:xmpp:blocking:errors'/>",
-                "service-unavailable",
-            ),
+            ("set", "<blocklist xmlns='urn:xmpp:blocking'/>", "bad-request"),
+            ("get", "<query xmlns='urn:xmpp:blocking'/>", "service-unavailable"),
+            ("get", "<blocklist xmlns='urn:xmpp:blocking:errors'/>", "service-unavailable"),
         ];
         for &(stanza_type, xml, condition) in bad {
-            assert_eq!(
-                parse_request(stanza_type, &element(xml)),
-                Err(condition),
-                "{xml}"
-            );
+            assert_eq!(parse_request(stanza_type, &element(xml)), Err(condition), "{xml}");
         }
     }
 
@@ -371,22 +295,14 @@ mod tests {
 
     #[test]
     fn builders() {
-        assert_eq!(
-            blocklist_element(std::iter::empty()).to_xml(),
-            "<blocklist xmlns='urn:xmpp:blocking'/>"
-        );
+        assert_eq!(blocklist_element(std::iter::empty()).to_xml(), "<blocklist xmlns='urn:xmpp:blocking'/>");
         assert_eq!(
             blocklist_element(["romeo@montague.net", "iago@shakespeare.lit"].into_iter()).to_xml(),
             "<blocklist xmlns='urn:xmpp:blocking'><item jid='romeo@montague.net'/>\
              <item jid='iago@shakespeare.lit'/></blocklist>"
         );
         assert_eq!(
-            text(push_iq(
-                "push1",
-                "juliet@capulet.com/chamber",
-                true,
-                &strings(&["romeo@montague.net"])
-            )),
+            text(push_iq("push1", "juliet@capulet.com/chamber", true, &strings(&["romeo@montague.net"]))),
             "<iq type='set' id='push1' to='juliet@capulet.com/chamber'>\
              <block xmlns='urn:xmpp:blocking'><item jid='romeo@montague.net'/></block></iq>"
         );
@@ -397,14 +313,8 @@ mod tests {
         );
         // The push parses back to the same request.
         let push = element(&text(push_iq("x", "a@b/c", false, &strings(&["d@e"]))));
-        let payload = push
-            .elements()
-            .next()
-            .unwrap_or_else(|| panic!("no payload"));
-        assert_eq!(
-            parse_request("set", payload),
-            Ok(BlockingRequest::Unblock(strings(&["d@e"])))
-        );
+        let payload = push.elements().next().unwrap_or_else(|| panic!("no payload"));
+        assert_eq!(parse_request("set", payload), Ok(BlockingRequest::Unblock(strings(&["d@e"]))));
     }
 
     #[test]
@@ -442,9 +352,7 @@ mod tests {
         assert!(matches("montague.net/a/b@c", "romeo@montague.net/a/b@c"));
         assert!(!matches("montague.net/a", "romeo@montague.net/a/b@c"));
 
-        let list: HashSet<String> = strings(&["montague.net/orchard", "iago@shakespeare.lit"])
-            .into_iter()
-            .collect();
+        let list: HashSet<String> = strings(&["montague.net/orchard", "iago@shakespeare.lit"]).into_iter().collect();
         let blocked = |address: &str| is_blocked(address, |key| list.contains(key));
         assert!(blocked("romeo@montague.net/orchard"));
         assert!(!blocked("romeo@montague.net/garden"));
@@ -461,21 +369,13 @@ mod tests {
              <blocked xmlns='urn:xmpp:blocking:errors'/></error></message>"
         );
         let iq = text(blocked_error("iq", Some("q'1"), "a@b", "c@d/e"));
-        assert!(
-            iq.starts_with("<iq type='error' id='q&apos;1' from='a@b' to='c@d/e'>"),
-            "{iq}"
-        );
+        assert!(iq.starts_with("<iq type='error' id='q&apos;1' from='a@b' to='c@d/e'>"), "{iq}");
         assert!(iq.ends_with("</error></iq>"), "{iq}");
         let presence = text(blocked_error("presence", None, "a@b", "c@d/e"));
-        assert!(
-            presence.starts_with("<presence type='error' from='a@b' to='c@d/e'>"),
-            "{presence}"
-        );
+        assert!(presence.starts_with("<presence type='error' from='a@b' to='c@d/e'>"), "{presence}");
         // It parses, with both conditions in place.
         let tree = element(&iq);
-        let error = tree
-            .child("error", "jabber:client")
-            .unwrap_or_else(|| panic!("no error"));
+        let error = tree.child("error", "jabber:client").unwrap_or_else(|| panic!("no error"));
         assert!(error.child("not-acceptable", STANZAS_NAMESPACE).is_some());
         assert!(error.child("blocked", BLOCKING_ERRORS_NAMESPACE).is_some());
     }
@@ -495,11 +395,7 @@ mod tests {
             ("iq", Some("error"), None),
         ];
         for &(kind, stanza_type, expected) in cases {
-            assert_eq!(
-                inbound_blocked_condition(kind, stanza_type),
-                expected,
-                "{kind} {stanza_type:?}"
-            );
+            assert_eq!(inbound_blocked_condition(kind, stanza_type), expected, "{kind} {stanza_type:?}");
         }
     }
 }

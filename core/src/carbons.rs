@@ -87,12 +87,7 @@ pub fn is_eligible_for(direction: Direction, message: &Element) -> bool {
     if message_type == "normal" && message.child("body", &message.namespace).is_some() {
         return true;
     }
-    message.elements().any(|child| {
-        matches!(
-            child.namespace.as_str(),
-            CHAT_STATES_NAMESPACE | RECEIPTS_NAMESPACE | CHAT_MARKERS_NAMESPACE
-        )
-    })
+    message.elements().any(|child| matches!(child.namespace.as_str(), CHAT_STATES_NAMESPACE | RECEIPTS_NAMESPACE | CHAT_MARKERS_NAMESPACE))
 }
 
 /// The carbon copy of `original` for one resource (§7 received, §8 sent):
@@ -194,9 +189,7 @@ fn root_attribute<'a>(element: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
     let is_space = |byte: u8| matches!(byte, b' ' | b'\t' | b'\r' | b'\n');
     let mut rest = element.strip_prefix(b"<")?;
     // Skip the element's qualified name.
-    let name_end = rest
-        .iter()
-        .position(|&byte| is_space(byte) || byte == b'>' || byte == b'/')?;
+    let name_end = rest.iter().position(|&byte| is_space(byte) || byte == b'>' || byte == b'/')?;
     rest = &rest[name_end..];
     loop {
         let start = rest.iter().position(|&byte| !is_space(byte))?;
@@ -240,82 +233,34 @@ mod tests {
             ("<message type='normal'/>", false, false),
             ("<message><subject>s</subject></message>", false, false),
             ("<message type='headline'><body>news</body></message>", false, false),
-            (
-                "<message><composing xmlns='http://jabber.org/protocol/chatstates'/></message>",
-                true,
-                true,
-            ),
+            ("<message><composing xmlns='http://jabber.org/protocol/chatstates'/></message>", true, true),
             ("<message><received xmlns='urn:xmpp:receipts' id='1'/></message>", true, true),
             ("<message><displayed xmlns='urn:xmpp:chat-markers:0' id='1'/></message>", true, true),
-            (
-                "<message type='headline'><request xmlns='urn:xmpp:receipts'/></message>",
-                true,
-                true,
-            ),
+            ("<message type='headline'><request xmlns='urn:xmpp:receipts'/></message>", true, true),
             ("<message type='error'><body>hi</body></message>", false, false),
-            (
-                "<message type='error'><active xmlns='http://jabber.org/protocol/chatstates'/></message>",
-                false,
-                false,
-            ),
+            ("<message type='error'><active xmlns='http://jabber.org/protocol/chatstates'/></message>", false, false),
             ("<message type='groupchat'><body>hi</body></message>", false, false),
-            (
-                "<message type='chat'><body>hi</body><private xmlns='urn:xmpp:carbons:2'/></message>",
-                false,
-                false,
-            ),
-            (
-                "<message type='chat'><body>hi</body><no-copy xmlns='urn:xmpp:hints'/></message>",
-                false,
-                false,
-            ),
+            ("<message type='chat'><body>hi</body><private xmlns='urn:xmpp:carbons:2'/></message>", false, false),
+            ("<message type='chat'><body>hi</body><no-copy xmlns='urn:xmpp:hints'/></message>", false, false),
             // A no-store hint says nothing about copies.
-            (
-                "<message type='chat'><body>hi</body><no-store xmlns='urn:xmpp:hints'/></message>",
-                true,
-                true,
-            ),
+            ("<message type='chat'><body>hi</body><no-store xmlns='urn:xmpp:hints'/></message>", true, true),
             (
                 "<message type='chat'><sent xmlns='urn:xmpp:carbons:2'><forwarded xmlns='urn:xmpp:forward:0'/></sent></message>",
                 false,
                 false,
             ),
-            (
-                "<message type='chat'><received xmlns='urn:xmpp:carbons:2'/></message>",
-                false,
-                false,
-            ),
+            ("<message type='chat'><received xmlns='urn:xmpp:carbons:2'/></message>", false, false),
             // MUC private messages: copied when sent, not when received.
-            (
-                "<message type='chat'><body>pm</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>",
-                true,
-                false,
-            ),
+            ("<message type='chat'><body>pm</body><x xmlns='http://jabber.org/protocol/muc#user'/></message>", true, false),
             // Invitations, direct and mediated.
             ("<message><x xmlns='jabber:x:conference' jid='room@muc.example'/></message>", true, true),
-            (
-                "<message><x xmlns='http://jabber.org/protocol/muc#user'><invite from='a@example'/></x></message>",
-                true,
-                true,
-            ),
-            (
-                "<message type='groupchat'><x xmlns='jabber:x:conference' jid='r@m'/></message>",
-                false,
-                false,
-            ),
+            ("<message><x xmlns='http://jabber.org/protocol/muc#user'><invite from='a@example'/></x></message>", true, true),
+            ("<message type='groupchat'><x xmlns='jabber:x:conference' jid='r@m'/></message>", false, false),
         ];
         for &(xml, sent, received) in cases {
             let message = element(xml);
-            assert_eq!(
-                is_eligible_for(Direction::Sent, &message),
-                sent,
-                "sent: {xml}"
-            );
-            assert_eq!(
-                is_eligible_for(Direction::Received, &message),
-                received,
-                "received: {xml}"
-            );
+            assert_eq!(is_eligible_for(Direction::Sent, &message), sent, "sent: {xml}");
+            assert_eq!(is_eligible_for(Direction::Received, &message), received, "received: {xml}");
             assert_eq!(is_eligible(&message), received, "{xml}");
         }
         assert!(!is_eligible(&element("<iq type='set'/>")));
@@ -325,12 +270,7 @@ mod tests {
     fn wrap_output() {
         let original = b"<message xmlns='jabber:client' from='juliet@capulet.example/balcony' \
                          to='romeo@montague.example/garden' type='chat'><body>Hi</body></message>";
-        let wrapped = wrap(
-            Direction::Received,
-            "romeo@montague.example",
-            "romeo@montague.example/home",
-            original,
-        );
+        let wrapped = wrap(Direction::Received, "romeo@montague.example", "romeo@montague.example/home", original);
         let expected = format!(
             "<message xmlns='jabber:client' from='romeo@montague.example' \
              to='romeo@montague.example/home' type='chat'><received xmlns='urn:xmpp:carbons:2'>\
@@ -345,30 +285,21 @@ mod tests {
             .child("received", CARBONS_NAMESPACE)
             .and_then(|received| received.child("forwarded", FORWARD_NAMESPACE))
             .and_then(|forwarded| forwarded.child("message", "jabber:client"));
-        assert_eq!(
-            forwarded.and_then(|message| message.attribute("to")),
-            Some("romeo@montague.example/garden")
-        );
+        assert_eq!(forwarded.and_then(|message| message.attribute("to")), Some("romeo@montague.example/garden"));
         // A copy is never copied again.
         assert!(!is_eligible_for(Direction::Sent, &tree));
     }
 
     #[test]
     fn wrap_sent_keeps_type_only_when_known_and_escapes_addresses() {
-        let sent = |original: &[u8]| {
-            String::from_utf8_lossy(&wrap(Direction::Sent, "a'b@x", "a'b@x/r", original))
-                .into_owned()
-        };
+        let sent = |original: &[u8]| String::from_utf8_lossy(&wrap(Direction::Sent, "a'b@x", "a'b@x/r", original)).into_owned();
         let untyped = sent(b"<message xmlns='jabber:client' to='c@x'><body>1</body></message>");
         assert!(
             untyped.starts_with("<message xmlns='jabber:client' from='a&apos;b@x' to='a&apos;b@x/r'><sent xmlns='urn:xmpp:carbons:2'>"),
             "{untyped}"
         );
         let typed = sent(b"<message\n to = \"c@x\"\ttype=\"normal\" xmlns='jabber:client'/>");
-        assert!(
-            typed.contains("to='a&apos;b@x/r' type='normal'><sent"),
-            "{typed}"
-        );
+        assert!(typed.contains("to='a&apos;b@x/r' type='normal'><sent"), "{typed}");
         let bogus = sent(b"<message type='x&amp;y' xmlns='jabber:client'/>");
         assert!(bogus.contains("to='a&apos;b@x/r'><sent"), "{bogus}");
         // A 'type' inside a child is not the message's.
@@ -378,14 +309,8 @@ mod tests {
 
     #[test]
     fn root_attribute_reads_only_the_start_tag() {
-        assert_eq!(
-            root_attribute(b"<m a='1' type='chat'>", b"type"),
-            Some(&b"chat"[..])
-        );
-        assert_eq!(
-            root_attribute(b"<m a='>' type=\"x'y\"/>", b"type"),
-            Some(&b"x'y"[..])
-        );
+        assert_eq!(root_attribute(b"<m a='1' type='chat'>", b"type"), Some(&b"chat"[..]));
+        assert_eq!(root_attribute(b"<m a='>' type=\"x'y\"/>", b"type"), Some(&b"x'y"[..]));
         assert_eq!(root_attribute(b"<m/>", b"type"), None);
         assert_eq!(root_attribute(b"<m>", b"type"), None);
         assert_eq!(root_attribute(b"<m xtype='1'/>", b"type"), None);
@@ -396,9 +321,7 @@ mod tests {
 
     #[test]
     fn private_is_removed_for_delivery() {
-        let mut message = element(
-            "<message type='chat'><body>hi</body><private xmlns='urn:xmpp:carbons:2'/></message>",
-        );
+        let mut message = element("<message type='chat'><body>hi</body><private xmlns='urn:xmpp:carbons:2'/></message>");
         assert!(remove_private(&mut message));
         assert!(message.child("private", CARBONS_NAMESPACE).is_none());
         assert!(message.child("body", "jabber:client").is_some());
@@ -407,21 +330,9 @@ mod tests {
 
     #[test]
     fn toggle() {
-        assert_eq!(
-            parse_toggle(&element("<enable xmlns='urn:xmpp:carbons:2'/>")),
-            Some(true)
-        );
-        assert_eq!(
-            parse_toggle(&element("<disable xmlns='urn:xmpp:carbons:2'/>")),
-            Some(false)
-        );
-        assert_eq!(
-            parse_toggle(&element("<enable xmlns='urn:xmpp:carbons:1'/>")),
-            None
-        );
-        assert_eq!(
-            parse_toggle(&element("<private xmlns='urn:xmpp:carbons:2'/>")),
-            None
-        );
+        assert_eq!(parse_toggle(&element("<enable xmlns='urn:xmpp:carbons:2'/>")), Some(true));
+        assert_eq!(parse_toggle(&element("<disable xmlns='urn:xmpp:carbons:2'/>")), Some(false));
+        assert_eq!(parse_toggle(&element("<enable xmlns='urn:xmpp:carbons:1'/>")), None);
+        assert_eq!(parse_toggle(&element("<private xmlns='urn:xmpp:carbons:2'/>")), None);
     }
 }

@@ -56,6 +56,9 @@ mod tests {
         assert_eq!(parse_boolean("yes"), None);
         assert_eq!(boolean_value(true), "1");
         let f = field("v", Some("boolean"), None, &["1"]).with_child(option("x"));
-        assert_eq!(f.to_xml(), "<field xmlns='jabber:x:data' var='v' type='boolean'><value>1</value><option><value>x</value></option></field>");
+        assert_eq!(
+            f.to_xml(),
+            "<field xmlns='jabber:x:data' var='v' type='boolean'><value>1</value><option><value>x</value></option></field>"
+        );
     }
 }

@@ -359,10 +359,7 @@ const CDATA_OPEN: &[u8] = b"<![CDATA[";
 enum Phase {
     /// Before the stream header. A byte order mark and then an XML declaration are allowed
     /// only as the very first bytes of the stream.
-    Prolog {
-        bom_allowed: bool,
-        declaration_allowed: bool,
-    },
+    Prolog { bom_allowed: bool, declaration_allowed: bool },
     /// Between top-level elements.
     Stream,
     /// After the stream's end tag; only whitespace may follow.
@@ -372,10 +369,7 @@ enum Phase {
 }
 
 impl Phase {
-    const PROLOG: Phase = Phase::Prolog {
-        bom_allowed: true,
-        declaration_allowed: true,
-    };
+    const PROLOG: Phase = Phase::Prolog { bom_allowed: true, declaration_allowed: true };
 }
 
 /// A frame found by [`Framer::advance`], as offsets, so that the mutable scanning is done
@@ -394,30 +388,18 @@ impl Framer {
     fn advance(&mut self) -> Result<Option<Found>, FramerError> {
         loop {
             if self.scanning {
-                let limit_end = self
-                    .frame_start
-                    .saturating_add(self.limits.stanza_bytes_max);
+                let limit_end = self.frame_start.saturating_add(self.limits.stanza_bytes_max);
                 let end = self.buffer.len().min(limit_end);
                 // Limits lowered mid-frame can leave the frame already larger than allowed.
                 if self.scanner.position > end - self.frame_start {
-                    return Err(FramerError::PolicyViolation(
-                        "frame larger than stanza_bytes_max",
-                    ));
+                    return Err(FramerError::PolicyViolation("frame larger than stanza_bytes_max"));
                 }
-                let context = ScanContext {
-                    limits: &self.limits,
-                    stream_qname: &self.stream_qname,
-                    stream_namespaces: &self.stream_namespaces,
-                };
-                let Some(len) = self
-                    .scanner
-                    .scan(&self.buffer[self.frame_start..end], &context)?
-                else {
+                let context =
+                    ScanContext { limits: &self.limits, stream_qname: &self.stream_qname, stream_namespaces: &self.stream_namespaces };
+                let Some(len) = self.scanner.scan(&self.buffer[self.frame_start..end], &context)? else {
                     // A frame that is still incomplete at the limit can only exceed it.
                     if self.buffer.len() > limit_end {
-                        return Err(FramerError::PolicyViolation(
-                            "frame larger than stanza_bytes_max",
-                        ));
+                        return Err(FramerError::PolicyViolation("frame larger than stanza_bytes_max"));
                     }
                     return Ok(None);
                 };
@@ -443,47 +425,32 @@ impl Framer {
             let rest = &self.buffer[self.frame_start..];
             match self.phase {
                 Phase::Failed(ref error) => return Err(error.clone()),
-                Phase::Prolog {
-                    bom_allowed: true,
-                    declaration_allowed,
-                } => {
+                Phase::Prolog { bom_allowed: true, declaration_allowed } => {
                     if UTF16_STARTS.iter().any(|start| rest.starts_with(start)) {
                         return Err(FramerError::UnsupportedEncoding);
                     }
                     let undecided = rest.len() < UTF8_BOM.len()
-                        && (UTF8_BOM.starts_with(rest)
-                            || UTF16_STARTS.iter().any(|start| start.starts_with(rest)));
+                        && (UTF8_BOM.starts_with(rest) || UTF16_STARTS.iter().any(|start| start.starts_with(rest)));
                     if undecided {
                         return Ok(None);
                     }
                     if rest.starts_with(UTF8_BOM) {
                         self.frame_start += UTF8_BOM.len();
                     }
-                    self.phase = Phase::Prolog {
-                        bom_allowed: false,
-                        declaration_allowed,
-                    };
+                    self.phase = Phase::Prolog { bom_allowed: false, declaration_allowed };
                 }
-                Phase::Prolog {
-                    bom_allowed: false,
-                    declaration_allowed,
-                } => {
+                Phase::Prolog { bom_allowed: false, declaration_allowed } => {
                     let Some(&byte) = rest.first() else {
                         return Ok(None);
                     };
                     if is_whitespace(byte) {
                         self.frame_start += whitespace_len(rest);
-                        self.phase = Phase::Prolog {
-                            bom_allowed: false,
-                            declaration_allowed: false,
-                        };
+                        self.phase = Phase::Prolog { bom_allowed: false, declaration_allowed: false };
                         continue;
                     }
                     if byte != b'<' {
                         return match text_error(rest, "text before the stream header") {
-                            Some(FramerError::BadFormat(text)) => {
-                                Err(FramerError::NotWellFormed(text))
-                            }
+                            Some(FramerError::BadFormat(text)) => Err(FramerError::NotWellFormed(text)),
                             Some(error) => Err(error),
                             None => Ok(None),
                         };
@@ -493,42 +460,26 @@ impl Framer {
                     if rest.len() < 2 {
                         return Ok(None);
                     }
-                    self.phase = Phase::Prolog {
-                        bom_allowed: false,
-                        declaration_allowed: false,
-                    };
+                    self.phase = Phase::Prolog { bom_allowed: false, declaration_allowed: false };
                     if rest[1] != b'?' {
                         self.begin(FrameKind::Header, Lexical::Markup, 1);
                         continue;
                     }
                     if !declaration_allowed {
-                        return Err(FramerError::RestrictedXml(
-                            "processing instructions are not allowed",
-                        ));
+                        return Err(FramerError::RestrictedXml("processing instructions are not allowed"));
                     }
                     let Some(&after) = rest.get(DECLARATION_OPEN.len()) else {
                         if DECLARATION_OPEN.starts_with(rest) {
                             // Not decided yet: keep the declaration allowed.
-                            self.phase = Phase::Prolog {
-                                bom_allowed: false,
-                                declaration_allowed,
-                            };
+                            self.phase = Phase::Prolog { bom_allowed: false, declaration_allowed };
                             return Ok(None);
                         }
-                        return Err(FramerError::RestrictedXml(
-                            "processing instructions are not allowed",
-                        ));
+                        return Err(FramerError::RestrictedXml("processing instructions are not allowed"));
                     };
                     if !rest.starts_with(DECLARATION_OPEN) || !is_whitespace(after) {
-                        return Err(FramerError::RestrictedXml(
-                            "processing instructions are not allowed",
-                        ));
+                        return Err(FramerError::RestrictedXml("processing instructions are not allowed"));
                     }
-                    self.begin(
-                        FrameKind::Declaration,
-                        Lexical::Declaration,
-                        DECLARATION_OPEN.len(),
-                    );
+                    self.begin(FrameKind::Declaration, Lexical::Declaration, DECLARATION_OPEN.len());
                 }
                 Phase::Stream => {
                     if self.stream_close_pending {
@@ -561,9 +512,7 @@ impl Framer {
                 Phase::Closed => {
                     self.frame_start += whitespace_len(rest);
                     if self.frame_start < self.buffer.len() {
-                        return Err(FramerError::NotWellFormed(
-                            "content after the stream's end tag",
-                        ));
+                        return Err(FramerError::NotWellFormed("content after the stream's end tag"));
                     }
                     return Ok(None);
                 }
@@ -600,12 +549,8 @@ impl Framer {
     #[inline]
     fn view(&self, found: Found) -> Frame<'_> {
         match found {
-            Found::Open { start, len } => {
-                Frame::StreamOpen(self.stream_open(&self.buffer[start..start + len]))
-            }
-            Found::Stanza { start, len } => {
-                Frame::Stanza(self.stanza(&self.buffer[start..start + len]))
-            }
+            Found::Open { start, len } => Frame::StreamOpen(self.stream_open(&self.buffer[start..start + len])),
+            Found::Stanza { start, len } => Frame::Stanza(self.stanza(&self.buffer[start..start + len])),
             Found::Close => Frame::StreamClose,
             Found::Whitespace => Frame::Whitespace,
         }
@@ -667,11 +612,7 @@ impl Framer {
                 }
                 b"id" => &mut stanza.id,
                 b"type" => &mut stanza.kind,
-                _ if declared_prefix(key)
-                    .is_some_and(|declared| same_bytes(declared, prefix.as_bytes())) =>
-                {
-                    &mut own_namespace
-                }
+                _ if declared_prefix(key).is_some_and(|declared| same_bytes(declared, prefix.as_bytes())) => &mut own_namespace,
                 _ => continue,
             };
             *slot = Some(attribute_value(frame, attribute));
@@ -688,10 +629,7 @@ impl Framer {
         if prefix == "xml" {
             return Some(XML_NAMESPACE);
         }
-        self.stream_namespaces
-            .iter()
-            .find(|(declared, _)| same_bytes(declared.as_bytes(), prefix.as_bytes()))
-            .map(|(_, uri)| uri.as_str())
+        self.stream_namespaces.iter().find(|(declared, _)| same_bytes(declared.as_bytes(), prefix.as_bytes())).map(|(_, uri)| uri.as_str())
     }
 }
 
@@ -884,11 +822,7 @@ impl Scanner {
 
     /// Scans `frame` (the bytes received so far from the frame's start, cut at the size
     /// limit) from where the last call stopped. Returns the frame's length once complete.
-    fn scan(
-        &mut self,
-        frame: &[u8],
-        context: &ScanContext<'_>,
-    ) -> Result<Option<usize>, FramerError> {
+    fn scan(&mut self, frame: &[u8], context: &ScanContext<'_>) -> Result<Option<usize>, FramerError> {
         let mut position = self.position;
         // A local copy, so that the compiler can turn transitions to a known state into
         // direct jumps instead of going through the dispatch each time.
@@ -932,9 +866,7 @@ impl Scanner {
                                 return Err(if markup.get(2) == Some(&b'-') {
                                     FramerError::RestrictedXml("comments are not allowed")
                                 } else {
-                                    FramerError::RestrictedXml(
-                                        "DTDs and markup declarations are not allowed",
-                                    )
+                                    FramerError::RestrictedXml("DTDs and markup declarations are not allowed")
                                 });
                             }
                             if compared < CDATA_OPEN.len() {
@@ -945,17 +877,11 @@ impl Scanner {
                             lexical = Lexical::Cdata;
                         }
                         b'?' => {
-                            return Err(FramerError::RestrictedXml(
-                                "processing instructions are not allowed",
-                            ));
+                            return Err(FramerError::RestrictedXml("processing instructions are not allowed"));
                         }
                         _ if is_name_start(byte) => {
-                            if self.kind == FrameKind::Stanza
-                                && self.depth >= context.limits.depth_max
-                            {
-                                return Err(FramerError::PolicyViolation(
-                                    "elements nested deeper than depth_max",
-                                ));
+                            if self.kind == FrameKind::Stanza && self.depth >= context.limits.depth_max {
+                                return Err(FramerError::PolicyViolation("elements nested deeper than depth_max"));
                             }
                             self.tag.reset();
                             self.token_start = position;
@@ -970,15 +896,10 @@ impl Scanner {
                     if position == frame.len() {
                         break None;
                     }
-                    let name = Span {
-                        start: self.token_start,
-                        end: position,
-                    };
+                    let name = Span { start: self.token_start, end: position };
                     let colon = qname_colon(frame, name)?;
                     if colon.is_some_and(|colon| &frame[name.start..colon] == b"xmlns") {
-                        return Err(FramerError::NotWellFormed(
-                            "an element cannot have the xmlns prefix",
-                        ));
+                        return Err(FramerError::NotWellFormed("an element cannot have the xmlns prefix"));
                     }
                     self.tag.name = name;
                     self.tag.colon = colon;
@@ -1006,9 +927,7 @@ impl Scanner {
                         }
                         _ if is_name_start(byte) => {
                             if !self.tag.had_space {
-                                return Err(FramerError::NotWellFormed(
-                                    "attributes must be separated by whitespace",
-                                ));
+                                return Err(FramerError::NotWellFormed("attributes must be separated by whitespace"));
                             }
                             self.token_start = position;
                             position = skip_name(frame, position + 1);
@@ -1016,10 +935,7 @@ impl Scanner {
                                 lexical = Lexical::AttributeName;
                                 break None;
                             }
-                            let name = Span {
-                                start: self.token_start,
-                                end: position,
-                            };
+                            let name = Span { start: self.token_start, end: position };
                             self.start_attribute(frame, name, context)?;
                             // The usual `name='value'` goes straight to the value.
                             match (frame.get(position), frame.get(position + 1)) {
@@ -1034,9 +950,7 @@ impl Scanner {
                             }
                         }
                         _ => {
-                            return Err(FramerError::NotWellFormed(
-                                "unexpected character in a start tag",
-                            ));
+                            return Err(FramerError::NotWellFormed("unexpected character in a start tag"));
                         }
                     }
                 }
@@ -1045,14 +959,7 @@ impl Scanner {
                     if position == frame.len() {
                         break None;
                     }
-                    self.start_attribute(
-                        frame,
-                        Span {
-                            start: self.token_start,
-                            end: position,
-                        },
-                        context,
-                    )?;
+                    self.start_attribute(frame, Span { start: self.token_start, end: position }, context)?;
                     lexical = Lexical::AttributeEquals;
                 }
                 Lexical::AttributeEquals => {
@@ -1098,9 +1005,7 @@ impl Scanner {
                             position += offset;
                             match frame[position] {
                                 b'<' => {
-                                    return Err(FramerError::NotWellFormed(
-                                        "'<' in an attribute value",
-                                    ));
+                                    return Err(FramerError::NotWellFormed("'<' in an attribute value"));
                                 }
                                 b'&' => {
                                     self.token_start = position;
@@ -1109,10 +1014,7 @@ impl Scanner {
                                     lexical = Lexical::Reference;
                                 }
                                 _ => {
-                                    let value = Span {
-                                        start: self.value_start,
-                                        end: position,
-                                    };
+                                    let value = Span { start: self.value_start, end: position };
                                     self.finish_attribute(frame, value)?;
                                     self.tag.had_space = false;
                                     lexical = Lexical::TagSpace;
@@ -1124,10 +1026,7 @@ impl Scanner {
                 }
                 Lexical::Reference => {
                     let unread = &frame[position..];
-                    let Some(offset) = unread
-                        .iter()
-                        .position(|&byte| !(is_name_char(byte) || byte == b'#'))
-                    else {
+                    let Some(offset) = unread.iter().position(|&byte| !(is_name_char(byte) || byte == b'#')) else {
                         position = frame.len();
                         break None;
                     };
@@ -1137,11 +1036,7 @@ impl Scanner {
                     }
                     reference_char(&frame[self.token_start + 1..position])?;
                     position += 1;
-                    lexical = if self.reference_in_attribute {
-                        Lexical::AttributeValue
-                    } else {
-                        Lexical::Content
-                    };
+                    lexical = if self.reference_in_attribute { Lexical::AttributeValue } else { Lexical::Content };
                 }
                 Lexical::EmptyElementEnd => match frame.get(position) {
                     None => break None,
@@ -1153,9 +1048,7 @@ impl Scanner {
                         lexical = Lexical::Content;
                     }
                     Some(_) => {
-                        return Err(FramerError::NotWellFormed(
-                            "'/' not followed by '>' in a tag",
-                        ));
+                        return Err(FramerError::NotWellFormed("'/' not followed by '>' in a tag"));
                     }
                 },
                 Lexical::EndName => {
@@ -1170,9 +1063,7 @@ impl Scanner {
                         (_, None) => b"",
                     };
                     if name.is_empty() || !same_bytes(name, expected) {
-                        return Err(FramerError::NotWellFormed(
-                            "end tag does not match start tag",
-                        ));
+                        return Err(FramerError::NotWellFormed("end tag does not match start tag"));
                     }
                     lexical = Lexical::EndSpace;
                 }
@@ -1190,9 +1081,7 @@ impl Scanner {
                             lexical = Lexical::Content;
                         }
                         _ => {
-                            return Err(FramerError::NotWellFormed(
-                                "unexpected character in an end tag",
-                            ));
+                            return Err(FramerError::NotWellFormed("unexpected character in an end tag"));
                         }
                     }
                 }
@@ -1224,9 +1113,7 @@ impl Scanner {
     /// An end tag starts (`</`): at stream level it is the stream's end tag.
     fn start_end_tag(&mut self) -> Result<(), FramerError> {
         match self.kind {
-            FrameKind::Header => Err(FramerError::NotWellFormed(
-                "end tag before the stream header",
-            )),
+            FrameKind::Header => Err(FramerError::NotWellFormed("end tag before the stream header")),
             FrameKind::Stanza if self.depth == 0 => {
                 self.kind = FrameKind::StreamEnd;
                 Ok(())
@@ -1238,9 +1125,7 @@ impl Scanner {
     /// A CDATA section starts: character data, allowed only inside an element.
     fn start_cdata(&self) -> Result<(), FramerError> {
         match self.kind {
-            FrameKind::Header => Err(FramerError::NotWellFormed(
-                "character data before the stream header",
-            )),
+            FrameKind::Header => Err(FramerError::NotWellFormed("character data before the stream header")),
             _ if self.depth == 0 => Err(FramerError::BadFormat("text at stream level")),
             _ => Ok(()),
         }
@@ -1248,35 +1133,22 @@ impl Scanner {
 
     /// An attribute name was read: checks it and the per-element limits.
     #[inline(always)]
-    fn start_attribute(
-        &mut self,
-        frame: &[u8],
-        name: Span,
-        context: &ScanContext<'_>,
-    ) -> Result<(), FramerError> {
+    fn start_attribute(&mut self, frame: &[u8], name: Span, context: &ScanContext<'_>) -> Result<(), FramerError> {
         let limits = context.limits;
         let colon = qname_colon(frame, name)?;
         if self.tag.attributes.len() >= limits.attributes_max {
-            return Err(FramerError::PolicyViolation(
-                "more attributes than attributes_max",
-            ));
+            return Err(FramerError::PolicyViolation("more attributes than attributes_max"));
         }
         let bytes = name.of(frame);
         if declared_prefix(bytes).is_some() {
             if self.tag.namespace_declarations >= limits.namespace_declarations_max {
-                return Err(FramerError::PolicyViolation(
-                    "more namespace declarations than namespace_declarations_max",
-                ));
+                return Err(FramerError::PolicyViolation("more namespace declarations than namespace_declarations_max"));
             }
             self.tag.namespace_declarations += 1;
         }
         // Quadratic in the attribute count, which attributes_max bounds; it is a handful for
         // real stanzas, where this beats hashing.
-        let duplicate = self
-            .tag
-            .attributes
-            .iter()
-            .any(|attribute| same_bytes(attribute.name.of(frame), bytes));
+        let duplicate = self.tag.attributes.iter().any(|attribute| same_bytes(attribute.name.of(frame), bytes));
         if duplicate {
             return Err(FramerError::NotWellFormed("duplicate attribute"));
         }
@@ -1293,10 +1165,7 @@ impl Scanner {
             if &frame[name.start..colon] == b"xmlns" {
                 // XML Namespaces §3: `xmlns` cannot be declared, `xml` only to its own URI,
                 // and a prefix cannot be undeclared (XML Namespaces 1.0).
-                let prefix = Span {
-                    start: colon + 1,
-                    end: name.end,
-                };
+                let prefix = Span { start: colon + 1, end: name.end };
                 match prefix.of(frame) {
                     b"xmlns" => {
                         return Err(FramerError::NotWellFormed("the xmlns prefix is reserved"));
@@ -1307,36 +1176,20 @@ impl Scanner {
                         }
                     }
                     _ if value.start == value.end => {
-                        return Err(FramerError::NotWellFormed(
-                            "a namespace prefix cannot be undeclared",
-                        ));
+                        return Err(FramerError::NotWellFormed("a namespace prefix cannot be undeclared"));
                     }
-                    _ => self.scope.push(Declared {
-                        prefix,
-                        depth: self.depth + 1,
-                    }),
+                    _ => self.scope.push(Declared { prefix, depth: self.depth + 1 }),
                 }
             }
         }
-        self.tag.attributes.push(AttributeSpan {
-            name,
-            colon: self.attribute_colon,
-            value,
-            normalize: self.value_normalize,
-        });
+        self.tag.attributes.push(AttributeSpan { name, colon: self.attribute_colon, value, normalize: self.value_normalize });
         Ok(())
     }
 
     /// A start tag ended (`>` or `/>`). Returns whether it completed the frame; if not,
     /// character data follows.
     #[inline(always)]
-    fn finish_start_tag(
-        &mut self,
-        frame: &[u8],
-        context: &ScanContext<'_>,
-        end: usize,
-        empty: bool,
-    ) -> Result<bool, FramerError> {
+    fn finish_start_tag(&mut self, frame: &[u8], context: &ScanContext<'_>, end: usize, empty: bool) -> Result<bool, FramerError> {
         self.tag.end = end;
         // XML Namespaces §5: every prefix used must be declared (RFC 6120 §11.2).
         if let Some(colon) = self.tag.colon {
@@ -1389,25 +1242,15 @@ impl Scanner {
 
     /// Drops the declarations of elements at `depth` and deeper.
     fn pop_scope(&mut self, depth: usize) {
-        while self
-            .scope
-            .last()
-            .is_some_and(|declared| declared.depth >= depth)
-        {
+        while self.scope.last().is_some_and(|declared| declared.depth >= depth) {
             self.scope.pop();
         }
     }
 
     fn is_bound(&self, frame: &[u8], prefix: &[u8], context: &ScanContext<'_>) -> bool {
         prefix == b"xml"
-            || self
-                .scope
-                .iter()
-                .rev()
-                .any(|declared| same_bytes(declared.prefix.of(frame), prefix))
-            || context.stream_namespaces.iter().any(|(declared, _)| {
-                !declared.is_empty() && same_bytes(declared.as_bytes(), prefix)
-            })
+            || self.scope.iter().rev().any(|declared| same_bytes(declared.prefix.of(frame), prefix))
+            || context.stream_namespaces.iter().any(|(declared, _)| !declared.is_empty() && same_bytes(declared.as_bytes(), prefix))
     }
 }
 
@@ -1467,10 +1310,7 @@ fn matching_bytes(word: u64, needle: u8) -> u64 {
 /// The first occurrence of `first` or `second`.
 #[inline(always)]
 fn find2(first: u8, second: u8, haystack: &[u8]) -> Option<usize> {
-    find_with(haystack, |word| {
-        matching_bytes(word, first) | matching_bytes(word, second)
-    })
-    .or_else(|| {
+    find_with(haystack, |word| matching_bytes(word, first) | matching_bytes(word, second)).or_else(|| {
         let start = inline_searched(haystack);
         memchr2(first, second, &haystack[start..]).map(|offset| start + offset)
     })
@@ -1487,8 +1327,7 @@ fn find_value_end(quote: u8, haystack: &[u8]) -> (Option<usize>, bool) {
         let mut bytes = [0u8; 8];
         bytes.copy_from_slice(&haystack[offset..offset + 8]);
         let word = u64::from_le_bytes(bytes);
-        let stops =
-            matching_bytes(word, quote) | matching_bytes(word, b'<') | matching_bytes(word, b'&');
+        let stops = matching_bytes(word, quote) | matching_bytes(word, b'<') | matching_bytes(word, b'&');
         // Bytes below 0x20 (the test can only misfire above a byte that is below 0x20).
         let low = word.wrapping_sub(BYTES_LOW * 0x20) & !word & BYTES_HIGH;
         if stops != 0 {
@@ -1539,18 +1378,12 @@ fn is_whitespace(byte: u8) -> bool {
 }
 
 fn whitespace_len(bytes: &[u8]) -> usize {
-    bytes
-        .iter()
-        .position(|&byte| !is_whitespace(byte))
-        .unwrap_or(bytes.len())
+    bytes.iter().position(|&byte| !is_whitespace(byte)).unwrap_or(bytes.len())
 }
 
 /// The offset of the first byte at or after `position` that cannot continue a name.
 fn skip_name(frame: &[u8], position: usize) -> usize {
-    frame[position..]
-        .iter()
-        .position(|&byte| !is_name_char(byte))
-        .map_or(frame.len(), |offset| position + offset)
+    frame[position..].iter().position(|&byte| !is_name_char(byte)).map_or(frame.len(), |offset| position + offset)
 }
 
 /// Checks that a name is a qualified name (XML Namespaces §4) and finds its colon.
@@ -1561,9 +1394,7 @@ fn qname_colon(frame: &[u8], name: Span) -> Result<Option<usize>, FramerError> {
         return Ok(None);
     };
     let local = &bytes[colon + 1..];
-    let well_formed = colon > 0
-        && local.first().is_some_and(|&byte| is_name_start(byte))
-        && !local.contains(&b':');
+    let well_formed = colon > 0 && local.first().is_some_and(|&byte| is_name_start(byte)) && !local.contains(&b':');
     if !well_formed {
         return Err(FramerError::NotWellFormed("malformed qualified name"));
     }
@@ -1583,18 +1414,7 @@ fn declared_prefix(name: &[u8]) -> Option<&[u8]> {
 /// found while scanning.
 fn split_name<'a>(frame: &'a str, tag: &Tag) -> (&'a str, &'a str) {
     match tag.colon {
-        Some(colon) => (
-            Span {
-                start: tag.name.start,
-                end: colon,
-            }
-            .text(frame),
-            Span {
-                start: colon + 1,
-                end: tag.name.end,
-            }
-            .text(frame),
-        ),
+        Some(colon) => (Span { start: tag.name.start, end: colon }.text(frame), Span { start: colon + 1, end: tag.name.end }.text(frame)),
         None => ("", tag.name.text(frame)),
     }
 }
@@ -1675,9 +1495,9 @@ fn reference_char(name: &[u8]) -> Result<char, FramerError> {
         b"quot" => Ok('"'),
         [b'#', b'x', digits @ ..] => char_reference(digits, 16),
         [b'#', digits @ ..] => char_reference(digits, 10),
-        [first, ..] if is_name_start(*first) && name.iter().all(|&byte| is_name_char(byte)) => Err(
-            FramerError::RestrictedXml("entity references are not allowed"),
-        ),
+        [first, ..] if is_name_start(*first) && name.iter().all(|&byte| is_name_char(byte)) => {
+            Err(FramerError::RestrictedXml("entity references are not allowed"))
+        }
         _ => Err(FramerError::NotWellFormed("malformed reference")),
     }
 }
@@ -1696,9 +1516,7 @@ fn char_reference(digits: &[u8], radix: u32) -> Result<char, FramerError> {
     }
     char::from_u32(value)
         .filter(|&character| is_xml_char(character))
-        .ok_or(FramerError::NotWellFormed(
-            "character reference to an illegal character",
-        ))
+        .ok_or(FramerError::NotWellFormed("character reference to an illegal character"))
 }
 
 /// XML 1.0 §2.2 `Char`.
@@ -1721,14 +1539,9 @@ fn check_characters(frame: &[u8]) -> Result<(), FramerError> {
     if high >= 0x80 && std::str::from_utf8(frame).is_err() {
         return Err(FramerError::NotWellFormed("invalid UTF-8"));
     }
-    let control = low < 0x20
-        && frame
-            .iter()
-            .any(|&byte| byte < 0x20 && !matches!(byte, b'\t' | b'\n' | b'\r'));
+    let control = low < 0x20 && frame.iter().any(|&byte| byte < 0x20 && !matches!(byte, b'\t' | b'\n' | b'\r'));
     if control {
-        return Err(FramerError::NotWellFormed(
-            "control character not allowed in XML",
-        ));
+        return Err(FramerError::NotWellFormed("control character not allowed in XML"));
     }
     Ok(())
 }
@@ -1751,12 +1564,8 @@ fn byte_or_and_min(bytes: &[u8]) -> (u8, u8) {
 fn text_error(rest: &[u8], message: &'static str) -> Option<FramerError> {
     let first = &rest[..rest.len().min(4)];
     match std::str::from_utf8(first) {
-        Err(error) if error.valid_up_to() == 0 => error
-            .error_len()
-            .map(|_| FramerError::NotWellFormed("invalid UTF-8")),
-        _ if first.first().is_some_and(|&byte| byte < 0x20) => Some(FramerError::NotWellFormed(
-            "control character not allowed in XML",
-        )),
+        Err(error) if error.valid_up_to() == 0 => error.error_len().map(|_| FramerError::NotWellFormed("invalid UTF-8")),
+        _ if first.first().is_some_and(|&byte| byte < 0x20) => Some(FramerError::NotWellFormed("control character not allowed in XML")),
         _ => Some(FramerError::BadFormat(message)),
     }
 }
@@ -1765,14 +1574,11 @@ fn text_error(rest: &[u8], message: &'static str) -> Option<FramerError> {
 /// must be UTF-8 (RFC 6120 §11.6).
 fn check_declaration(frame: &[u8]) -> Result<(), FramerError> {
     let declaration = text(frame);
-    let inner = declaration
-        .get(DECLARATION_OPEN.len()..declaration.len().saturating_sub(2))
-        .unwrap_or_default();
+    let inner = declaration.get(DECLARATION_OPEN.len()..declaration.len().saturating_sub(2)).unwrap_or_default();
     let mut attributes = quick_xml::events::attributes::Attributes::new(inner, 0);
     let mut seen = 0;
     for attribute in &mut attributes {
-        let attribute =
-            attribute.map_err(|_| FramerError::NotWellFormed("malformed XML declaration"))?;
+        let attribute = attribute.map_err(|_| FramerError::NotWellFormed("malformed XML declaration"))?;
         let value = attribute.value.as_ref();
         // The pseudo-attributes must come in this order (XML 1.0 §2.8, §4.3.3, §2.9).
         match (seen, attribute.key.0) {
@@ -1784,19 +1590,14 @@ fn check_declaration(frame: &[u8]) -> Result<(), FramerError> {
         }
     }
     if seen == 0 {
-        return Err(FramerError::NotWellFormed(
-            "XML declaration without a version",
-        ));
+        return Err(FramerError::NotWellFormed("XML declaration without a version"));
     }
     Ok(())
 }
 
 /// Parses a checked stanza into an owned tree with quick-xml, resolving namespaces with the
 /// stream header's declarations as the outermost scope.
-fn build_element(
-    bytes: &[u8],
-    stream_namespaces: &[(String, String)],
-) -> Result<Element, FramerError> {
+fn build_element(bytes: &[u8], stream_namespaces: &[(String, String)]) -> Result<Element, FramerError> {
     let mut reader = Reader::from_reader(bytes);
     reader.config_mut().check_end_names = true;
     let mut bindings: Vec<(String, String)> = stream_namespaces.to_vec();
@@ -1804,9 +1605,7 @@ fn build_element(
     let mut stack: Vec<Element> = Vec::new();
     let mut pending_text = String::new();
     loop {
-        let event = reader
-            .read_event()
-            .map_err(|_| FramerError::NotWellFormed("malformed element"))?;
+        let event = reader.read_event().map_err(|_| FramerError::NotWellFormed("malformed element"))?;
         match event {
             Event::Start(start) => {
                 flush_text(&mut stack, &mut pending_text);
@@ -1856,9 +1655,7 @@ fn flush_text(stack: &mut [Element], pending_text: &mut String) {
         return;
     }
     if let Some(parent) = stack.last_mut() {
-        parent
-            .children
-            .push(Node::Text(std::mem::take(pending_text)));
+        parent.children.push(Node::Text(std::mem::take(pending_text)));
     } else {
         pending_text.clear();
     }
@@ -1866,11 +1663,7 @@ fn flush_text(stack: &mut [Element], pending_text: &mut String) {
 
 /// Builds an element (without children) from a start tag, pushing its namespace
 /// declarations onto `bindings` and the scope mark onto `marks`.
-fn open_element(
-    start: &BytesStart<'_>,
-    bindings: &mut Vec<(String, String)>,
-    marks: &mut Vec<usize>,
-) -> Result<Element, FramerError> {
+fn open_element(start: &BytesStart<'_>, bindings: &mut Vec<(String, String)>, marks: &mut Vec<usize>) -> Result<Element, FramerError> {
     marks.push(bindings.len());
     let mut attributes = Vec::new();
     for attribute in start.attributes() {
@@ -1886,34 +1679,20 @@ fn open_element(
     let namespace = if prefix == "xml" {
         XML_NAMESPACE
     } else {
-        match bindings
-            .iter()
-            .rev()
-            .find(|(declared, _)| declared == prefix)
-        {
+        match bindings.iter().rev().find(|(declared, _)| declared == prefix) {
             Some((_, uri)) => uri.as_str(),
             None if prefix.is_empty() => "",
             None => return Err(FramerError::NotWellFormed("undeclared namespace prefix")),
         }
     };
-    Ok(Element {
-        name: name.to_owned(),
-        namespace: namespace.to_owned(),
-        attributes,
-        children: Vec::new(),
-    })
+    Ok(Element { name: name.to_owned(), namespace: namespace.to_owned(), attributes, children: Vec::new() })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const LIMITS: FramerLimits = FramerLimits {
-        stanza_bytes_max: 4096,
-        depth_max: 16,
-        attributes_max: 16,
-        namespace_declarations_max: 4,
-    };
+    const LIMITS: FramerLimits = FramerLimits { stanza_bytes_max: 4096, depth_max: 16, attributes_max: 16, namespace_declarations_max: 4 };
 
     const HEADER: &str = "<stream:stream xmlns='jabber:client' \
         xmlns:stream='http://etherx.jabber.org/streams' to='example.com' version='1.0'>";
@@ -1921,10 +1700,7 @@ mod tests {
     /// A compact description of a frame, for expectations.
     fn describe(frame: &Frame<'_>) -> String {
         fn fields(fields: &[(&str, &Option<Cow<'_, str>>)]) -> String {
-            fields
-                .iter()
-                .filter_map(|(key, value)| value.as_ref().map(|value| format!(" {key}={value}")))
-                .collect()
+            fields.iter().filter_map(|(key, value)| value.as_ref().map(|value| format!(" {key}={value}"))).collect()
         }
         match frame {
             Frame::StreamOpen(open) => format!(
@@ -1933,24 +1709,13 @@ mod tests {
                 open.local_name,
                 open.namespace.unwrap_or("-"),
                 open.default_namespace.unwrap_or("-"),
-                fields(&[
-                    ("to", &open.to),
-                    ("from", &open.from),
-                    ("version", &open.version),
-                    ("id", &open.id),
-                    ("lang", &open.lang),
-                ]),
+                fields(&[("to", &open.to), ("from", &open.from), ("version", &open.version), ("id", &open.id), ("lang", &open.lang),]),
             ),
             Frame::Stanza(stanza) => format!(
                 "{{{}}}{}{}",
                 stanza.namespace,
                 stanza.name,
-                fields(&[
-                    ("to", &stanza.to),
-                    ("from", &stanza.from),
-                    ("id", &stanza.id),
-                    ("type", &stanza.kind),
-                ]),
+                fields(&[("to", &stanza.to), ("from", &stanza.from), ("id", &stanza.id), ("type", &stanza.kind),]),
             ),
             Frame::StreamClose => "close".to_owned(),
             Frame::Whitespace => "ws".to_owned(),
@@ -2006,12 +1771,7 @@ mod tests {
     fn check_with(limits: FramerLimits, input: &[u8], expected: &[&str]) {
         let whole = frames(limits, &[input]);
         let described: Vec<&str> = whole.iter().map(|(short, _)| short.as_str()).collect();
-        assert_eq!(
-            described,
-            expected,
-            "input: {}",
-            String::from_utf8_lossy(input)
-        );
+        assert_eq!(described, expected, "input: {}", String::from_utf8_lossy(input));
         for split in 0..=input.len() {
             let (first, second) = input.split_at(split);
             assert_eq!(frames(limits, &[first, second]), whole, "split at {split}");
@@ -2038,10 +1798,7 @@ mod tests {
     fn with_stanza<T>(input: &str, inspect: impl FnOnce(&Stanza<'_>) -> T) -> T {
         let mut framer = Framer::new(LIMITS);
         framer.push(format!("{HEADER}{input}").as_bytes());
-        assert!(matches!(
-            framer.next_frame(),
-            Ok(Some(Frame::StreamOpen(_)))
-        ));
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
         match framer.next_frame() {
             Ok(Some(Frame::Stanza(stanza))) => inspect(&stanza),
             other => panic!("expected a stanza, got {other:?}"),
@@ -2157,32 +1914,17 @@ mod tests {
         let unprefixed = "open :stream ns=jabber:client default=jabber:client to=a";
         check(header, &[unprefixed]);
         check(&format!("\u{feff}{header}"), &[unprefixed]);
-        check(
-            &format!("\u{feff}<?xml version='1.0'?>{header}"),
-            &[unprefixed],
-        );
-        check(
-            &format!("<?xml version=\"1.0\" encoding='utf-8'?>\n\n{header} "),
-            &[unprefixed, "ws"],
-        );
-        check(
-            &format!("<?xml version='1.0' encoding='UTF-8' standalone='yes'?>{header}"),
-            &[unprefixed],
-        );
-        check(
-            "<stream xmlns='jabber:client' to='a'/>",
-            &[unprefixed, "close"],
-        );
+        check(&format!("\u{feff}<?xml version='1.0'?>{header}"), &[unprefixed]);
+        check(&format!("<?xml version=\"1.0\" encoding='utf-8'?>\n\n{header} "), &[unprefixed, "ws"]);
+        check(&format!("<?xml version='1.0' encoding='UTF-8' standalone='yes'?>{header}"), &[unprefixed]);
+        check("<stream xmlns='jabber:client' to='a'/>", &[unprefixed, "close"]);
         check(
             "<s:stream xmlns:s='http://etherx.jabber.org/streams' from='&#x61;&amp;b' id='i'>",
             &["open s:stream ns=http://etherx.jabber.org/streams default=- from=a&b id=i"],
         );
         // What follows the stream's end: only whitespace.
         check(&format!("{header}</stream> \n"), &[unprefixed, "close"]);
-        check(
-            &format!("{header}</stream> <a/>"),
-            &[unprefixed, "close", "error not-well-formed"],
-        );
+        check(&format!("{header}</stream> <a/>"), &[unprefixed, "close", "error not-well-formed"]);
     }
 
     #[test]
@@ -2234,11 +1976,7 @@ mod tests {
         let stanza = [header, b"<a>\xC3\x28</a>"].concat();
         check_with(LIMITS, &stanza, &[OPEN, "error not-well-formed"]);
         check_with(LIMITS, b"<stream to='\xFF'>", &error);
-        check_with(
-            LIMITS,
-            &[header, b"\xFF"].concat(),
-            &[OPEN, "error not-well-formed"],
-        );
+        check_with(LIMITS, &[header, b"\xFF"].concat(), &[OPEN, "error not-well-formed"]);
         check_with(LIMITS, &[header, b" \xE2\x82"].concat(), &[OPEN, "ws"]);
         check_with(LIMITS, b"\x01<stream>", &error);
         check("hello<stream>", &error);
@@ -2285,53 +2023,27 @@ mod tests {
         check_with(LIMITS, b"\xFE\xFF\x00<\x00s", &unsupported);
         check_with(LIMITS, b"\xFF\xFE<\x00s\x00", &unsupported);
         check_with(LIMITS, b"<\x00s\x00", &unsupported);
-        check(
-            "<?xml version='1.0' encoding='ISO-8859-1'?><stream>",
-            &unsupported,
-        );
-        check(
-            "<?xml version='1.0' encoding='UTF-16'?><stream>",
-            &unsupported,
-        );
-        check(
-            "<?xml encoding='UTF-8'?><stream>",
-            &["error not-well-formed"],
-        );
-        check(
-            "<?xml version='1.0' foo='x'?><stream>",
-            &["error not-well-formed"],
-        );
+        check("<?xml version='1.0' encoding='ISO-8859-1'?><stream>", &unsupported);
+        check("<?xml version='1.0' encoding='UTF-16'?><stream>", &unsupported);
+        check("<?xml encoding='UTF-8'?><stream>", &["error not-well-formed"]);
+        check("<?xml version='1.0' foo='x'?><stream>", &["error not-well-formed"]);
     }
 
     #[test]
     fn stanza_size_limit_is_exact() {
-        let limits = FramerLimits {
-            stanza_bytes_max: 64,
-            ..LIMITS
-        };
+        let limits = FramerLimits { stanza_bytes_max: 64, ..LIMITS };
         let stanza = |len: usize| format!("<a>{}</a>", "x".repeat(len - 7));
         let input = format!("<stream>{}", stanza(64));
-        check_with(
-            limits,
-            input.as_bytes(),
-            &["open :stream ns=- default=-", "{}a"],
-        );
+        check_with(limits, input.as_bytes(), &["open :stream ns=- default=-", "{}a"]);
         let input = format!("<stream>{}", stanza(65));
-        check_with(
-            limits,
-            input.as_bytes(),
-            &["open :stream ns=- default=-", "error policy-violation"],
-        );
+        check_with(limits, input.as_bytes(), &["open :stream ns=- default=-", "error policy-violation"]);
         // The header is bounded too, and so is a frame that never ends: the error comes as
         // soon as the limit is crossed, with the buffer bounded.
         let header = format!("<stream a='{}'>", "x".repeat(64));
         check_with(limits, header.as_bytes(), &["error policy-violation"]);
         let mut framer = Framer::new(limits);
         framer.push(b"<stream><a>");
-        assert!(matches!(
-            framer.next_frame(),
-            Ok(Some(Frame::StreamOpen(_)))
-        ));
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
         let mut pushed = 0;
         let error = loop {
             framer.push(&[b'x'; 10]);
@@ -2342,66 +2054,35 @@ mod tests {
                 Err(error) => break error,
             }
         };
-        assert_eq!(
-            error,
-            FramerError::PolicyViolation("frame larger than stanza_bytes_max")
-        );
+        assert_eq!(error, FramerError::PolicyViolation("frame larger than stanza_bytes_max"));
         assert_eq!(pushed, 70);
     }
 
     #[test]
     fn depth_attribute_and_declaration_limits() {
-        let limits = FramerLimits {
-            depth_max: 3,
-            attributes_max: 3,
-            namespace_declarations_max: 2,
-            ..LIMITS
-        };
+        let limits = FramerLimits { depth_max: 3, attributes_max: 3, namespace_declarations_max: 2, ..LIMITS };
         let open = "open :stream ns=- default=-";
         let check_limits = |stanza: &str, expected: &str| {
-            check_with(
-                limits,
-                format!("<stream>{stanza}").as_bytes(),
-                &[open, expected],
-            );
+            check_with(limits, format!("<stream>{stanza}").as_bytes(), &[open, expected]);
         };
         check_limits("<a><b><c/></b></a>", "{}a");
         check_limits("<a><b><c><d/></c></b></a>", "error policy-violation");
         check_limits("<a><b><c>text</c></b><b><c/></b></a>", "{}a");
         check_limits("<a x='1' y='2' z='3'/>", "{}a");
-        check_limits(
-            "<a><b x='1' y='2' z='3' w='4'/></a>",
-            "error policy-violation",
-        );
+        check_limits("<a><b x='1' y='2' z='3' w='4'/></a>", "error policy-violation");
         check_limits("<a xmlns='urn:a' xmlns:p='urn:p' p:x='1'/>", "{urn:a}a");
-        check_limits(
-            "<a xmlns='urn:a' xmlns:p='urn:p' xmlns:q='urn:q'/>",
-            "error policy-violation",
-        );
-        check_limits(
-            "<a xmlns='urn:a' y='2' z='3' w='4'/>",
-            "error policy-violation",
-        );
+        check_limits("<a xmlns='urn:a' xmlns:p='urn:p' xmlns:q='urn:q'/>", "error policy-violation");
+        check_limits("<a xmlns='urn:a' y='2' z='3' w='4'/>", "error policy-violation");
         // The header counts attributes too.
-        check_with(
-            limits,
-            b"<stream a='1' b='2' c='3' d='4'>",
-            &["error policy-violation"],
-        );
+        check_with(limits, b"<stream a='1' b='2' c='3' d='4'>", &["error policy-violation"]);
     }
 
     #[test]
     fn limits_can_be_raised_mid_stream() {
-        let small = FramerLimits {
-            stanza_bytes_max: 32,
-            ..LIMITS
-        };
+        let small = FramerLimits { stanza_bytes_max: 32, ..LIMITS };
         let mut framer = Framer::new(small);
         framer.push(b"<stream>");
-        assert!(matches!(
-            framer.next_frame(),
-            Ok(Some(Frame::StreamOpen(_)))
-        ));
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
         framer.set_limits(LIMITS);
         let stanza = format!("<a>{}</a>", "x".repeat(100));
         framer.push(stanza.as_bytes());
@@ -2415,43 +2096,25 @@ mod tests {
     fn limits_lowered_mid_frame_apply_to_the_bytes_already_scanned() {
         let mut framer = Framer::new(LIMITS);
         framer.push(format!("<stream><a>{}", "x".repeat(100)).as_bytes());
-        assert!(matches!(
-            framer.next_frame(),
-            Ok(Some(Frame::StreamOpen(_)))
-        ));
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
         assert_eq!(framer.next_frame(), Ok(None));
-        framer.set_limits(FramerLimits {
-            stanza_bytes_max: 50,
-            ..LIMITS
-        });
+        framer.set_limits(FramerLimits { stanza_bytes_max: 50, ..LIMITS });
         framer.push(b"y");
-        assert!(matches!(
-            framer.next_frame(),
-            Err(FramerError::PolicyViolation(_))
-        ));
+        assert!(matches!(framer.next_frame(), Err(FramerError::PolicyViolation(_))));
     }
 
     #[test]
     fn with_from_replaces_or_inserts_and_escapes() {
-        let stamp = |input: &str, from: &str| {
-            with_stanza(input, |stanza| String::from_utf8(stanza.with_from(from)))
-        };
+        let stamp = |input: &str, from: &str| with_stanza(input, |stanza| String::from_utf8(stanza.with_from(from)));
         assert_eq!(
-            stamp(
-                "<message to='b@c' from=\"x@y\" id='1'><body/></message>",
-                "a@b/r"
-            )
-            .ok(),
+            stamp("<message to='b@c' from=\"x@y\" id='1'><body/></message>", "a@b/r").ok(),
             Some("<message to='b@c' from=\"a@b/r\" id='1'><body/></message>".to_owned())
         );
         assert_eq!(
             stamp("<message to='b@c'><body>hi</body></message>", "a@b/r").ok(),
             Some("<message from='a@b/r' to='b@c'><body>hi</body></message>".to_owned())
         );
-        assert_eq!(
-            stamp("<presence/>", "a@b/r").ok(),
-            Some("<presence from='a@b/r'/>".to_owned())
-        );
+        assert_eq!(stamp("<presence/>", "a@b/r").ok(), Some("<presence from='a@b/r'/>".to_owned()));
         assert_eq!(
             stamp("<iq\ntype='get' from=''/>", "a'b\"&<c>").ok(),
             Some("<iq\ntype='get' from='a&apos;b&quot;&amp;&lt;c&gt;'/>".to_owned())
@@ -2469,56 +2132,34 @@ mod tests {
             .with_attribute("type", "set")
             .with_attribute("id", "b1")
             .with_child(
-                Element::new("bind", "urn:ietf:params:xml:ns:xmpp-bind").with_child(
-                    Element::new("resource", "urn:ietf:params:xml:ns:xmpp-bind")
-                        .with_text("balcony & garden"),
-                ),
+                Element::new("bind", "urn:ietf:params:xml:ns:xmpp-bind")
+                    .with_child(Element::new("resource", "urn:ietf:params:xml:ns:xmpp-bind").with_text("balcony & garden")),
             )
             .with_child(
-                Element::new("data", "urn:example")
-                    .with_attribute("ex:attr", "v < w")
-                    .with_attribute("xml:lang", "fr")
-                    .with_text("x<y>z"),
+                Element::new("data", "urn:example").with_attribute("ex:attr", "v < w").with_attribute("xml:lang", "fr").with_text("x<y>z"),
             )
             .with_child(Element::new("plain", ""));
         assert_eq!(tree, expected);
 
         let features = "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>\
             <stream:x/></stream:features>";
-        let (namespace, tree) = with_stanza(features, |stanza| {
-            (stanza.namespace.to_string(), stanza.element())
-        });
+        let (namespace, tree) = with_stanza(features, |stanza| (stanza.namespace.to_string(), stanza.element()));
         assert_eq!(namespace, STREAMS_NAMESPACE);
         let tree = tree.expect("element");
         assert_eq!(tree.namespace, STREAMS_NAMESPACE);
-        assert!(tree
-            .child("bind", "urn:ietf:params:xml:ns:xmpp-bind")
-            .is_some());
+        assert!(tree.child("bind", "urn:ietf:params:xml:ns:xmpp-bind").is_some());
         assert!(tree.child("x", STREAMS_NAMESPACE).is_some());
 
         let own = "<p:error xmlns:p='urn:own' xmlns='urn:default'><x/></p:error>";
-        let (name, namespace, tree) = with_stanza(own, |stanza| {
-            (
-                stanza.name.to_owned(),
-                stanza.namespace.to_string(),
-                stanza.element(),
-            )
-        });
+        let (name, namespace, tree) = with_stanza(own, |stanza| (stanza.name.to_owned(), stanza.namespace.to_string(), stanza.element()));
         assert_eq!((name.as_str(), namespace.as_str()), ("error", "urn:own"));
         let tree = tree.expect("element");
-        assert_eq!(
-            tree.elements().next().map(|x| x.namespace.as_str()),
-            Some("urn:default")
-        );
+        assert_eq!(tree.elements().next().map(|x| x.namespace.as_str()), Some("urn:default"));
 
         // Bytes routed between shards parse in the client namespace.
-        let parsed = parse_element(b"<message to='a@b'><body>hi &amp; bye</body></message>")
-            .expect("element");
+        let parsed = parse_element(b"<message to='a@b'><body>hi &amp; bye</body></message>").expect("element");
         assert_eq!(parsed.namespace, "jabber:client");
-        assert_eq!(
-            parsed.child("body", "jabber:client").map(Element::text),
-            Some("hi & bye".to_owned())
-        );
+        assert_eq!(parsed.child("body", "jabber:client").map(Element::text), Some("hi & bye".to_owned()));
     }
 
     #[test]
@@ -2532,10 +2173,7 @@ mod tests {
             )
             .as_bytes(),
         );
-        assert!(matches!(
-            framer.next_frame(),
-            Ok(Some(Frame::StreamOpen(_)))
-        ));
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
         assert!(matches!(framer.next_frame(), Ok(Some(Frame::Stanza(_)))));
         framer.restart(false);
         match framer.next_frame() {
@@ -2556,10 +2194,7 @@ mod tests {
             )
             .as_bytes(),
         );
-        assert!(matches!(
-            framer.next_frame(),
-            Ok(Some(Frame::StreamOpen(_)))
-        ));
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
         assert!(matches!(framer.next_frame(), Ok(Some(Frame::Stanza(_)))));
         framer.restart(true);
         assert_eq!(framer.buffered_len(), 0);
@@ -2572,17 +2207,11 @@ mod tests {
         // A partially scanned frame is scanned again as the new stream's prolog.
         let mut framer = Framer::new(LIMITS);
         framer.push(format!("{HEADER}<stream:str").as_bytes());
-        assert!(matches!(
-            framer.next_frame(),
-            Ok(Some(Frame::StreamOpen(_)))
-        ));
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
         assert_eq!(framer.next_frame(), Ok(None));
         framer.restart(false);
         framer.push(b"eam xmlns:stream='http://etherx.jabber.org/streams'>");
-        assert!(matches!(
-            framer.next_frame(),
-            Ok(Some(Frame::StreamOpen(_)))
-        ));
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
     }
 
     #[test]
@@ -2608,20 +2237,12 @@ mod tests {
     /// scans the new byte (a quadratic rescan would make this test take minutes).
     #[test]
     fn large_stanza_byte_at_a_time_is_linear() {
-        let limits = FramerLimits {
-            stanza_bytes_max: 1 << 20,
-            ..LIMITS
-        };
+        let limits = FramerLimits { stanza_bytes_max: 1 << 20, ..LIMITS };
         let big = "y".repeat(64 * 1024);
-        let stanza = format!(
-            "<message id='{big}'><body>{big}&amp;{big}</body><x><![CDATA[{big}]]></x></message>"
-        );
+        let stanza = format!("<message id='{big}'><body>{big}&amp;{big}</body><x><![CDATA[{big}]]></x></message>");
         let mut framer = Framer::new(limits);
         framer.push(b"<stream>");
-        assert!(matches!(
-            framer.next_frame(),
-            Ok(Some(Frame::StreamOpen(_)))
-        ));
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
         for (index, byte) in stanza.bytes().enumerate() {
             framer.push(&[byte]);
             match framer.next_frame() {
@@ -2648,9 +2269,6 @@ mod tests {
             assert_eq!(error.condition(), condition);
             assert!(error.to_string().starts_with(condition));
         }
-        assert_eq!(
-            FramerError::BadFormat("text at stream level").text(),
-            "text at stream level"
-        );
+        assert_eq!(FramerError::BadFormat("text at stream level").text(), "text at stream level");
     }
 }

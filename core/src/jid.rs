@@ -358,10 +358,7 @@ pub fn prepare_domain(s: &str) -> Result<String, JidError> {
     if let Some(literal) = domain.strip_prefix('[') {
         // RFC 7622 §3.2 / RFC 3986 §3.2.2: IP-literal. IPvFuture and zone identifiers are not
         // addresses an XMPP server can be reached at, so only IPv6addresses are accepted.
-        let address = literal
-            .strip_suffix(']')
-            .and_then(|inner| inner.parse::<Ipv6Addr>().ok())
-            .ok_or(JidError::InvalidDomain)?;
+        let address = literal.strip_suffix(']').and_then(|inner| inner.parse::<Ipv6Addr>().ok()).ok_or(JidError::InvalidDomain)?;
         return Ok(format!("[{address}]"));
     }
 
@@ -424,18 +421,10 @@ fn prepare_label(label: &str) -> Result<String, JidError> {
     let prepared = if label.is_ascii() {
         label.to_ascii_lowercase()
     } else {
-        UsernameCaseMapped::enforce(label)
-            .map_err(|_| JidError::InvalidDomain)?
-            .into_owned()
+        UsernameCaseMapped::enforce(label).map_err(|_| JidError::InvalidDomain)?.into_owned()
     };
-    let ldh_or_non_ascii = prepared
-        .chars()
-        .all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || c == '-');
-    if !ldh_or_non_ascii
-        || prepared.starts_with('-')
-        || prepared.ends_with('-')
-        || prepared.len() > DOMAIN_LABEL_BYTES_MAX
-    {
+    let ldh_or_non_ascii = prepared.chars().all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || c == '-');
+    if !ldh_or_non_ascii || prepared.starts_with('-') || prepared.ends_with('-') || prepared.len() > DOMAIN_LABEL_BYTES_MAX {
         return Err(JidError::InvalidDomain);
     }
     Ok(prepared)
@@ -447,11 +436,7 @@ mod tests {
 
     fn parts(s: &str) -> (Option<String>, String, Option<String>) {
         let jid = Jid::parse(s).unwrap_or_else(|e| panic!("{s:?} should parse: {e}"));
-        (
-            jid.local().map(str::to_owned),
-            jid.domain().to_owned(),
-            jid.resource().map(str::to_owned),
-        )
+        (jid.local().map(str::to_owned), jid.domain().to_owned(), jid.resource().map(str::to_owned))
     }
 
     fn some(s: &str) -> Option<String> {
@@ -511,10 +496,7 @@ mod tests {
         assert_eq!(Jid::parse(""), Err(JidError::Empty));
         assert_eq!(Jid::parse("@example.com"), Err(JidError::Empty));
         assert_eq!(Jid::parse("@"), Err(JidError::Empty));
-        assert_eq!(
-            Jid::parse("example.com."),
-            Ok(Jid::parse("example.com").unwrap_or_else(|e| panic!("{e}")))
-        );
+        assert_eq!(Jid::parse("example.com."), Ok(Jid::parse("example.com").unwrap_or_else(|e| panic!("{e}"))));
         assert_eq!(Jid::parse("."), Err(JidError::Empty));
         assert_eq!(Jid::parse("juliet@."), Err(JidError::Empty));
         assert_eq!(BareJid::new(Some(""), "example.com"), Err(JidError::Empty));
@@ -535,11 +517,7 @@ mod tests {
     #[test]
     fn localpart_forbids_rfc7622_extra_characters_even_when_width_mapped() {
         for c in LOCAL_FORBIDDEN_CHARS {
-            assert_eq!(
-                prepare_local(&format!("a{c}b")),
-                Err(JidError::InvalidLocal),
-                "{c:?}"
-            );
+            assert_eq!(prepare_local(&format!("a{c}b")), Err(JidError::InvalidLocal), "{c:?}");
         }
         // FULLWIDTH COMMERCIAL AT maps to '@' during preparation.
         assert_eq!(prepare_local("a\u{FF20}b"), Err(JidError::InvalidLocal));
@@ -586,22 +564,13 @@ mod tests {
         assert!(prepare_domain(&domain).is_ok());
         // The trailing dot is stripped before the length is checked.
         assert!(prepare_domain(&format!("{domain}.")).is_ok());
-        assert_eq!(
-            prepare_domain(&format!("{domain}b")),
-            Err(JidError::TooLong)
-        );
+        assert_eq!(prepare_domain(&format!("{domain}b")), Err(JidError::TooLong));
 
         let full = format!("{max}@{domain}/{max}");
         let jid = Jid::parse(&full).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(jid.as_str().len(), 3 * JID_PART_BYTES_MAX + 2);
-        assert_eq!(
-            Jid::parse(&format!("{over}@example.com")),
-            Err(JidError::TooLong)
-        );
-        assert_eq!(
-            Jid::parse(&format!("example.com/{over}")),
-            Err(JidError::TooLong)
-        );
+        assert_eq!(Jid::parse(&format!("{over}@example.com")), Err(JidError::TooLong));
+        assert_eq!(Jid::parse(&format!("example.com/{over}")), Err(JidError::TooLong));
 
         // Input that could never prepare short enough is refused before PRECIS runs.
         let huge = "a".repeat(JID_PART_INPUT_BYTES_MAX + 1);
@@ -615,10 +584,7 @@ mod tests {
         // 1023 fullwidth letters are 3069 bytes of input but prepare to 1023 ASCII bytes.
         let wide = "\u{FF41}".repeat(JID_PART_BYTES_MAX);
         assert_eq!(wide.len(), 3 * JID_PART_BYTES_MAX);
-        assert_eq!(
-            prepare_local(&wide).map(|s| s.len()),
-            Ok(JID_PART_BYTES_MAX)
-        );
+        assert_eq!(prepare_local(&wide).map(|s| s.len()), Ok(JID_PART_BYTES_MAX));
     }
 
     #[test]
@@ -661,17 +627,10 @@ mod tests {
             "[::1]x",
         ];
         for &input in bad {
-            assert_eq!(
-                prepare_domain(input),
-                Err(JidError::InvalidDomain),
-                "{input:?}"
-            );
+            assert_eq!(prepare_domain(input), Err(JidError::InvalidDomain), "{input:?}");
         }
         let long_label = "c".repeat(DOMAIN_LABEL_BYTES_MAX + 1);
-        assert_eq!(
-            prepare_domain(&format!("{long_label}.com")),
-            Err(JidError::InvalidDomain)
-        );
+        assert_eq!(prepare_domain(&format!("{long_label}.com")), Err(JidError::InvalidDomain));
     }
 
     #[test]
@@ -680,9 +639,7 @@ mod tests {
         assert_eq!(bare.as_str(), "romeo@montague.lit");
         assert_eq!(bare.local(), Some("romeo"));
         assert_eq!(bare.domain(), "montague.lit");
-        let full = bare
-            .with_resource("Orchard")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let full = bare.with_resource("Orchard").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(full.as_str(), "romeo@montague.lit/Orchard");
         assert_eq!(full.bare(), bare);
         assert_eq!(full.bare_str(), "romeo@montague.lit");
@@ -695,9 +652,7 @@ mod tests {
         let domain_only = BareJid::new(None, "montague.lit").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(domain_only.local(), None);
         assert_eq!(domain_only.domain(), "montague.lit");
-        let domain_full = domain_only
-            .with_resource("r")
-            .unwrap_or_else(|e| panic!("{e}"));
+        let domain_full = domain_only.with_resource("r").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(domain_full.local(), None);
         assert_eq!(domain_full.bare(), domain_only);
 
@@ -709,27 +664,14 @@ mod tests {
 
     #[test]
     fn from_str_enforces_the_kind() {
-        assert_eq!(
-            "juliet@example.com/r".parse::<BareJid>(),
-            Err(JidError::UnexpectedResource)
-        );
-        assert_eq!(
-            "juliet@example.com".parse::<FullJid>(),
-            Err(JidError::MissingResource)
-        );
-        let bare: BareJid = "Juliet@example.com"
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!("juliet@example.com/r".parse::<BareJid>(), Err(JidError::UnexpectedResource));
+        assert_eq!("juliet@example.com".parse::<FullJid>(), Err(JidError::MissingResource));
+        let bare: BareJid = "Juliet@example.com".parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(bare.to_string(), "juliet@example.com");
-        let full: FullJid = "juliet@example.com/r"
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}"));
+        let full: FullJid = "juliet@example.com/r".parse().unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(full.resource(), "r");
         let any: Jid = "example.com".parse().unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            any,
-            Jid::Bare(BareJid::new(None, "example.com").unwrap_or_else(|e| panic!("{e}")))
-        );
+        assert_eq!(any, Jid::Bare(BareJid::new(None, "example.com").unwrap_or_else(|e| panic!("{e}"))));
     }
 
     #[test]

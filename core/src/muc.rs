@@ -336,7 +336,8 @@ impl Room {
     /// under a former room's name never reuses a stanza-id (XEP-0359 §4 uniqueness).
     pub fn create(jid: BareJid, owner: &BareJid, settings: &Settings, now_ms: u64) -> Room {
         let mut affiliations = BTreeMap::new();
-        affiliations.insert(owner.as_str().to_owned(), AffiliationEntry { affiliation: Affiliation::Owner, nick: None, reason: String::new() });
+        affiliations
+            .insert(owner.as_str().to_owned(), AffiliationEntry { affiliation: Affiliation::Owner, nick: None, reason: String::new() });
         Room::restore(jid, settings.default_config(), affiliations, Vec::new(), now_ms.saturating_mul(1000), true)
     }
 
@@ -407,7 +408,11 @@ impl Room {
                     self.leave(from, stanza, &mut output);
                 } else if stanza_type == Some("error") && self.nicks.contains_key(from) {
                     // The session is gone (its shard bounced our stanza): it leaves with 333.
-                    self.remove_session(from, Removal { code: Some(status::SERVICE_ERROR), actor: None, reason: None, affiliation: None }, &mut output);
+                    self.remove_session(
+                        from,
+                        Removal { code: Some(status::SERVICE_ERROR), actor: None, reason: None, affiliation: None },
+                        &mut output,
+                    );
                 } else if stanza_type.is_none() {
                     // §7.2.1: joining needs a nickname.
                     self.error(&mut output, from, None, stanza, refuse("jid-malformed", "modify"));
@@ -440,9 +445,11 @@ impl Room {
             Some("unavailable") if self.nicks.contains_key(from) => self.leave(from, stanza, output),
             // The occupant's server says the client is gone (RFC 6120 §8.3): it leaves, as in
             // §7.14 with status 333.
-            Some("error") if self.nicks.contains_key(from) => {
-                self.remove_session(from, Removal { code: Some(status::SERVICE_ERROR), actor: None, reason: None, affiliation: None }, output)
-            }
+            Some("error") if self.nicks.contains_key(from) => self.remove_session(
+                from,
+                Removal { code: Some(status::SERVICE_ERROR), actor: None, reason: None, affiliation: None },
+                output,
+            ),
             _ => {}
         }
     }
@@ -451,24 +458,28 @@ impl Room {
         let real = from.bare();
         let affiliation = self.affiliation_of(&real);
         let muc = stanza.child("x", MUC_NAMESPACE);
-        let refusal = if self.locked && affiliation != Affiliation::Owner {
-            // §10.1.2: a locked room does not exist for others yet.
-            Some(refuse("item-not-found", "cancel"))
-        } else if affiliation == Affiliation::Outcast {
-            Some(refuse("forbidden", "auth")) // §7.2.8
-        } else if self.config.members_only && affiliation < Affiliation::Member {
-            Some(refuse("registration-required", "auth")) // §7.2.7
-        } else if self.config.password.as_deref().is_some_and(|password| {
-            muc.and_then(|x| x.child("password", MUC_NAMESPACE)).map(Element::text).as_deref() != Some(password)
-        }) {
-            Some(refuse("not-authorized", "auth")) // §7.2.6
-        } else if self.occupants.get(nick).is_some_and(|o| o.real != real) || self.reserved_by_other(nick, &real) {
-            Some(refuse("conflict", "cancel")) // §7.2.9
-        } else if !self.occupants.contains_key(nick) && self.occupants.len() >= self.config.max_users as usize && affiliation < Affiliation::Admin {
-            Some(refuse("service-unavailable", "wait")) // §7.2.10: admins and owners may exceed
-        } else {
-            None
-        };
+        let refusal =
+            if self.locked && affiliation != Affiliation::Owner {
+                // §10.1.2: a locked room does not exist for others yet.
+                Some(refuse("item-not-found", "cancel"))
+            } else if affiliation == Affiliation::Outcast {
+                Some(refuse("forbidden", "auth")) // §7.2.8
+            } else if self.config.members_only && affiliation < Affiliation::Member {
+                Some(refuse("registration-required", "auth")) // §7.2.7
+            } else if self.config.password.as_deref().is_some_and(|password| {
+                muc.and_then(|x| x.child("password", MUC_NAMESPACE)).map(Element::text).as_deref() != Some(password)
+            }) {
+                Some(refuse("not-authorized", "auth")) // §7.2.6
+            } else if self.occupants.get(nick).is_some_and(|o| o.real != real) || self.reserved_by_other(nick, &real) {
+                Some(refuse("conflict", "cancel")) // §7.2.9
+            } else if !self.occupants.contains_key(nick)
+                && self.occupants.len() >= self.config.max_users as usize
+                && affiliation < Affiliation::Admin
+            {
+                Some(refuse("service-unavailable", "wait")) // §7.2.10: admins and owners may exceed
+            } else {
+                None
+            };
         if let Some(refusal) = refusal {
             self.error(output, from, Some(nick), stanza, refusal);
             // The session is not in the room: its shard forgets the attempt.
@@ -525,7 +536,11 @@ impl Room {
         }
         self.send_history(from, muc.and_then(|x| x.child("history", MUC_NAMESPACE)), now_ms, output);
         // §7.2.15: the subject last, even when empty.
-        let subject_from = if self.config.subject_by.is_empty() { self.jid.as_str().to_owned() } else { format!("{}/{}", self.jid, self.config.subject_by) };
+        let subject_from = if self.config.subject_by.is_empty() {
+            self.jid.as_str().to_owned()
+        } else {
+            format!("{}/{}", self.jid, self.config.subject_by)
+        };
         let subject = Element::new("message", crate::stream::CLIENT_NAMESPACE)
             .with_attribute("from", &subject_from)
             .with_attribute("to", from.as_str())
@@ -680,7 +695,16 @@ impl Room {
 
     /// One broadcast for the occupants who see real JIDs and one for those who do not.
     #[allow(clippy::too_many_arguments)]
-    fn broadcast_variants(&self, nick: &str, occupant: &Occupant, codes: &[u16], unavailable: bool, removal: Option<Removal<'_>>, except: &[FullJid], output: &mut Output) {
+    fn broadcast_variants(
+        &self,
+        nick: &str,
+        occupant: &Occupant,
+        codes: &[u16],
+        unavailable: bool,
+        removal: Option<Removal<'_>>,
+        except: &[FullJid],
+        output: &mut Output,
+    ) {
         let mut seeing = Vec::new();
         let mut blind = Vec::new();
         for other in self.occupants.values() {
@@ -715,7 +739,15 @@ impl Room {
             || self.nicks.get(session).and_then(|nick| self.occupants.get(nick)).is_some_and(|o| o.role == Role::Moderator)
     }
 
-    fn presence_bytes(&self, nick: &str, occupant: &Occupant, to: &FullJid, show_jid: bool, codes: &[u16], removal: Option<Removal<'_>>) -> Vec<u8> {
+    fn presence_bytes(
+        &self,
+        nick: &str,
+        occupant: &Occupant,
+        to: &FullJid,
+        show_jid: bool,
+        codes: &[u16],
+        removal: Option<Removal<'_>>,
+    ) -> Vec<u8> {
         addressed_presence(self.presence_template(nick, occupant, show_jid, codes, false, None, removal), to)
     }
 
@@ -784,7 +816,11 @@ impl Room {
         if stanza_type == Some("error") {
             // The occupant's client or server refused a groupchat message: it is gone.
             if self.nicks.contains_key(from) {
-                self.remove_session(from, Removal { code: Some(status::SERVICE_ERROR), actor: None, reason: None, affiliation: None }, output);
+                self.remove_session(
+                    from,
+                    Removal { code: Some(status::SERVICE_ERROR), actor: None, reason: None, affiliation: None },
+                    output,
+                );
             }
             return;
         }
@@ -901,7 +937,10 @@ impl Room {
         if let Some(id) = archive_id {
             message = message.with_child(
                 Element::new("stanza-id", STANZA_ID_NAMESPACE)
-                    .with_attribute("id", &crate::archive::ArchivedMessage { id, stamp_ms: 0, with: String::new(), bytes: Vec::new() }.id_string())
+                    .with_attribute(
+                        "id",
+                        &crate::archive::ArchivedMessage { id, stamp_ms: 0, with: String::new(), bytes: Vec::new() }.id_string(),
+                    )
                     .with_attribute("by", self.jid.as_str()),
             );
         }
@@ -911,7 +950,8 @@ impl Room {
     fn take_token(&mut self, nick: &str, now_ms: u64, settings: &Settings) -> bool {
         let Some(occupant) = self.occupants.get_mut(nick) else { return false };
         let elapsed_s = now_ms.saturating_sub(occupant.refilled_ms) as f64 / 1000.0;
-        occupant.tokens = (occupant.tokens.min(settings.occupant_burst) + elapsed_s * settings.occupant_messages_per_s).min(settings.occupant_burst);
+        occupant.tokens =
+            (occupant.tokens.min(settings.occupant_burst) + elapsed_s * settings.occupant_messages_per_s).min(settings.occupant_burst);
         occupant.refilled_ms = now_ms;
         if occupant.tokens < 1.0 {
             return false;
@@ -1034,7 +1074,14 @@ impl Room {
             if let Some(id) = stanza.attribute("id") {
                 message.set_attribute("id", id);
             }
-            output.out.push(Out::Route { to: invitee, from: Jid::Bare(self.jid.clone()), kind: StanzaKind::Message, stanza_type: None, id: stanza.attribute("id").map(str::to_owned), bytes: message.to_xml().into_bytes() });
+            output.out.push(Out::Route {
+                to: invitee,
+                from: Jid::Bare(self.jid.clone()),
+                kind: StanzaKind::Message,
+                stanza_type: None,
+                id: stanza.attribute("id").map(str::to_owned),
+                bytes: message.to_xml().into_bytes(),
+            });
         }
     }
 
@@ -1046,13 +1093,21 @@ impl Room {
         let Some((_, inviter)) = self.invitations.remove(index) else { return };
         let mut element = Element::new("decline", MUC_USER_NAMESPACE).with_attribute("from", from.bare().as_str());
         if let Some(reason) = decline.child("reason", MUC_USER_NAMESPACE) {
-            element = element.with_child(Element::new("reason", MUC_USER_NAMESPACE).with_text(&truncate(&reason.text(), ROOM_TEXT_BYTES_MAX)));
+            element =
+                element.with_child(Element::new("reason", MUC_USER_NAMESPACE).with_text(&truncate(&reason.text(), ROOM_TEXT_BYTES_MAX)));
         }
         let message = Element::new("message", crate::stream::CLIENT_NAMESPACE)
             .with_attribute("from", self.jid.as_str())
             .with_attribute("to", inviter.as_str())
             .with_child(Element::new("x", MUC_USER_NAMESPACE).with_child(element));
-        output.out.push(Out::Route { to: inviter, from: Jid::Bare(self.jid.clone()), kind: StanzaKind::Message, stanza_type: None, id: None, bytes: message.to_xml().into_bytes() });
+        output.out.push(Out::Route {
+            to: inviter,
+            from: Jid::Bare(self.jid.clone()),
+            kind: StanzaKind::Message,
+            stanza_type: None,
+            id: None,
+            bytes: message.to_xml().into_bytes(),
+        });
     }
 
     // -----------------------------------------------------------------------------------
@@ -1089,7 +1144,11 @@ impl Room {
             }
             ("set", "query", MUC_OWNER_NAMESPACE) => self.owner_set(from, payload, settings, output).map(|()| None),
             ("get", "query", MAM_NAMESPACE) => {
-                output.out.push(Out::Session { to: from.clone(), bytes: self.from_room(crate::archive::fields_iq(&id, from.as_str())), leaves: false });
+                output.out.push(Out::Session {
+                    to: from.clone(),
+                    bytes: self.from_room(crate::archive::fields_iq(&id, from.as_str())),
+                    leaves: false,
+                });
                 return;
             }
             ("set", "query", MAM_NAMESPACE) => {
@@ -1135,7 +1194,10 @@ impl Room {
                 // §7.12: the requester's reserved nickname, if any.
                 if let Some(nick) = self.affiliations.get(from.bare().as_str()).and_then(|e| e.nick.clone()) {
                     query = query.with_child(
-                        Element::new("identity", DISCO_INFO_NAMESPACE).with_attribute("category", "conference").with_attribute("name", &nick).with_attribute("type", "text"),
+                        Element::new("identity", DISCO_INFO_NAMESPACE)
+                            .with_attribute("category", "conference")
+                            .with_attribute("name", &nick)
+                            .with_attribute("type", "text"),
                     );
                 }
             }
@@ -1173,7 +1235,12 @@ impl Room {
             .with_child(field("muc#roominfo_description", None, Some("Description"), &[&config.description]))
             .with_child(field("muc#roominfo_subject", None, Some("Subject"), &[&config.subject]))
             .with_child(field("muc#roominfo_occupants", None, Some("Number of occupants"), &[&self.occupants.len().to_string()]))
-            .with_child(field("muc#roomconfig_changesubject", None, Some("Occupants may change the subject"), &[boolean_value(config.change_subject)]));
+            .with_child(field(
+                "muc#roomconfig_changesubject",
+                None,
+                Some("Occupants may change the subject"),
+                &[boolean_value(config.change_subject)],
+            ));
         query.with_child(form)
     }
 
@@ -1182,7 +1249,8 @@ impl Room {
         let mut query = Element::new("query", DISCO_ITEMS_NAMESPACE);
         if self.config.public || self.nicks.contains_key(from) {
             for nick in self.occupants.keys() {
-                query = query.with_child(Element::new("item", DISCO_ITEMS_NAMESPACE).with_attribute("jid", &format!("{}/{}", self.jid, nick)));
+                query =
+                    query.with_child(Element::new("item", DISCO_ITEMS_NAMESPACE).with_attribute("jid", &format!("{}/{}", self.jid, nick)));
             }
         }
         query
@@ -1219,7 +1287,8 @@ impl Room {
             return Err(refuse("forbidden", "auth"));
         }
         for (jid, entry) in self.affiliations.iter().filter(|(_, e)| e.affiliation == affiliation) {
-            let mut element = Element::new("item", MUC_ADMIN_NAMESPACE).with_attribute("affiliation", affiliation.name()).with_attribute("jid", jid);
+            let mut element =
+                Element::new("item", MUC_ADMIN_NAMESPACE).with_attribute("affiliation", affiliation.name()).with_attribute("jid", jid);
             if let Some(nick) = &entry.nick {
                 element.set_attribute("nick", nick);
             }
@@ -1275,7 +1344,10 @@ impl Room {
                     }
                     owners_left -= 1;
                 }
-                if affiliation != Affiliation::None && !self.affiliations.contains_key(jid.as_str()) && self.affiliations.len() >= AFFILIATIONS_MAX {
+                if affiliation != Affiliation::None
+                    && !self.affiliations.contains_key(jid.as_str())
+                    && self.affiliations.len() >= AFFILIATIONS_MAX
+                {
                     return Err(refuse("resource-constraint", "wait"));
                 }
                 let nick = item.attribute("nick").filter(|_| item.attribute("jid").is_some()).map(str::to_owned);
@@ -1312,7 +1384,8 @@ impl Room {
         for change in changes {
             match change {
                 Change::Role { nick, role: Role::None, reason } => {
-                    let removal = Removal { code: Some(status::KICKED), actor: actor_nick.as_deref(), reason: Some(&reason), affiliation: None };
+                    let removal =
+                        Removal { code: Some(status::KICKED), actor: actor_nick.as_deref(), reason: Some(&reason), affiliation: None };
                     self.remove_occupant(&nick, removal, output);
                 }
                 Change::Role { nick, role, reason } => {
@@ -1350,7 +1423,12 @@ impl Room {
         }
         let entry = AffiliationEntry { affiliation, nick, reason: reason.to_owned() };
         if self.config.persistent {
-            output.records.push(Record::ItemPut { user: self.jid.as_str().to_owned(), kind: ItemKind::RoomAffiliation, key: key.clone(), value: entry.encode() });
+            output.records.push(Record::ItemPut {
+                user: self.jid.as_str().to_owned(),
+                kind: ItemKind::RoomAffiliation,
+                key: key.clone(),
+                value: entry.encode(),
+            });
         }
         self.affiliations.insert(key, entry);
     }
@@ -1435,7 +1513,11 @@ impl Room {
                     }
                 }
                 "muc#roomconfig_maxusers" => {
-                    let max = if value == "none" { settings.max_users } else { value.parse::<u32>().map_err(|_| refuse("not-acceptable", "modify"))? };
+                    let max = if value == "none" {
+                        settings.max_users
+                    } else {
+                        value.parse::<u32>().map_err(|_| refuse("not-acceptable", "modify"))?
+                    };
                     if max == 0 || max > settings.max_users {
                         return Err(refuse("not-acceptable", "modify"));
                     }
@@ -1474,7 +1556,12 @@ impl Room {
             self.store_config(output);
             if !before.persistent {
                 for (jid, entry) in &self.affiliations {
-                    output.records.push(Record::ItemPut { user: self.jid.as_str().to_owned(), kind: ItemKind::RoomAffiliation, key: jid.clone(), value: entry.encode() });
+                    output.records.push(Record::ItemPut {
+                        user: self.jid.as_str().to_owned(),
+                        kind: ItemKind::RoomAffiliation,
+                        key: jid.clone(),
+                        value: entry.encode(),
+                    });
                 }
             }
         } else if before.persistent {
@@ -1502,12 +1589,8 @@ impl Room {
         }
         if self.config.members_only && !before.members_only {
             // §9.4 / §10.2: non-members leave a room that became members-only (322).
-            let outsiders: Vec<String> = self
-                .occupants
-                .iter()
-                .filter(|(_, o)| self.affiliation_of(&o.real) < Affiliation::Member)
-                .map(|(n, _)| n.clone())
-                .collect();
+            let outsiders: Vec<String> =
+                self.occupants.iter().filter(|(_, o)| self.affiliation_of(&o.real) < Affiliation::Member).map(|(n, _)| n.clone()).collect();
             for nick in outsiders {
                 let removal = Removal { code: Some(status::MEMBERS_ONLY), actor: None, reason: None, affiliation: None };
                 self.remove_occupant(&nick, removal, output);
@@ -1518,7 +1601,12 @@ impl Room {
 
     fn store_config(&self, output: &mut Output) {
         if self.config.persistent {
-            output.records.push(Record::ItemPut { user: self.jid.as_str().to_owned(), kind: ItemKind::RoomConfig, key: String::new(), value: self.config.encode() });
+            output.records.push(Record::ItemPut {
+                user: self.jid.as_str().to_owned(),
+                kind: ItemKind::RoomConfig,
+                key: String::new(),
+                value: self.config.encode(),
+            });
         }
     }
 
@@ -1529,10 +1617,12 @@ impl Room {
             notice.set_attribute("jid", venue.as_str());
         }
         if let Some(reason) = destroy.child("reason", MUC_OWNER_NAMESPACE) {
-            notice = notice.with_child(Element::new("reason", MUC_USER_NAMESPACE).with_text(&truncate(&reason.text(), ROOM_TEXT_BYTES_MAX)));
+            notice =
+                notice.with_child(Element::new("reason", MUC_USER_NAMESPACE).with_text(&truncate(&reason.text(), ROOM_TEXT_BYTES_MAX)));
         }
         if let Some(password) = destroy.child("password", MUC_OWNER_NAMESPACE) {
-            notice = notice.with_child(Element::new("password", MUC_USER_NAMESPACE).with_text(&truncate(&password.text(), ROOM_TEXT_BYTES_MAX)));
+            notice =
+                notice.with_child(Element::new("password", MUC_USER_NAMESPACE).with_text(&truncate(&password.text(), ROOM_TEXT_BYTES_MAX)));
         }
         for (nick, occupant) in std::mem::take(&mut self.occupants) {
             let x = Element::new("x", MUC_USER_NAMESPACE)
@@ -1566,19 +1656,50 @@ impl Room {
             .with_child(field("muc#roomconfig_roomname", Some("text-single"), Some("Name"), &[&config.name]))
             .with_child(field("muc#roomconfig_roomdesc", Some("text-single"), Some("Description"), &[&config.description]))
             .with_child(field("muc#roomconfig_persistentroom", Some("boolean"), Some("Persistent"), &[boolean_value(config.persistent)]))
-            .with_child(field("muc#roomconfig_publicroom", Some("boolean"), Some("Listed in the directory"), &[boolean_value(config.public)]))
+            .with_child(field(
+                "muc#roomconfig_publicroom",
+                Some("boolean"),
+                Some("Listed in the directory"),
+                &[boolean_value(config.public)],
+            ))
             .with_child(field("muc#roomconfig_membersonly", Some("boolean"), Some("Members only"), &[boolean_value(config.members_only)]))
             .with_child(field("muc#roomconfig_moderatedroom", Some("boolean"), Some("Moderated"), &[boolean_value(config.moderated)]))
-            .with_child(field("muc#roomconfig_passwordprotectedroom", Some("boolean"), Some("Password required"), &[boolean_value(config.password.is_some())]))
-            .with_child(field("muc#roomconfig_roomsecret", Some("text-private"), Some("Password"), &[config.password.as_deref().unwrap_or("")]))
+            .with_child(field(
+                "muc#roomconfig_passwordprotectedroom",
+                Some("boolean"),
+                Some("Password required"),
+                &[boolean_value(config.password.is_some())],
+            ))
+            .with_child(field(
+                "muc#roomconfig_roomsecret",
+                Some("text-private"),
+                Some("Password"),
+                &[config.password.as_deref().unwrap_or("")],
+            ))
             .with_child(field("muc#roomconfig_enablelogging", Some("boolean"), Some("Archive messages"), &[boolean_value(config.logging)]))
-            .with_child(field("muc#roomconfig_changesubject", Some("boolean"), Some("Participants may change the subject"), &[boolean_value(config.change_subject)]))
-            .with_child(field("muc#roomconfig_allowinvites", Some("boolean"), Some("Members may invite"), &[boolean_value(config.allow_invites)]));
-        let mut whois = field("muc#roomconfig_whois", Some("list-single"), Some("Who may see real JIDs"), &[if config.whois_anyone { "anyone" } else { "moderators" }]);
+            .with_child(field(
+                "muc#roomconfig_changesubject",
+                Some("boolean"),
+                Some("Participants may change the subject"),
+                &[boolean_value(config.change_subject)],
+            ))
+            .with_child(field(
+                "muc#roomconfig_allowinvites",
+                Some("boolean"),
+                Some("Members may invite"),
+                &[boolean_value(config.allow_invites)],
+            ));
+        let mut whois = field(
+            "muc#roomconfig_whois",
+            Some("list-single"),
+            Some("Who may see real JIDs"),
+            &[if config.whois_anyone { "anyone" } else { "moderators" }],
+        );
         for choice in ["moderators", "anyone"] {
             whois = whois.with_child(option(choice));
         }
-        let mut allow_pm = field("muc#roomconfig_allowpm", Some("list-single"), Some("Who may send private messages"), &[config.allow_pm.name()]);
+        let mut allow_pm =
+            field("muc#roomconfig_allowpm", Some("list-single"), Some("Who may send private messages"), &[config.allow_pm.name()]);
         for choice in ["anyone", "participants", "moderators", "none"] {
             allow_pm = allow_pm.with_child(option(choice));
         }
@@ -1590,11 +1711,12 @@ impl Room {
         if !CHOICES.contains(&settings.max_users) {
             max = max.with_child(option(&settings.max_users.to_string()));
         }
-        form = form
-            .with_child(whois)
-            .with_child(allow_pm)
-            .with_child(max)
-            .with_child(field("muc#maxhistoryfetch", Some("text-single"), Some("Messages of history sent on join"), &[&history]));
+        form = form.with_child(whois).with_child(allow_pm).with_child(max).with_child(field(
+            "muc#maxhistoryfetch",
+            Some("text-single"),
+            Some("Messages of history sent on join"),
+            &[&history],
+        ));
         form
     }
 
@@ -1628,7 +1750,11 @@ impl Room {
         forwarded.attributes.retain(|(name, _)| name != "to" && name != "from");
         forwarded.set_attribute("from", &format!("{}/{}", self.jid, sender_nick));
         let is_vcard = stanza_type == "get" && stanza.child("vCard", VCARD_NAMESPACE).is_some();
-        let answerer = if is_vcard { target.real.as_str().to_owned() } else { target.sessions.first().map(|s| s.as_str().to_owned()).unwrap_or_default() };
+        let answerer = if is_vcard {
+            target.real.as_str().to_owned()
+        } else {
+            target.sessions.first().map(|s| s.as_str().to_owned()).unwrap_or_default()
+        };
         if self.pending_iqs.len() >= IQS_PENDING_MAX {
             self.pending_iqs.pop_front();
         }
@@ -1638,7 +1764,14 @@ impl Room {
             let real = target.real.clone();
             forwarded.set_attribute("to", real.as_str());
             let Ok(asker) = self.jid.with_resource(&sender_nick) else { return };
-            output.out.push(Out::Route { to: Jid::Bare(real), from: Jid::Full(asker), kind: StanzaKind::Iq, stanza_type: Some("get"), id: Some(id), bytes: forwarded.to_xml().into_bytes() });
+            output.out.push(Out::Route {
+                to: Jid::Bare(real),
+                from: Jid::Full(asker),
+                kind: StanzaKind::Iq,
+                stanza_type: Some("get"),
+                id: Some(id),
+                bytes: forwarded.to_xml().into_bytes(),
+            });
             return;
         }
         let Some(first) = target.sessions.first().cloned() else { return };
@@ -1690,7 +1823,19 @@ impl Room {
             Some(nick) => format!("{}/{}", self.jid, nick),
             None => self.jid.as_str().to_owned(),
         };
-        output.out.push(Out::Session { to: to.clone(), bytes: error_stanza(&stanza.name, stanza.attribute("id"), &from, to.as_str(), refusal.condition, refusal.error_type, self.jid.as_str()), leaves: false });
+        output.out.push(Out::Session {
+            to: to.clone(),
+            bytes: error_stanza(
+                &stanza.name,
+                stanza.attribute("id"),
+                &from,
+                to.as_str(),
+                refusal.condition,
+                refusal.error_type,
+                self.jid.as_str(),
+            ),
+            leaves: false,
+        });
     }
 }
 
@@ -1748,7 +1893,10 @@ pub fn is_join(stanza: &Element, nick: Option<&str>) -> bool {
 /// The service's disco#info (XEP-0045 §6.1).
 pub fn service_info(name: &str) -> Element {
     let mut query = Element::new("query", DISCO_INFO_NAMESPACE).with_child(
-        Element::new("identity", DISCO_INFO_NAMESPACE).with_attribute("category", "conference").with_attribute("name", name).with_attribute("type", "text"),
+        Element::new("identity", DISCO_INFO_NAMESPACE)
+            .with_attribute("category", "conference")
+            .with_attribute("name", name)
+            .with_attribute("type", "text"),
     );
     for feature in [MUC_NAMESPACE, DISCO_INFO_NAMESPACE, DISCO_ITEMS_NAMESPACE, STANZA_ID_NAMESPACE, MAM_NAMESPACE] {
         query = query.with_child(Element::new("feature", DISCO_INFO_NAMESPACE).with_attribute("var", feature));
@@ -1875,7 +2023,8 @@ mod tests {
     fn open_room(owner: &FullJid) -> Room {
         let mut room = Room::create(BareJid::new(Some("room"), "conference.example").expect("jid"), &owner.bare(), &settings(), 0);
         join(&mut room, owner, "Owner", "", 0);
-        let out = iq(&mut room, owner, "set", &format!("<query xmlns='{MUC_OWNER_NAMESPACE}'><x xmlns='jabber:x:data' type='submit'/></query>"));
+        let out =
+            iq(&mut room, owner, "set", &format!("<query xmlns='{MUC_OWNER_NAMESPACE}'><x xmlns='jabber:x:data' type='submit'/></query>"));
         assert!(received(&out, owner).iter().any(|s| s.contains("type='result'")));
         room
     }
@@ -2000,7 +2149,10 @@ mod tests {
         let ban = admin_set(&mut room, &admin, "<item affiliation='outcast' jid='visitor@example'/>");
         let gone = received(&ban, &visitor);
         assert!(gone.iter().any(|s| codes(s).contains(&301) && codes(s).contains(&110)), "{gone:?}");
-        assert!(matches!(ban.out.iter().find(|o| matches!(o, Out::Session { to, .. } if *to == visitor)), Some(Out::Session { leaves: true, .. })));
+        assert!(matches!(
+            ban.out.iter().find(|o| matches!(o, Out::Session { to, .. } if *to == visitor)),
+            Some(Out::Session { leaves: true, .. })
+        ));
         assert!(error_of(&join(&mut room, &visitor, "Visitor", "", 0), &visitor).is_some_and(|e| e.contains("forbidden")));
     }
 
@@ -2025,8 +2177,19 @@ mod tests {
         // Persistent + members-only: stored whole (config and the owner's affiliation); the
         // unaffiliated guest leaves with 322; occupants hear 104.
         let out = configure(&mut room, &owner, &[("muc#roomconfig_persistentroom", "1"), ("muc#roomconfig_membersonly", "true")]);
-        assert!(matches!(&out.records[..], [Record::ItemPut { kind: ItemKind::RoomConfig, .. }, Record::ItemPut { kind: ItemKind::RoomAffiliation, .. }]), "{:?}", out.records);
-        assert!(received(&out, &owner).iter().any(|s| codes(s).contains(&104) && codes(s).contains(&170)), "logging now on: {:?}", received(&out, &owner));
+        assert!(
+            matches!(
+                &out.records[..],
+                [Record::ItemPut { kind: ItemKind::RoomConfig, .. }, Record::ItemPut { kind: ItemKind::RoomAffiliation, .. }]
+            ),
+            "{:?}",
+            out.records
+        );
+        assert!(
+            received(&out, &owner).iter().any(|s| codes(s).contains(&104) && codes(s).contains(&170)),
+            "logging now on: {:?}",
+            received(&out, &owner)
+        );
         assert!(received(&out, &guest).iter().any(|s| codes(s).contains(&322)), "{:?}", received(&out, &guest));
         let stored = match &out.records[0] {
             Record::ItemPut { value, .. } => RoomConfig::decode(value).expect("decodes"),
@@ -2043,7 +2206,8 @@ mod tests {
         let (owner, guest) = (full("owner"), full("guest"));
         let mut room = open_room(&owner);
         assert!(error_of(&iq(&mut room, &owner, "get", ""), &owner).is_some_and(|e| e.contains("bad-request")));
-        assert!(error_of(&iq(&mut room, &owner, "get", "<query xmlns='urn:unknown'/>"), &owner).is_some_and(|e| e.contains("service-unavailable")));
+        assert!(error_of(&iq(&mut room, &owner, "get", "<query xmlns='urn:unknown'/>"), &owner)
+            .is_some_and(|e| e.contains("service-unavailable")));
         assert!(error_of(&admin_set(&mut room, &owner, "<item/>"), &owner).is_some_and(|e| e.contains("bad-request")));
         let too_many: String = (0..=ADMIN_ITEMS_MAX).map(|i| format!("<item affiliation='member' jid='u{i}@example'/>")).collect();
         assert!(error_of(&admin_set(&mut room, &owner, &too_many), &owner).is_some_and(|e| e.contains("bad-request")));
@@ -2083,12 +2247,19 @@ mod tests {
         let others: Vec<String> = received(&joined, &second).into_iter().filter(|s| !s.contains("/Guest2'")).collect();
         assert!(others.iter().all(|s| !s.contains(" jid=")), "{others:?}");
         // A decline without an invitation is dropped.
-        let decline = room.handle(&other, None, &el(&format!("<message><x xmlns='{MUC_USER_NAMESPACE}'><decline to='owner@example/r'/></x></message>")), 0, &settings());
+        let decline = room.handle(
+            &other,
+            None,
+            &el(&format!("<message><x xmlns='{MUC_USER_NAMESPACE}'><decline to='owner@example/r'/></x></message>")),
+            0,
+            &settings(),
+        );
         assert!(decline.out.is_empty(), "{:?}", decline.out);
         // An answer nobody asked for is not passed on; the asked session's answer is, to the asker.
         let spoof = room.handle(&guest, Some("Owner"), &el("<iq type='result' id='x'/>"), 0, &settings());
         assert!(spoof.out.is_empty(), "{:?}", spoof.out);
-        let asked = room.handle(&owner, Some("Guest2"), &el("<iq type='get' id='q'><query xmlns='jabber:iq:version'/></iq>"), 0, &settings());
+        let asked =
+            room.handle(&owner, Some("Guest2"), &el("<iq type='get' id='q'><query xmlns='jabber:iq:version'/></iq>"), 0, &settings());
         assert!(received(&asked, &guest).iter().any(|s| s.contains("id='q'")));
         let answered = room.handle(&guest, Some("Owner"), &el("<iq type='result' id='q'/>"), 0, &settings());
         assert!(received(&answered, &owner).iter().any(|s| s.contains(&format!("from='{ROOM}/Guest2'"))), "{:?}", answered.out);
@@ -2101,7 +2272,8 @@ mod tests {
         empty.handle(&owner, Some("Owner"), &el("<presence type='unavailable'/>"), 0, &settings());
         assert!(configure(&mut empty, &owner, &[("muc#roomconfig_persistentroom", "0")]).destroyed);
         // Ids of a new room start from its creation time: never those of a former room.
-        let reborn = Room::create(BareJid::new(Some("room"), "conference.example").expect("jid"), &owner.bare(), &settings(), 1_700_000_000_000);
+        let reborn =
+            Room::create(BareJid::new(Some("room"), "conference.example").expect("jid"), &owner.bare(), &settings(), 1_700_000_000_000);
         assert_eq!(reborn.archive_last, 1_700_000_000_000_000);
     }
 }

@@ -259,8 +259,6 @@ impl Node {
     pub fn last_item(&self) -> Option<&PepItem> {
         self.items.last()
     }
-
-
 }
 
 /// A parsed pubsub iq (XEP-0060 §6.5, §7.1, §7.2, §8.1, §8.2, §8.4, §8.5).
@@ -380,9 +378,7 @@ pub fn parse_request(stanza_type: &str, payload: &Element) -> Result<PubsubReque
         (true, "set", "configure") => parse_configure_set(action),
         (true, "set", "delete") => Ok(PubsubRequest::Delete { node: node_attribute(action)? }),
         (true, "set", "purge") => Ok(PubsubRequest::Purge { node: node_attribute(action)? }),
-        (false, _, "publish" | "retract" | "items" | "create") | (true, _, "configure" | "delete" | "purge") => {
-            Err(bad_request())
-        }
+        (false, _, "publish" | "retract" | "items" | "create") | (true, _, "configure" | "delete" | "purge") => Err(bad_request()),
         (_, _, name) => Err(match unsupported_feature(owner, name) {
             Some(feature) => PubsubError::unsupported(feature),
             None => PubsubError::new("feature-not-implemented"),
@@ -461,9 +457,7 @@ pub fn publish(node: &mut Node, item_id: String, payload: &Element, now_ms: u64)
 /// Drops the oldest items beyond the node's `max_items` (after a publish, or after a
 /// configuration change lowered it) and returns them, oldest first.
 pub fn trim(node: &mut Node) -> Vec<PepItem> {
-    let keep = usize::try_from(node.config.max_items)
-        .unwrap_or(PEP_ITEMS_PER_NODE_MAX)
-        .clamp(1, PEP_ITEMS_PER_NODE_MAX);
+    let keep = usize::try_from(node.config.max_items).unwrap_or(PEP_ITEMS_PER_NODE_MAX).clamp(1, PEP_ITEMS_PER_NODE_MAX);
     let excess = node.items.len().saturating_sub(keep);
     node.items.drain(..excess).collect()
 }
@@ -530,8 +524,7 @@ pub fn check_access(config: &NodeConfig, requester: &Requester<'_>) -> Result<()
         AccessModel::Presence if requester.presence_subscribed => Ok(()),
         AccessModel::Presence => Err(PubsubError::with_app("not-authorized", "presence-subscription-required")),
         AccessModel::Roster
-            if requester.presence_subscribed
-                && requester.groups.iter().any(|group| config.roster_groups_allowed.contains(group)) =>
+            if requester.presence_subscribed && requester.groups.iter().any(|group| config.roster_groups_allowed.contains(group)) =>
         {
             Ok(())
         }
@@ -636,10 +629,7 @@ pub fn error_iq(id: &str, from: Option<&str>, to: &str, error: &PubsubError) -> 
 pub fn config_form_result(id: &str, to: &str, node: &str, config: &NodeConfig) -> Vec<u8> {
     let value = |text: &str| Element::new("value", DATA_FORMS_NAMESPACE).with_text(text);
     let field = |var: &str, kind: &str, label: &str| {
-        Element::new("field", DATA_FORMS_NAMESPACE)
-            .with_attribute("var", var)
-            .with_attribute("type", kind)
-            .with_attribute("label", label)
+        Element::new("field", DATA_FORMS_NAMESPACE).with_attribute("var", var).with_attribute("type", kind).with_attribute("label", label)
     };
     let options = |mut field: Element, names: &[&str]| {
         for name in names {
@@ -667,14 +657,12 @@ pub fn config_form_result(id: &str, to: &str, node: &str, config: &NodeConfig) -
             .with_child(value(config.access_model.name())),
         )
         .with_child(groups)
-        .with_child(
-            field("pubsub#max_items", "text-single", "Max # of items to persist")
-                .with_child(value(&config.max_items.to_string())),
-        )
-        .with_child(
-            field("pubsub#persist_items", "boolean", "Persist items to storage")
-                .with_child(value(if config.persist_items { "true" } else { "false" })),
-        )
+        .with_child(field("pubsub#max_items", "text-single", "Max # of items to persist").with_child(value(&config.max_items.to_string())))
+        .with_child(field("pubsub#persist_items", "boolean", "Persist items to storage").with_child(value(if config.persist_items {
+            "true"
+        } else {
+            "false"
+        })))
         .with_child(
             options(
                 field("pubsub#send_last_published_item", "list-single", "When to send the last published item"),
@@ -819,12 +807,8 @@ pub fn disco_features(query: &Element) -> Vec<String> {
 /// The nodes a client wants notifications for (XEP-0163 §4.2): its features ending in
 /// `+notify`, with the suffix removed, unique.
 pub fn notify_nodes(features: &[String]) -> Vec<String> {
-    let mut nodes: Vec<String> = features
-        .iter()
-        .filter_map(|feature| feature.strip_suffix("+notify"))
-        .filter(|node| !node.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let mut nodes: Vec<String> =
+        features.iter().filter_map(|feature| feature.strip_suffix("+notify")).filter(|node| !node.is_empty()).map(str::to_owned).collect();
     nodes.sort_unstable();
     nodes.dedup();
     nodes
@@ -841,8 +825,7 @@ pub fn bookmarks_from_legacy(storage: &Element) -> Vec<(String, Element)> {
     if storage.name != "storage" || storage.namespace != LEGACY_BOOKMARKS_NAMESPACE {
         return bookmarks;
     }
-    let conferences =
-        storage.elements().filter(|child| child.name == "conference" && child.namespace == LEGACY_BOOKMARKS_NAMESPACE);
+    let conferences = storage.elements().filter(|child| child.name == "conference" && child.namespace == LEGACY_BOOKMARKS_NAMESPACE);
     for legacy in conferences {
         if bookmarks.len() == PEP_ITEMS_PER_NODE_MAX {
             break;
@@ -1005,10 +988,7 @@ fn parse_configure_set(configure: &Element) -> Result<PubsubRequest, PubsubError
 
 /// The `node` attribute: required (`bad-request` + `<nodeid-required/>`) and bounded.
 fn node_attribute(element: &Element) -> Result<String, PubsubError> {
-    let node = element
-        .attribute("node")
-        .filter(|node| !node.is_empty())
-        .ok_or(PubsubError::with_app("bad-request", "nodeid-required"))?;
+    let node = element.attribute("node").filter(|node| !node.is_empty()).ok_or(PubsubError::with_app("bad-request", "nodeid-required"))?;
     if node.len() > PEP_NODE_NAME_BYTES_MAX {
         return Err(PubsubError::new("not-acceptable"));
     }
@@ -1049,11 +1029,8 @@ fn form_fields(form: &Element, form_type: &str) -> Result<Vec<(String, String)>,
     let mut fields = Vec::new();
     for field in form.elements().filter(|child| child.name == "field" && child.namespace == DATA_FORMS_NAMESPACE) {
         let var = field.attribute("var").ok_or_else(bad_request)?;
-        let values: Vec<String> = field
-            .elements()
-            .filter(|value| value.name == "value" && value.namespace == DATA_FORMS_NAMESPACE)
-            .map(Element::text)
-            .collect();
+        let values: Vec<String> =
+            field.elements().filter(|value| value.name == "value" && value.namespace == DATA_FORMS_NAMESPACE).map(Element::text).collect();
         if var == "FORM_TYPE" {
             if values.len() != 1 || values[0].trim() != form_type {
                 return Err(bad_request());
@@ -1089,18 +1066,13 @@ enum FixedValue {
 /// Applies one configuration field. `Ok(true)` when the field is known (and applied),
 /// `Ok(false)` when it is not one this server knows; `not-acceptable` for a value it cannot
 /// apply. Roster groups accumulate in `groups`, applied by [`finish_groups`].
-fn apply_field(
-    config: &mut NodeConfig,
-    groups: &mut Option<Vec<String>>,
-    var: &str,
-    value: &str,
-) -> Result<bool, PubsubError> {
+fn apply_field(config: &mut NodeConfig, groups: &mut Option<Vec<String>>, var: &str, value: &str) -> Result<bool, PubsubError> {
     let not_acceptable = PubsubError::new("not-acceptable");
     let trimmed = value.trim();
     match var {
         "pubsub#access_model" => {
-            config.access_model = AccessModel::from_name(trimmed)
-                .ok_or(PubsubError::with_app("not-acceptable", "unsupported-access-model"))?;
+            config.access_model =
+                AccessModel::from_name(trimmed).ok_or(PubsubError::with_app("not-acceptable", "unsupported-access-model"))?;
         }
         "pubsub#max_items" => {
             config.max_items = if trimmed == "max" {
@@ -1182,11 +1154,8 @@ fn caps_form(form: &Element) -> Option<Option<CapsForm>> {
     let mut fields = Vec::new();
     for field in form.elements().filter(|child| child.name == "field" && child.namespace == DATA_FORMS_NAMESPACE) {
         let var = field.attribute("var").unwrap_or("");
-        let mut values: Vec<String> = field
-            .elements()
-            .filter(|value| value.name == "value" && value.namespace == DATA_FORMS_NAMESPACE)
-            .map(Element::text)
-            .collect();
+        let mut values: Vec<String> =
+            field.elements().filter(|value| value.name == "value" && value.namespace == DATA_FORMS_NAMESPACE).map(Element::text).collect();
         if var == "FORM_TYPE" {
             if field.attribute("type") != Some("hidden") {
                 return Some(None);
@@ -1262,7 +1231,6 @@ fn push_items<'a>(out: &mut String, node: &str, items: impl Iterator<Item = &'a 
     out.push_str("</items>");
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1327,14 +1295,13 @@ mod tests {
         assert_eq!(node, BOOKMARKS2_NAMESPACE);
         assert_eq!(item_id.as_deref(), Some("theplay@conference.shakespeare.lit"));
         assert_eq!((payload.name.as_str(), payload.namespace.as_str()), ("conference", BOOKMARKS2_NAMESPACE));
-        assert_eq!(
-            options,
-            fields(&[("pubsub#persist_items", "true"), ("pubsub#max_items", "max"), ("pubsub#access_model", "whitelist")])
-        );
+        assert_eq!(options, fields(&[("pubsub#persist_items", "true"), ("pubsub#max_items", "max"), ("pubsub#access_model", "whitelist")]));
 
         // No id, no options: the service generates the id.
-        let request =
-            parse("set", "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><p xmlns='p'/></item></publish></pubsub>");
+        let request = parse(
+            "set",
+            "<pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='n'><item><p xmlns='p'/></item></publish></pubsub>",
+        );
         assert!(matches!(request, Ok(PubsubRequest::Publish { item_id: None, ref options, .. }) if options.is_empty()));
     }
 
@@ -1348,10 +1315,7 @@ mod tests {
         assert_eq!(publish("<publish node=''><item><p xmlns='p'/></item></publish>"), app("bad-request", "nodeid-required"));
         assert_eq!(publish("<publish node='n'/>"), app("bad-request", "item-required"));
         assert_eq!(publish("<publish node='n'><item id='a'/></publish>"), app("bad-request", "payload-required"));
-        assert_eq!(
-            publish("<publish node='n'><item><p xmlns='p'/><q xmlns='q'/></item></publish>"),
-            app("bad-request", "invalid-payload")
-        );
+        assert_eq!(publish("<publish node='n'><item><p xmlns='p'/><q xmlns='q'/></item></publish>"), app("bad-request", "invalid-payload"));
         assert_eq!(publish("<publish node='n'><item>text<p xmlns='p'/></item></publish>"), app("bad-request", "invalid-payload"));
         assert_eq!(
             publish("<publish node='n'><item><p xmlns='p'/></item><item><p xmlns='p'/></item></publish>"),
@@ -1405,18 +1369,9 @@ mod tests {
             parse("set", &ps("<retract node='n'><item id='a'/></retract>")),
             Ok(PubsubRequest::Retract { node: "n".into(), item_ids: strings(&["a"]), notify: false })
         );
-        assert_eq!(
-            parse("set", &ps("<retract node='n'/>")),
-            Err(PubsubError::with_app("bad-request", "item-required"))
-        );
-        assert_eq!(
-            parse("set", &ps("<retract node='n'><item/></retract>")),
-            Err(PubsubError::with_app("bad-request", "item-required"))
-        );
-        assert_eq!(
-            parse("set", &ps("<retract><item id='a'/></retract>")),
-            Err(PubsubError::with_app("bad-request", "nodeid-required"))
-        );
+        assert_eq!(parse("set", &ps("<retract node='n'/>")), Err(PubsubError::with_app("bad-request", "item-required")));
+        assert_eq!(parse("set", &ps("<retract node='n'><item/></retract>")), Err(PubsubError::with_app("bad-request", "item-required")));
+        assert_eq!(parse("set", &ps("<retract><item id='a'/></retract>")), Err(PubsubError::with_app("bad-request", "nodeid-required")));
         assert_eq!(parse("set", &ps("<retract node='n' notify='maybe'><item id='a'/></retract>")), Err(bad_request()));
 
         assert_eq!(
@@ -1449,24 +1404,20 @@ mod tests {
                 ]),
             })
         );
-        assert_eq!(
-            parse("set", &ps("<create node='n'/>")),
-            Ok(PubsubRequest::Create { node: "n".into(), config: Vec::new() })
-        );
+        assert_eq!(parse("set", &ps("<create node='n'/>")), Ok(PubsubRequest::Create { node: "n".into(), config: Vec::new() }));
         // No instant nodes (XEP-0060 §8.1.1), and <configure/> must not name a node (§8.1.3).
         assert_eq!(parse("set", &ps("<create/>")), Err(PubsubError::with_app("not-acceptable", "nodeid-required")));
         assert_eq!(parse("set", &ps("<create node='n'/><configure node='n'/>")), Err(bad_request()));
 
         assert_eq!(parse("get", &owner("<configure node='n'/>")), Ok(PubsubRequest::ConfigureGet { node: "n".into() }));
-        assert_eq!(
-            parse("get", &owner("<configure/>")),
-            Err(PubsubError::with_app("bad-request", "nodeid-required"))
-        );
+        assert_eq!(parse("get", &owner("<configure/>")), Err(PubsubError::with_app("bad-request", "nodeid-required")));
         assert_eq!(
             parse(
                 "set",
-                &owner("<configure node='n'><x xmlns='jabber:x:data' type='submit'>\
-                        <field var='pubsub#max_items'><value>10</value></field></x></configure>")
+                &owner(
+                    "<configure node='n'><x xmlns='jabber:x:data' type='submit'>\
+                        <field var='pubsub#max_items'><value>10</value></field></x></configure>"
+                )
             ),
             Ok(PubsubRequest::ConfigureSet { node: "n".into(), config: fields(&[("pubsub#max_items", "10")]) })
         );
@@ -1559,9 +1510,8 @@ mod tests {
         assert_eq!(refused(&[("pubsub#persist_items", "yes")]), PubsubError::new("not-acceptable"));
         assert_eq!(refused(&[("pubsub#deliver_payloads", "false")]), PubsubError::new("not-acceptable"));
         assert_eq!(refused(&[("pubsub#publish_model", "open")]), PubsubError::new("not-acceptable"));
-        let too_many: Vec<(String, String)> = (0..=PEP_ROSTER_GROUPS_PER_NODE_MAX)
-            .map(|index| ("pubsub#roster_groups_allowed".to_string(), format!("g{index}")))
-            .collect();
+        let too_many: Vec<(String, String)> =
+            (0..=PEP_ROSTER_GROUPS_PER_NODE_MAX).map(|index| ("pubsub#roster_groups_allowed".to_string(), format!("g{index}"))).collect();
         let mut config = before.clone();
         assert_eq!(configure(&mut config, &too_many), Err(PubsubError::new("not-acceptable")));
     }
@@ -1594,14 +1544,8 @@ mod tests {
         assert!(options_match(&config, &fields(&[("pubsub#max_items", "10000")])));
         assert!(!options_match(&default, &bookmarks));
 
-        assert_eq!(
-            publish_options_config(&fields(&[("pubsub#title", "x")])),
-            Err(PubsubError::precondition_not_met())
-        );
-        assert_eq!(
-            publish_options_config(&fields(&[("pubsub#access_model", "authorize")])),
-            Err(PubsubError::precondition_not_met())
-        );
+        assert_eq!(publish_options_config(&fields(&[("pubsub#title", "x")])), Err(PubsubError::precondition_not_met()));
+        assert_eq!(publish_options_config(&fields(&[("pubsub#access_model", "authorize")])), Err(PubsubError::precondition_not_met()));
         assert_eq!(publish_options_config(&[]), Ok(NodeConfig::default()));
     }
 
@@ -1683,10 +1627,7 @@ mod tests {
             check_access(&with(AccessModel::Roster, &["Friends"]), &stranger),
             Err(PubsubError::with_app("not-authorized", "not-in-roster-group"))
         );
-        assert_eq!(
-            check_access(&with(AccessModel::Whitelist, &[]), &contact),
-            Err(PubsubError::with_app("not-allowed", "closed-node"))
-        );
+        assert_eq!(check_access(&with(AccessModel::Whitelist, &[]), &contact), Err(PubsubError::with_app("not-allowed", "closed-node")));
     }
 
     #[test]
@@ -1875,7 +1816,8 @@ mod tests {
         assert_eq!(verify(&Caps { hash: "sha-256".into(), ..simple.clone() }, &query), None);
         assert_eq!(verify(&Caps { node: "http://other".into(), ..simple.clone() }, &query), None);
         let mut duplicate = query.clone();
-        duplicate = duplicate.with_child(Element::new("feature", DISCO_INFO_NAMESPACE).with_attribute("var", "http://jabber.org/protocol/muc"));
+        duplicate =
+            duplicate.with_child(Element::new("feature", DISCO_INFO_NAMESPACE).with_attribute("var", "http://jabber.org/protocol/muc"));
         assert_eq!(verify(&simple, &duplicate), None);
         // A query without a node attribute is still checked by its hash.
         let mut anonymous = query.clone();
@@ -1909,9 +1851,7 @@ mod tests {
                     if field.attribute("var") == Some("FORM_TYPE") {
                         field.children.clear();
                         for value in values {
-                            field.children.push(crate::xml::Node::Element(
-                                Element::new("value", DATA_FORMS_NAMESPACE).with_text(value),
-                            ));
+                            field.children.push(crate::xml::Node::Element(Element::new("value", DATA_FORMS_NAMESPACE).with_text(value)));
                         }
                     }
                 }
@@ -1920,15 +1860,8 @@ mod tests {
             query.children.retain(|child| !matches!(child, crate::xml::Node::Element(e) if e.name == "x"));
             query.with_child(form)
         };
-        assert_eq!(
-            verify(&complex, &with_form_type_values(&["urn:xmpp:dataforms:softwareinfo", "other"])),
-            None
-        );
-        assert!(verify(
-            &complex,
-            &with_form_type_values(&["urn:xmpp:dataforms:softwareinfo", "urn:xmpp:dataforms:softwareinfo"])
-        )
-        .is_some());
+        assert_eq!(verify(&complex, &with_form_type_values(&["urn:xmpp:dataforms:softwareinfo", "other"])), None);
+        assert!(verify(&complex, &with_form_type_values(&["urn:xmpp:dataforms:softwareinfo", "urn:xmpp:dataforms:softwareinfo"])).is_some());
         // A form whose FORM_TYPE is not hidden is ignored: the string is the simple kind.
         let visible = element(&COMPLEX_QUERY.replace("type='hidden'", "type='text-single'"));
         let (string, _) = verification_string(&visible).expect("test input is valid");
@@ -1984,8 +1917,7 @@ mod tests {
              </storage>",
         );
         let bookmarks = bookmarks_from_legacy(&storage);
-        let rendered: Vec<(&str, String)> =
-            bookmarks.iter().map(|(id, conference)| (id.as_str(), conference.to_xml())).collect();
+        let rendered: Vec<(&str, String)> = bookmarks.iter().map(|(id, conference)| (id.as_str(), conference.to_xml())).collect();
         assert_eq!(
             rendered,
             [

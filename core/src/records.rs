@@ -164,7 +164,6 @@ impl Record {
             | Record::ArchiveAppend { user, .. } => user,
         }
     }
-
 }
 
 impl Account {
@@ -213,13 +212,8 @@ mod tests {
     use super::*;
 
     fn account() -> Account {
-        let creds = |hash| ScramCredentials {
-            hash,
-            salt: vec![1, 2, 3],
-            iterations: 4096,
-            stored_key: vec![4; 32],
-            server_key: vec![5; 32],
-        };
+        let creds =
+            |hash| ScramCredentials { hash, salt: vec![1, 2, 3], iterations: 4096, stored_key: vec![4; 32], server_key: vec![5; 32] };
         Account::new("alice".into(), &creds(ScramHash::Sha1), &creds(ScramHash::Sha256), 7)
     }
 

@@ -157,31 +157,20 @@ impl RosterItem {
     /// entry is deleted rather than stored. A visible entry is only ever removed by the user
     /// (RFC 6121 §2.5), never by subscription processing.
     pub fn is_empty_state(&self) -> bool {
-        self.subscription == Subscription::None
-            && !self.pending_out
-            && !self.pending_in
-            && !self.approved
-            && self.hidden
+        self.subscription == Subscription::None && !self.pending_out && !self.pending_in && !self.approved && self.hidden
     }
-
-
 }
 
 /// The item of a removal push: `<item jid='…' subscription='remove'/>` (RFC 6121 §2.5.2).
 pub fn removed_item_element(jid: &str) -> Element {
-    Element::new("item", ROSTER_NAMESPACE)
-        .with_attribute("jid", jid)
-        .with_attribute("subscription", "remove")
+    Element::new("item", ROSTER_NAMESPACE).with_attribute("jid", jid).with_attribute("subscription", "remove")
 }
 
 /// A roster push to one resource (RFC 6121 §2.1.6): `<iq type='set' id to><query ver><item/>
 /// </query></iq>`, `ver` only when versioning is in use (§2.6.1). The iq carries no `xmlns`:
 /// it inherits the stream's `jabber:client`.
 pub fn push_iq(id: &str, to: &str, version: Option<&str>, item: &Element) -> Vec<u8> {
-    debug_assert!(
-        item.name == "item" && item.namespace == ROSTER_NAMESPACE,
-        "not a roster item: {item:?}"
-    );
+    debug_assert!(item.name == "item" && item.namespace == ROSTER_NAMESPACE, "not a roster item: {item:?}");
     let query = query_element(version).with_child(item.clone());
     Element::new("iq", "")
         .with_attribute("type", "set")
@@ -194,12 +183,7 @@ pub fn push_iq(id: &str, to: &str, version: Option<&str>, item: &Element) -> Vec
 
 /// The answer to a roster get (RFC 6121 §2.1.3): every item not `hidden`, with `ver` when given
 /// (§2.6.3).
-pub fn roster_result<'a>(
-    id: &str,
-    to: &str,
-    version: Option<&str>,
-    items: impl Iterator<Item = &'a RosterItem>,
-) -> Vec<u8> {
+pub fn roster_result<'a>(id: &str, to: &str, version: Option<&str>, items: impl Iterator<Item = &'a RosterItem>) -> Vec<u8> {
     let mut query = query_element(version);
     for item in items.filter(|item| !item.hidden) {
         query = query.with_child(item.to_element());
@@ -218,11 +202,7 @@ pub fn roster_result<'a>(
 pub enum RosterSet {
     /// Add the contact or replace its name and groups (§2.3, §2.4); the subscription state is
     /// the server's and is kept.
-    Update {
-        jid: BareJid,
-        name: Option<String>,
-        groups: Vec<String>,
-    },
+    Update { jid: BareJid, name: Option<String>, groups: Vec<String> },
     /// Delete the contact (§2.5), cancelling subscriptions both ways ([`removal_stanzas`]).
     Remove { jid: BareJid },
 }
@@ -240,16 +220,11 @@ pub enum RosterSet {
 /// `subscription` other than `remove` is ignored (§2.1.2.5), as are `ask` (§2.1.2.2) and
 /// `approved` (§2.1.2.1): only the server sets them. An empty `name` means no name.
 pub fn parse_roster_set(query: &Element) -> Result<RosterSet, &'static str> {
-    debug_assert!(
-        query.name == "query" && query.namespace == ROSTER_NAMESPACE,
-        "not a roster query"
-    );
+    debug_assert!(query.name == "query" && query.namespace == ROSTER_NAMESPACE, "not a roster query");
     if query.name != "query" || query.namespace != ROSTER_NAMESPACE {
         return Err("bad-request");
     }
-    let mut items = query
-        .elements()
-        .filter(|element| element.name == "item" && element.namespace == ROSTER_NAMESPACE);
+    let mut items = query.elements().filter(|element| element.name == "item" && element.namespace == ROSTER_NAMESPACE);
     let item = match (items.next(), items.next()) {
         (Some(item), None) => item,
         _ => return Err("bad-request"),
@@ -273,10 +248,7 @@ pub fn parse_roster_set(query: &Element) -> Result<RosterSet, &'static str> {
     };
 
     let mut groups: Vec<String> = Vec::new();
-    for group in item
-        .elements()
-        .filter(|element| element.name == "group" && element.namespace == ROSTER_NAMESPACE)
-    {
+    for group in item.elements().filter(|element| element.name == "group" && element.namespace == ROSTER_NAMESPACE) {
         // Counting first bounds the quadratic duplicate check below.
         if groups.len() == ROSTER_GROUPS_PER_ITEM_MAX {
             return Err("not-acceptable");
@@ -490,12 +462,7 @@ pub fn inbound(current: Option<&RosterItem>, contact: &str, stanza: Subscription
         }
     };
     let (item, changed) = settle(current, item);
-    InboundEffect {
-        item,
-        changed,
-        deliver,
-        auto_reply,
-    }
+    InboundEffect { item, changed, deliver, auto_reply }
 }
 
 /// What the user's server sends the contact when the user removes it from the roster
@@ -531,10 +498,7 @@ fn starting_item(current: Option<&RosterItem>, contact: &str) -> RosterItem {
             debug_assert_eq!(item.jid, contact, "roster item for another contact");
             item.clone()
         }
-        None => RosterItem {
-            hidden: true,
-            ..RosterItem::new(contact)
-        },
+        None => RosterItem { hidden: true, ..RosterItem::new(contact) },
     }
 }
 
@@ -546,7 +510,6 @@ fn settle(current: Option<&RosterItem>, item: RosterItem) -> (Option<RosterItem>
     let changed = visible(current) != visible(next.as_ref());
     (next, changed)
 }
-
 
 #[cfg(test)]
 mod tests {
@@ -577,12 +540,7 @@ mod tests {
 
     fn visible_item(name: &str) -> RosterItem {
         let (subscription, pending_out, pending_in) = state(name);
-        RosterItem {
-            subscription,
-            pending_out,
-            pending_in,
-            ..RosterItem::new(CONTACT)
-        }
+        RosterItem { subscription, pending_out, pending_in, ..RosterItem::new(CONTACT) }
     }
 
     fn state_name(item: &RosterItem) -> &'static str {
@@ -629,8 +587,7 @@ mod tests {
         check_table("inbound", stanza, rows, |current| {
             let effect = inbound(Some(current), CONTACT, stanza);
             let from_before = current.subscription.has_from();
-            let expected_reply =
-                (stanza == SubscriptionStanza::Subscribe && from_before).then_some(SubscriptionStanza::Subscribed);
+            let expected_reply = (stanza == SubscriptionStanza::Subscribe && from_before).then_some(SubscriptionStanza::Subscribed);
             assert_eq!(effect.auto_reply, expected_reply, "inbound {stanza:?} auto reply");
             (effect.item, effect.deliver, effect.changed)
         });
@@ -810,10 +767,7 @@ mod tests {
         assert!(effect.deliver && !effect.changed && effect.auto_reply.is_none());
         for stanza in [Subscribed, Unsubscribe, Unsubscribed] {
             let effect = inbound(None, CONTACT, stanza);
-            assert_eq!(
-                (effect.item, effect.changed, effect.deliver, effect.auto_reply),
-                (None, false, false, None)
-            );
+            assert_eq!((effect.item, effect.changed, effect.deliver, effect.auto_reply), (None, false, false, None));
         }
         // Outbound subscribe creates a visible item with ask='subscribe' (§3.1.2).
         let effect = outbound(None, CONTACT, Subscribe);
@@ -866,11 +820,7 @@ mod tests {
     fn pre_approval_is_used_by_the_next_request() {
         // §3.4: pre-approve in "None", "None + Pending Out" and "To"; the contact's request is
         // then answered by the server and not delivered.
-        for (existing, after) in [
-            ("None", "From"),
-            ("None + Pending Out", "From + Pending Out"),
-            ("To", "Both"),
-        ] {
+        for (existing, after) in [("None", "From"), ("None + Pending Out", "From + Pending Out"), ("To", "Both")] {
             let approved = outbound(Some(&visible_item(existing)), CONTACT, SubscriptionStanza::Subscribed);
             let approved = approved.item.expect("item kept");
             assert!(approved.approved);
@@ -902,9 +852,7 @@ mod tests {
         let mut current = visible_item("None + Pending Out");
         current.name = Some("Juliet".into());
         current.groups = vec!["Friends".into()];
-        let item = inbound(Some(&current), CONTACT, SubscriptionStanza::Subscribed)
-            .item
-            .expect("kept");
+        let item = inbound(Some(&current), CONTACT, SubscriptionStanza::Subscribed).item.expect("kept");
         assert_eq!(item.name.as_deref(), Some("Juliet"));
         assert_eq!(item.groups, ["Friends"]);
     }
@@ -962,12 +910,7 @@ mod tests {
 
     #[test]
     fn push_iq_xml() {
-        let push = push_iq(
-            "push1",
-            "romeo@example.net/orchard",
-            Some("ver7"),
-            &visible_item("Both").to_element(),
-        );
+        let push = push_iq("push1", "romeo@example.net/orchard", Some("ver7"), &visible_item("Both").to_element());
         assert_eq!(
             String::from_utf8(push.clone()).expect("utf-8"),
             "<iq type='set' id='push1' to='romeo@example.net/orchard'><query xmlns='jabber:iq:roster' \
@@ -975,19 +918,9 @@ mod tests {
         );
         let parsed = parse_element(&push).expect("well-formed");
         let query = parsed.child("query", ROSTER_NAMESPACE).expect("query");
-        assert_eq!(
-            query
-                .child("item", ROSTER_NAMESPACE)
-                .and_then(|item| item.attribute("jid")),
-            Some(CONTACT)
-        );
+        assert_eq!(query.child("item", ROSTER_NAMESPACE).and_then(|item| item.attribute("jid")), Some(CONTACT));
 
-        let removal = push_iq(
-            "push2",
-            "romeo@example.net/orchard",
-            None,
-            &removed_item_element(CONTACT),
-        );
+        let removal = push_iq("push2", "romeo@example.net/orchard", None, &removed_item_element(CONTACT));
         assert_eq!(
             String::from_utf8(removal).expect("utf-8"),
             "<iq type='set' id='push2' to='romeo@example.net/orchard'><query xmlns='jabber:iq:roster'>\
@@ -1000,17 +933,8 @@ mod tests {
         let visible = visible_item("To");
         let mut other = RosterItem::new("nurse@example.com");
         other.name = Some("Nurse".into());
-        let hidden = RosterItem {
-            hidden: true,
-            pending_in: true,
-            ..RosterItem::new("tybalt@example.com")
-        };
-        let result = roster_result(
-            "r1",
-            "romeo@example.net/orchard",
-            Some("v2"),
-            [&visible, &hidden, &other].into_iter(),
-        );
+        let hidden = RosterItem { hidden: true, pending_in: true, ..RosterItem::new("tybalt@example.com") };
+        let result = roster_result("r1", "romeo@example.net/orchard", Some("v2"), [&visible, &hidden, &other].into_iter());
         assert_eq!(
             String::from_utf8(result).expect("utf-8"),
             "<iq type='result' id='r1' to='romeo@example.net/orchard'><query xmlns='jabber:iq:roster' ver='v2'>\
@@ -1029,15 +953,7 @@ mod tests {
         let mut item = visible_item("None + Pending Out+In");
         item.name = Some("Juliet".into());
         item.groups = vec!["Friends".into(), "Family".into()];
-        for item in [
-            item,
-            RosterItem::new(CONTACT),
-            RosterItem {
-                hidden: true,
-                pending_in: true,
-                ..RosterItem::new(CONTACT)
-            },
-        ] {
+        for item in [item, RosterItem::new(CONTACT), RosterItem { hidden: true, pending_in: true, ..RosterItem::new(CONTACT) }] {
             let bytes = item.encode();
             assert_eq!(RosterItem::decode(&bytes).expect("decodes"), item);
             // Unaligned input decodes too.
@@ -1063,10 +979,8 @@ mod tests {
     #[test]
     fn roster_set_update() {
         assert_eq!(
-            set(
-                "<item jid='Juliet@Example.com' name='Juliet' subscription='both' ask='subscribe' \
-                 approved='true'><group>Friends</group><group>Lovers</group></item>"
-            ),
+            set("<item jid='Juliet@Example.com' name='Juliet' subscription='both' ask='subscribe' \
+                 approved='true'><group>Friends</group><group>Lovers</group></item>"),
             Ok(RosterSet::Update {
                 jid: bare("juliet@example.com"),
                 name: Some("Juliet".into()),
@@ -1075,20 +989,12 @@ mod tests {
         );
         assert_eq!(
             set("<item jid='example.com' name=''/>"),
-            Ok(RosterSet::Update {
-                jid: bare("example.com"),
-                name: None,
-                groups: vec![]
-            })
+            Ok(RosterSet::Update { jid: bare("example.com"), name: None, groups: vec![] })
         );
         // A subscription value other than 'remove' is ignored, even one that is not defined.
         assert_eq!(
             set("<item jid='juliet@example.com' subscription='bogus'/>"),
-            Ok(RosterSet::Update {
-                jid: bare("juliet@example.com"),
-                name: None,
-                groups: vec![]
-            })
+            Ok(RosterSet::Update { jid: bare("juliet@example.com"), name: None, groups: vec![] })
         );
     }
 
@@ -1096,9 +1002,7 @@ mod tests {
     fn roster_set_remove() {
         assert_eq!(
             set("<item jid='juliet@example.com' subscription='remove'><group>Friends</group></item>"),
-            Ok(RosterSet::Remove {
-                jid: bare("juliet@example.com")
-            })
+            Ok(RosterSet::Remove { jid: bare("juliet@example.com") })
         );
     }
 
@@ -1116,37 +1020,19 @@ mod tests {
             ("<item jid='@example.com'/>".into(), Err("jid-malformed")),
             ("<item jid='a b@example.com'/>".into(), Err("jid-malformed")),
             ("<item jid='juliet@example.com/balcony'/>".into(), Err("bad-request")),
-            (
-                "<item jid='a@b'><group>x</group><group>x</group></item>".into(),
-                Err("bad-request"),
-            ),
+            ("<item jid='a@b'><group>x</group><group>x</group></item>".into(), Err("bad-request")),
             ("<item jid='a@b'><group/></item>".into(), Err("not-acceptable")),
             ("<item jid='a@b'><group></group></item>".into(), Err("not-acceptable")),
             (format!("<item jid='a@b' name='{long}'/>"), Err("not-acceptable")),
             (format!("<item jid='a@b' name='{just_fits}'/>"), Ok(())),
-            (
-                format!("<item jid='a@b'><group>{long}</group></item>"),
-                Err("not-acceptable"),
-            ),
+            (format!("<item jid='a@b'><group>{long}</group></item>"), Err("not-acceptable")),
             (format!("<item jid='a@b'><group>{just_fits}</group></item>"), Ok(())),
-            (
-                format!("<item jid='a@b'>{}</item>", groups(ROSTER_GROUPS_PER_ITEM_MAX)),
-                Ok(()),
-            ),
-            (
-                format!("<item jid='a@b'>{}</item>", groups(ROSTER_GROUPS_PER_ITEM_MAX + 1)),
-                Err("not-acceptable"),
-            ),
+            (format!("<item jid='a@b'>{}</item>", groups(ROSTER_GROUPS_PER_ITEM_MAX)), Ok(())),
+            (format!("<item jid='a@b'>{}</item>", groups(ROSTER_GROUPS_PER_ITEM_MAX + 1)), Err("not-acceptable")),
             // Removal ignores what would be wrong in an update.
-            (
-                format!("<item jid='a@b' subscription='remove' name='{long}'><group/></item>"),
-                Ok(()),
-            ),
+            (format!("<item jid='a@b' subscription='remove' name='{long}'><group/></item>"), Ok(())),
             // Elements of other namespaces are not items or groups.
-            (
-                "<item jid='a@b'><group xmlns='urn:other'/></item><item xmlns='urn:other'/>".into(),
-                Ok(()),
-            ),
+            ("<item jid='a@b'><group xmlns='urn:other'/></item><item xmlns='urn:other'/>".into(), Ok(())),
         ];
         for (xml, expected) in cases {
             let shown = &xml[..xml.len().min(80)];

@@ -287,7 +287,6 @@ pub fn server_iq(
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

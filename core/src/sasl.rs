@@ -186,23 +186,13 @@ impl ScramCredentials {
     /// OpaqueString profile (RFC 8265 §4.2), which replaces SASLprep as modern XMPP servers do.
     /// Fails with `malformed-request` if the password is not a valid OpaqueString, the salt is
     /// empty, or `iterations` is zero.
-    pub fn derive(
-        hash: ScramHash,
-        password: &str,
-        salt: &[u8],
-        iterations: u32,
-    ) -> Result<Self, SaslFailure> {
+    pub fn derive(hash: ScramHash, password: &str, salt: &[u8], iterations: u32) -> Result<Self, SaslFailure> {
         if salt.is_empty() || iterations == 0 {
             return Err(SaslFailure::MalformedRequest);
         }
         let password = prepare_password(password).ok_or(SaslFailure::MalformedRequest)?;
         let salted_password = hash.hi(password.as_bytes(), salt, iterations);
-        Ok(Self::from_salted_password(
-            hash,
-            salt.to_vec(),
-            iterations,
-            &salted_password,
-        ))
+        Ok(Self::from_salted_password(hash, salt.to_vec(), iterations, &salted_password))
     }
 
     /// Whether `password` is the password these credentials were derived from: PBKDF2 with the
@@ -216,9 +206,7 @@ impl ScramCredentials {
         if self.iterations == 0 {
             return false;
         }
-        let salted_password = self
-            .hash
-            .hi(password.as_bytes(), &self.salt, self.iterations);
+        let salted_password = self.hash.hi(password.as_bytes(), &self.salt, self.iterations);
         let client_key = self.hash.hmac(&salted_password, &[CLIENT_KEY_LABEL]);
         let stored_key = self.hash.digest(&client_key);
         stored_key.ct_eq(&self.stored_key).into()
@@ -234,14 +222,7 @@ impl ScramCredentials {
         let tag = |label: &[u8], len: usize| {
             let mut out = ScramHash::Sha256.hmac(
                 server_secret,
-                &[
-                    b"confab scram fake credentials\0",
-                    label,
-                    b"\0",
-                    hash.name().as_bytes(),
-                    b"\0",
-                    username.as_bytes(),
-                ],
+                &[b"confab scram fake credentials\0", label, b"\0", hash.name().as_bytes(), b"\0", username.as_bytes()],
             );
             out.truncate(len);
             out
@@ -255,12 +236,7 @@ impl ScramCredentials {
         }
     }
 
-    fn from_salted_password(
-        hash: ScramHash,
-        salt: Vec<u8>,
-        iterations: u32,
-        salted_password: &[u8],
-    ) -> Self {
+    fn from_salted_password(hash: ScramHash, salt: Vec<u8>, iterations: u32, salted_password: &[u8]) -> Self {
         let client_key = hash.hmac(salted_password, &[CLIENT_KEY_LABEL]);
         ScramCredentials {
             hash,
@@ -386,19 +362,14 @@ impl ScramServer {
         let binding_data: &[u8] = match (gs2.flag, mechanism.is_plus()) {
             (CbindFlag::Used(name), true) => {
                 // Unknown or unavailable binding type: "the server MUST fail authentication".
-                let binding_type =
-                    ChannelBindingType::from_name(name).ok_or(SaslFailure::MalformedRequest)?;
-                bindings
-                    .get(binding_type)
-                    .ok_or(SaslFailure::MalformedRequest)?
+                let binding_type = ChannelBindingType::from_name(name).ok_or(SaslFailure::MalformedRequest)?;
+                bindings.get(binding_type).ok_or(SaslFailure::MalformedRequest)?
             }
             // "p" is only valid with a -PLUS mechanism, and a -PLUS mechanism requires "p".
             (CbindFlag::Used(_), false) | (_, true) => return Err(SaslFailure::MalformedRequest),
             // "y": the client supports channel binding but thinks we do not. If we offered -PLUS,
             // someone removed it on the way: a downgrade attack, "the server MUST fail".
-            (CbindFlag::SupportedNotUsed, false) if plus_offered => {
-                return Err(SaslFailure::NotAuthorized)
-            }
+            (CbindFlag::SupportedNotUsed, false) if plus_offered => return Err(SaslFailure::NotAuthorized),
             (CbindFlag::NotSupported | CbindFlag::SupportedNotUsed, false) => &[],
         };
 
@@ -418,27 +389,15 @@ impl ScramServer {
             client_nonce: bare.nonce.to_owned(),
             state: ServerState::AwaitingCredentials,
         };
-        Ok((
-            server,
-            ScramStart {
-                username,
-                authzid: gs2.authzid,
-            },
-        ))
+        Ok((server, ScramStart { username, authzid: gs2.authzid }))
     }
 
     /// Produces the server-first-message `r=<client nonce><server nonce>,s=<salt>,i=<iterations>`
     /// (RFC 5802 §5.1). `server_nonce` is random printable ASCII without `,` from the caller; the
     /// credentials are the user's, or [`ScramCredentials::fake`] for an unknown user.
     pub fn server_first(&mut self, credentials: &ScramCredentials, server_nonce: &str) -> Vec<u8> {
-        debug_assert_eq!(
-            credentials.hash, self.hash,
-            "credentials were derived for another SCRAM hash than the mechanism's"
-        );
-        debug_assert!(
-            is_nonce(server_nonce),
-            "the server nonce must be non-empty printable ASCII without ','"
-        );
+        debug_assert_eq!(credentials.hash, self.hash, "credentials were derived for another SCRAM hash than the mechanism's");
+        debug_assert!(is_nonce(server_nonce), "the server nonce must be non-empty printable ASCII without ','");
         let awaiting = matches!(self.state, ServerState::AwaitingCredentials);
         debug_assert!(awaiting, "server_first called twice or after finish");
         if !awaiting {
@@ -446,11 +405,7 @@ impl ScramServer {
             return Vec::new();
         }
         let nonce = format!("{}{}", self.client_nonce, server_nonce);
-        let server_first = format!(
-            "r={nonce},s={},i={}",
-            BASE64.encode(&credentials.salt),
-            credentials.iterations
-        );
+        let server_first = format!("r={nonce},s={},i={}", BASE64.encode(&credentials.salt), credentials.iterations);
         let message = server_first.clone().into_bytes();
         self.state = ServerState::AwaitingClientFinal(Box::new(PendingProof {
             nonce,
@@ -474,23 +429,15 @@ impl ScramServer {
 
         // RFC 5802 §7: client-final-message = client-final-message-without-proof "," proof, and
         // the proof is last; base64 contains no ','.
-        let (without_proof, proof) = message
-            .rsplit_once(',')
-            .ok_or(SaslFailure::MalformedRequest)?;
-        let proof = proof
-            .strip_prefix("p=")
-            .ok_or(SaslFailure::MalformedRequest)?;
+        let (without_proof, proof) = message.rsplit_once(',').ok_or(SaslFailure::MalformedRequest)?;
+        let proof = proof.strip_prefix("p=").ok_or(SaslFailure::MalformedRequest)?;
         let mut attributes = without_proof.split(',');
         let channel_binding = next_attribute(&mut attributes, "c=")?;
         let nonce = next_attribute(&mut attributes, "r=")?;
         check_extensions(attributes)?;
 
-        let channel_binding = BASE64
-            .decode(channel_binding)
-            .map_err(|_| SaslFailure::MalformedRequest)?;
-        let proof = BASE64
-            .decode(proof)
-            .map_err(|_| SaslFailure::MalformedRequest)?;
+        let channel_binding = BASE64.decode(channel_binding).map_err(|_| SaslFailure::MalformedRequest)?;
+        let proof = BASE64.decode(proof).map_err(|_| SaslFailure::MalformedRequest)?;
         if proof.len() != self.hash.output_bytes() {
             return Err(SaslFailure::MalformedRequest);
         }
@@ -502,13 +449,7 @@ impl ScramServer {
         let nonce_ok = nonce.as_bytes().ct_eq(pending.nonce.as_bytes());
         // RFC 5802 §3: AuthMessage := client-first-message-bare + "," + server-first-message +
         // "," + client-final-message-without-proof.
-        let auth_message = [
-            self.client_first_bare.as_bytes(),
-            b",",
-            pending.server_first.as_bytes(),
-            b",",
-            without_proof.as_bytes(),
-        ];
+        let auth_message = [self.client_first_bare.as_bytes(), b",", pending.server_first.as_bytes(), b",", without_proof.as_bytes()];
         let proof_ok = proof_matches(self.hash, &pending.stored_key, &auth_message, &proof);
         if !bool::from(binding_ok & nonce_ok & proof_ok) {
             return Err(SaslFailure::NotAuthorized);
@@ -535,10 +476,7 @@ pub struct PlainRequest {
 impl fmt::Debug for PlainRequest {
     /// The password is left out so the request can be logged.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PlainRequest")
-            .field("authzid", &self.authzid)
-            .field("authcid", &self.authcid)
-            .finish_non_exhaustive()
+        f.debug_struct("PlainRequest").field("authzid", &self.authzid).field("authcid", &self.authcid).finish_non_exhaustive()
     }
 }
 
@@ -550,9 +488,7 @@ pub fn parse_plain(message: &[u8]) -> Result<PlainRequest, SaslFailure> {
         return Err(SaslFailure::MalformedRequest);
     }
     let mut fields = message.split(|&byte| byte == 0);
-    let (Some(authzid), Some(authcid), Some(password), None) =
-        (fields.next(), fields.next(), fields.next(), fields.next())
-    else {
+    let (Some(authzid), Some(authcid), Some(password), None) = (fields.next(), fields.next(), fields.next(), fields.next()) else {
         return Err(SaslFailure::MalformedRequest);
     };
     if authcid.is_empty() || password.is_empty() {
@@ -566,11 +502,7 @@ pub fn parse_plain(message: &[u8]) -> Result<PlainRequest, SaslFailure> {
     let authcid = text(authcid)?;
     let password = text(password)?.to_owned();
     let authcid = prepare_local(authcid).map_err(|_| SaslFailure::NotAuthorized)?;
-    Ok(PlainRequest {
-        authzid,
-        authcid,
-        password,
-    })
+    Ok(PlainRequest { authzid, authcid, password })
 }
 
 /// What a [`ScramClient`] says about channel binding in its gs2-header (RFC 5802 §6).
@@ -602,17 +534,8 @@ pub struct ScramClient {
 impl ScramClient {
     /// A client for one exchange. `client_nonce` is random printable ASCII without `,` from the
     /// caller (RFC 5802 §5.1 "r"). The password is prepared with OpaqueString (RFC 8265 §4.2).
-    pub fn new(
-        hash: ScramHash,
-        username: &str,
-        password: &str,
-        binding: ClientBinding,
-        client_nonce: &str,
-    ) -> Self {
-        debug_assert!(
-            is_nonce(client_nonce),
-            "the client nonce must be non-empty printable ASCII without ','"
-        );
+    pub fn new(hash: ScramHash, username: &str, password: &str, binding: ClientBinding, client_nonce: &str) -> Self {
+        debug_assert!(is_nonce(client_nonce), "the client nonce must be non-empty printable ASCII without ','");
         ScramClient {
             hash,
             username: username.to_owned(),
@@ -633,17 +556,8 @@ impl ScramClient {
 
     /// Supplies a salted password computed earlier for this user; if the server sends the same
     /// salt and iteration count, PBKDF2 is skipped (RFC 5802 §5.1 allows clients to cache it).
-    pub fn with_salted_password_cache(
-        mut self,
-        salt: Vec<u8>,
-        iterations: u32,
-        salted: Vec<u8>,
-    ) -> Self {
-        self.cache = Some(SaltedPassword {
-            salt,
-            iterations,
-            salted,
-        });
+    pub fn with_salted_password_cache(mut self, salt: Vec<u8>, iterations: u32, salted: Vec<u8>) -> Self {
+        self.cache = Some(SaltedPassword { salt, iterations, salted });
         self
     }
 
@@ -675,23 +589,16 @@ impl ScramClient {
         if nonce.len() <= self.client_nonce.len() || !nonce.starts_with(&self.client_nonce) {
             return Err(SaslFailure::NotAuthorized);
         }
-        let salt = BASE64
-            .decode(salt)
-            .map_err(|_| SaslFailure::MalformedRequest)?;
+        let salt = BASE64.decode(salt).map_err(|_| SaslFailure::MalformedRequest)?;
         let iterations = parse_iterations(iterations)?;
         if salt.is_empty() {
             return Err(SaslFailure::MalformedRequest);
         }
 
         let salted = match &self.cache {
-            Some(cache) if cache.salt == salt && cache.iterations == iterations => {
-                cache.salted.clone()
-            }
+            Some(cache) if cache.salt == salt && cache.iterations == iterations => cache.salted.clone(),
             _ => {
-                let password = self
-                    .password
-                    .as_deref()
-                    .ok_or(SaslFailure::MalformedRequest)?;
+                let password = self.password.as_deref().ok_or(SaslFailure::MalformedRequest)?;
                 self.hash.hi(password.as_bytes(), &salt, iterations)
             }
         };
@@ -706,74 +613,44 @@ impl ScramClient {
         }
         let without_proof = format!("c={},r={nonce}", BASE64.encode(&cbind_input));
         let client_first_bare = self.client_first_bare();
-        let auth_message = [
-            client_first_bare.as_bytes(),
-            b",",
-            message.as_bytes(),
-            b",",
-            without_proof.as_bytes(),
-        ];
+        let auth_message = [client_first_bare.as_bytes(), b",", message.as_bytes(), b",", without_proof.as_bytes()];
         let client_signature = self.hash.hmac(&stored_key, &auth_message);
-        let proof: Vec<u8> = client_key
-            .iter()
-            .zip(&client_signature)
-            .map(|(key, signature)| key ^ signature)
-            .collect();
+        let proof: Vec<u8> = client_key.iter().zip(&client_signature).map(|(key, signature)| key ^ signature).collect();
         let server_signature = self.hash.hmac(&server_key, &auth_message);
 
-        self.exchange = Some(ClientExchange {
-            salted_password: SaltedPassword {
-                salt,
-                iterations,
-                salted,
-            },
-            server_signature,
-        });
+        self.exchange = Some(ClientExchange { salted_password: SaltedPassword { salt, iterations, salted }, server_signature });
         Ok(format!("{without_proof},p={}", BASE64.encode(proof)).into_bytes())
     }
 
     /// The salted password of the last exchange, to cache with [`salt`](Self::salt) and
     /// [`iterations`](Self::iterations) for [`with_salted_password_cache`](Self::with_salted_password_cache).
     pub fn salted_password(&self) -> Option<&[u8]> {
-        self.exchange
-            .as_ref()
-            .map(|exchange| exchange.salted_password.salted.as_slice())
+        self.exchange.as_ref().map(|exchange| exchange.salted_password.salted.as_slice())
     }
 
     /// The salt the server sent, once the server-first-message was handled.
     pub fn salt(&self) -> Option<&[u8]> {
-        self.exchange
-            .as_ref()
-            .map(|exchange| exchange.salted_password.salt.as_slice())
+        self.exchange.as_ref().map(|exchange| exchange.salted_password.salt.as_slice())
     }
 
     /// The iteration count the server sent, once the server-first-message was handled.
     pub fn iterations(&self) -> Option<u32> {
-        self.exchange
-            .as_ref()
-            .map(|exchange| exchange.salted_password.iterations)
+        self.exchange.as_ref().map(|exchange| exchange.salted_password.iterations)
     }
 
     /// Checks the server-final-message (RFC 5802 §5.1 "v"): the server proves it knows ServerKey.
     /// `e=` (a server error) and a wrong signature are `not-authorized`.
     pub fn verify_server_final(&self, server_final: &[u8]) -> Result<(), SaslFailure> {
-        let exchange = self
-            .exchange
-            .as_ref()
-            .ok_or(SaslFailure::MalformedRequest)?;
+        let exchange = self.exchange.as_ref().ok_or(SaslFailure::MalformedRequest)?;
         let message = message_text(server_final)?;
         let mut attributes = message.split(',');
         let first = attributes.next().unwrap_or_default();
         if first.starts_with("e=") {
             return Err(SaslFailure::NotAuthorized);
         }
-        let verifier = first
-            .strip_prefix("v=")
-            .ok_or(SaslFailure::MalformedRequest)?;
+        let verifier = first.strip_prefix("v=").ok_or(SaslFailure::MalformedRequest)?;
         check_extensions(attributes)?;
-        let verifier = BASE64
-            .decode(verifier)
-            .map_err(|_| SaslFailure::MalformedRequest)?;
+        let verifier = BASE64.decode(verifier).map_err(|_| SaslFailure::MalformedRequest)?;
         if bool::from(verifier.ct_eq(&exchange.server_signature)) {
             Ok(())
         } else {
@@ -794,11 +671,7 @@ impl ScramClient {
     }
 
     fn client_first_bare(&self) -> String {
-        format!(
-            "n={},r={}",
-            encode_saslname(&self.username),
-            self.client_nonce
-        )
+        format!("n={},r={}", encode_saslname(&self.username), self.client_nonce)
     }
 }
 
@@ -893,9 +766,7 @@ impl ScramHash {
         let mut out = vec![0; self.output_bytes()];
         match self {
             ScramHash::Sha1 => pbkdf2::pbkdf2_hmac::<Sha1>(password, salt, iterations, &mut out),
-            ScramHash::Sha256 => {
-                pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out)
-            }
+            ScramHash::Sha256 => pbkdf2::pbkdf2_hmac::<Sha256>(password, salt, iterations, &mut out),
         }
         out
     }
@@ -913,26 +784,15 @@ fn hmac_with<M: Mac + hmac::digest::KeyInit>(key: &[u8], message: &[&[u8]]) -> V
 
 /// RFC 5802 §3: ClientKey := ClientProof XOR ClientSignature, then H(ClientKey) must equal
 /// StoredKey. Constant time in the contents, so a probe learns nothing from timing.
-fn proof_matches(
-    hash: ScramHash,
-    stored_key: &[u8],
-    auth_message: &[&[u8]],
-    proof: &[u8],
-) -> subtle::Choice {
+fn proof_matches(hash: ScramHash, stored_key: &[u8], auth_message: &[&[u8]], proof: &[u8]) -> subtle::Choice {
     let client_signature = hash.hmac(stored_key, auth_message);
-    let client_key: Vec<u8> = proof
-        .iter()
-        .zip(&client_signature)
-        .map(|(proof, signature)| proof ^ signature)
-        .collect();
+    let client_key: Vec<u8> = proof.iter().zip(&client_signature).map(|(proof, signature)| proof ^ signature).collect();
     hash.digest(&client_key).ct_eq(stored_key)
 }
 
 /// OpaqueString (RFC 8265 §4.2), which replaces SASLprep (RFC 5802 §2.2 Normalize) here.
 fn prepare_password(password: &str) -> Option<String> {
-    OpaqueString::enforce(password)
-        .ok()
-        .map(|prepared| prepared.into_owned())
+    OpaqueString::enforce(password).ok().map(|prepared| prepared.into_owned())
 }
 
 /// Bounds a SCRAM message and checks it is UTF-8 (RFC 5802 §7: saslname and value are UTF-8).
@@ -945,9 +805,7 @@ fn message_text(message: &[u8]) -> Result<&str, SaslFailure> {
 
 /// RFC 5802 §7: `gs2-header = gs2-cbind-flag "," [ authzid ] ","`.
 fn parse_gs2_header(message: &str) -> Result<Gs2Header<'_>, SaslFailure> {
-    let (flag_text, rest) = message
-        .split_once(',')
-        .ok_or(SaslFailure::MalformedRequest)?;
+    let (flag_text, rest) = message.split_once(',').ok_or(SaslFailure::MalformedRequest)?;
     let flag = match flag_text {
         "n" => CbindFlag::NotSupported,
         "y" => CbindFlag::SupportedNotUsed,
@@ -960,16 +818,10 @@ fn parse_gs2_header(message: &str) -> Result<Gs2Header<'_>, SaslFailure> {
     let authzid = if authzid_text.is_empty() {
         None
     } else {
-        let saslname = authzid_text
-            .strip_prefix("a=")
-            .ok_or(SaslFailure::MalformedRequest)?;
+        let saslname = authzid_text.strip_prefix("a=").ok_or(SaslFailure::MalformedRequest)?;
         Some(decode_saslname(saslname)?)
     };
-    Ok(Gs2Header {
-        flag,
-        authzid,
-        len: flag_text.len() + 1 + authzid_text.len() + 1,
-    })
+    Ok(Gs2Header { flag, authzid, len: flag_text.len() + 1 + authzid_text.len() + 1 })
 }
 
 /// RFC 5802 §7: client-first-message-bare = [reserved-mext ","] username "," nonce
@@ -982,21 +834,12 @@ fn parse_client_first_bare(bare: &str) -> Result<ClientFirstBare<'_>, SaslFailur
     if !is_nonce(nonce) {
         return Err(SaslFailure::MalformedRequest);
     }
-    Ok(ClientFirstBare {
-        username: decode_saslname(username)?,
-        nonce,
-    })
+    Ok(ClientFirstBare { username: decode_saslname(username)?, nonce })
 }
 
 /// The value of the next attribute, which must have the given `prefix` ("n=", "r=", …).
-fn next_attribute<'a>(
-    attributes: &mut std::str::Split<'a, char>,
-    prefix: &str,
-) -> Result<&'a str, SaslFailure> {
-    attributes
-        .next()
-        .and_then(|attribute| attribute.strip_prefix(prefix))
-        .ok_or(SaslFailure::MalformedRequest)
+fn next_attribute<'a>(attributes: &mut std::str::Split<'a, char>, prefix: &str) -> Result<&'a str, SaslFailure> {
+    attributes.next().and_then(|attribute| attribute.strip_prefix(prefix)).ok_or(SaslFailure::MalformedRequest)
 }
 
 /// RFC 5802 §7: extensions = attr-val *("," attr-val), attr-val = ALPHA "=" value. Unknown
@@ -1005,10 +848,7 @@ fn next_attribute<'a>(
 fn check_extensions<'a>(attributes: impl Iterator<Item = &'a str>) -> Result<(), SaslFailure> {
     for attribute in attributes {
         let bytes = attribute.as_bytes();
-        let well_formed = bytes.len() >= 3
-            && bytes[0].is_ascii_alphabetic()
-            && bytes[1] == b'='
-            && !bytes.contains(&0);
+        let well_formed = bytes.len() >= 3 && bytes[0].is_ascii_alphabetic() && bytes[1] == b'=' && !bytes.contains(&0);
         if !well_formed || bytes[0] == b'm' {
             return Err(SaslFailure::MalformedRequest);
         }
@@ -1045,18 +885,12 @@ fn encode_saslname(name: &str) -> String {
 
 /// RFC 5802 §7: c-nonce = printable, printable = %x21-2B / %x2D-7E (no ',').
 fn is_nonce(nonce: &str) -> bool {
-    !nonce.is_empty()
-        && nonce
-            .bytes()
-            .all(|byte| matches!(byte, 0x21..=0x2B | 0x2D..=0x7E))
+    !nonce.is_empty() && nonce.bytes().all(|byte| matches!(byte, 0x21..=0x2B | 0x2D..=0x7E))
 }
 
 /// RFC 5802 §7: cb-name = 1*(ALPHA / DIGIT / "." / "-").
 fn is_cb_name(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|byte| byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'-')
+    !name.is_empty() && name.bytes().all(|byte| byte.is_ascii_alphanumeric() || byte == b'.' || byte == b'-')
 }
 
 /// RFC 5802 §7: posit-number = %x31-39 *DIGIT; bounded by [`SCRAM_ITERATIONS_MAX`].
@@ -1087,15 +921,11 @@ mod tests {
     }
 
     fn bindings() -> ChannelBindings {
-        ChannelBindings {
-            tls_exporter: Some(EXPORTER.to_vec()),
-            tls_server_end_point: Some(END_POINT.to_vec()),
-        }
+        ChannelBindings { tls_exporter: Some(EXPORTER.to_vec()), tls_server_end_point: Some(END_POINT.to_vec()) }
     }
 
     fn credentials(hash: ScramHash, password: &str) -> ScramCredentials {
-        ScramCredentials::derive(hash, password, b"0123456789abcdef", TEST_ITERATIONS)
-            .unwrap_or_else(|e| panic!("{e}"))
+        ScramCredentials::derive(hash, password, b"0123456789abcdef", TEST_ITERATIONS).unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Runs a whole exchange; returns the server's verdict and whether the client accepted the
@@ -1107,12 +937,7 @@ mod tests {
         server_bindings: &ChannelBindings,
         plus_offered: bool,
     ) -> Result<(), SaslFailure> {
-        let (mut server, start) = ScramServer::start(
-            mechanism,
-            &client.client_first(),
-            server_bindings,
-            plus_offered,
-        )?;
+        let (mut server, start) = ScramServer::start(mechanism, &client.client_first(), server_bindings, plus_offered)?;
         assert_eq!(start.username, "user");
         let server_first = server.server_first(credentials, "serverNONCE");
         let client_final = client.handle_server_first(&server_first)?;
@@ -1126,128 +951,64 @@ mod tests {
 
     /// Starts a SCRAM-SHA-256 exchange from a hand-written client-first-message.
     fn start(message: &str, plus_offered: bool) -> Result<ScramStart, SaslFailure> {
-        let mechanism = if message.starts_with("p=") {
-            Mechanism::ScramSha256Plus
-        } else {
-            Mechanism::ScramSha256
-        };
-        ScramServer::start(mechanism, message.as_bytes(), &bindings(), plus_offered)
-            .map(|(_, start)| start)
+        let mechanism = if message.starts_with("p=") { Mechanism::ScramSha256Plus } else { Mechanism::ScramSha256 };
+        ScramServer::start(mechanism, message.as_bytes(), &bindings(), plus_offered).map(|(_, start)| start)
     }
 
     #[test]
     fn rfc5802_section_5_example_server_side() {
         let credentials =
-            ScramCredentials::derive(ScramHash::Sha1, "pencil", &decode("QSXCR+Q6sek8bf92"), 4096)
+            ScramCredentials::derive(ScramHash::Sha1, "pencil", &decode("QSXCR+Q6sek8bf92"), 4096).unwrap_or_else(|e| panic!("{e}"));
+        let (mut server, start) =
+            ScramServer::start(Mechanism::ScramSha1, b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL", &ChannelBindings::default(), false)
                 .unwrap_or_else(|e| panic!("{e}"));
-        let (mut server, start) = ScramServer::start(
-            Mechanism::ScramSha1,
-            b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
-            &ChannelBindings::default(),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            start,
-            ScramStart {
-                username: "user".into(),
-                authzid: None
-            }
-        );
+        assert_eq!(start, ScramStart { username: "user".into(), authzid: None });
         assert_eq!(
             server.server_first(&credentials, "3rfcNHYJY1ZVvWVs7j"),
             b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096"
         );
-        let server_final = server.finish(
-            b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
-        );
-        assert_eq!(
-            server_final.as_deref(),
-            Ok(&b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ="[..])
-        );
+        let server_final = server.finish(b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=");
+        assert_eq!(server_final.as_deref(), Ok(&b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ="[..]));
     }
 
     #[test]
     fn rfc5802_section_5_example_client_side() {
-        let mut client = ScramClient::new(
-            ScramHash::Sha1,
-            "user",
-            "pencil",
-            ClientBinding::NotSupported,
-            "fyko+d2lbbFgONRv9qkxdawL",
-        );
-        assert_eq!(
-            client.client_first(),
-            b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL"
-        );
-        let client_final = client.handle_server_first(
-            b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
-        );
-        assert_eq!(
-            client_final.as_deref(),
-            Ok(&b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="[..])
-        );
-        assert_eq!(
-            client.verify_server_final(b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ="),
-            Ok(())
-        );
-        assert_eq!(
-            client.verify_server_final(b"v=AmF9pqV8S7suAoZWja4dJRkFsKQ="),
-            Err(SaslFailure::NotAuthorized)
-        );
+        let mut client = ScramClient::new(ScramHash::Sha1, "user", "pencil", ClientBinding::NotSupported, "fyko+d2lbbFgONRv9qkxdawL");
+        assert_eq!(client.client_first(), b"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL");
+        let client_final = client.handle_server_first(b"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096");
+        assert_eq!(client_final.as_deref(), Ok(&b"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts="[..]));
+        assert_eq!(client.verify_server_final(b"v=rmF9pqV8S7suAoZWja4dJRkFsKQ="), Ok(()));
+        assert_eq!(client.verify_server_final(b"v=AmF9pqV8S7suAoZWja4dJRkFsKQ="), Err(SaslFailure::NotAuthorized));
     }
 
     #[test]
     fn rfc7677_section_3_example_server_side() {
-        let credentials = ScramCredentials::derive(
-            ScramHash::Sha256,
-            "pencil",
-            &decode("W22ZaJ0SNY7soEsUEjb6gQ=="),
-            4096,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let (mut server, start) = ScramServer::start(
-            Mechanism::ScramSha256,
-            b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
-            &ChannelBindings::default(),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let credentials = ScramCredentials::derive(ScramHash::Sha256, "pencil", &decode("W22ZaJ0SNY7soEsUEjb6gQ=="), 4096)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (mut server, start) =
+            ScramServer::start(Mechanism::ScramSha256, b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO", &ChannelBindings::default(), false)
+                .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(start.username, "user");
         assert_eq!(
             server.server_first(&credentials, "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0"),
             b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096"
         );
-        let server_final = server.finish(
-            b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
-        );
-        assert_eq!(
-            server_final.as_deref(),
-            Ok(&b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="[..])
-        );
+        let server_final =
+            server.finish(b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=");
+        assert_eq!(server_final.as_deref(), Ok(&b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="[..]));
     }
 
     #[test]
     fn rfc7677_section_3_example_client_side() {
-        let mut client = ScramClient::new(
-            ScramHash::Sha256,
-            "user",
-            "pencil",
-            ClientBinding::NotSupported,
-            "rOprNGfwEbeRWgbNEkqO",
-        );
+        let mut client = ScramClient::new(ScramHash::Sha256, "user", "pencil", ClientBinding::NotSupported, "rOprNGfwEbeRWgbNEkqO");
         assert_eq!(client.client_first(), b"n,,n=user,r=rOprNGfwEbeRWgbNEkqO");
-        let client_final = client.handle_server_first(
-            b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
-        );
+        let client_final =
+            client.handle_server_first(b"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096");
         assert_eq!(
             client_final.as_deref(),
             Ok(&b"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ="[..])
         );
-        assert_eq!(
-            client.verify_server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="),
-            Ok(())
-        );
+        assert_eq!(client.verify_server_final(b"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="), Ok(()));
     }
 
     #[test]
@@ -1260,36 +1021,13 @@ mod tests {
             };
             // Without channel binding: "n" always, "y" when the server offered no -PLUS.
             let mut n = client(hash, "pencil", ClientBinding::NotSupported);
-            assert_eq!(
-                exchange(plain, &mut n, &credentials, &bindings(), true),
-                Ok(())
-            );
+            assert_eq!(exchange(plain, &mut n, &credentials, &bindings(), true), Ok(()));
             let mut y = client(hash, "pencil", ClientBinding::SupportedNotUsed);
-            assert_eq!(
-                exchange(
-                    plain,
-                    &mut y,
-                    &credentials,
-                    &ChannelBindings::default(),
-                    false
-                ),
-                Ok(())
-            );
+            assert_eq!(exchange(plain, &mut y, &credentials, &ChannelBindings::default(), false), Ok(()));
             // With each channel-binding type.
-            for (binding_type, data) in [
-                (ChannelBindingType::TlsExporter, EXPORTER),
-                (ChannelBindingType::TlsServerEndPoint, END_POINT),
-            ] {
-                let mut p = client(
-                    hash,
-                    "pencil",
-                    ClientBinding::Use(binding_type, data.to_vec()),
-                );
-                assert_eq!(
-                    exchange(plus, &mut p, &credentials, &bindings(), true),
-                    Ok(()),
-                    "{plus:?} {binding_type:?}"
-                );
+            for (binding_type, data) in [(ChannelBindingType::TlsExporter, EXPORTER), (ChannelBindingType::TlsServerEndPoint, END_POINT)] {
+                let mut p = client(hash, "pencil", ClientBinding::Use(binding_type, data.to_vec()));
+                assert_eq!(exchange(plus, &mut p, &credentials, &bindings(), true), Ok(()), "{plus:?} {binding_type:?}");
             }
         }
     }
@@ -1306,61 +1044,35 @@ mod tests {
         )
         .with_authzid("admin,x=y@example.com");
         let first = client.client_first();
-        assert_eq!(
-            first,
-            b"p=tls-exporter,a=admin=2Cx=3Dy@example.com,n=a=2Cb=3Dc,r=nonce"
-        );
+        assert_eq!(first, b"p=tls-exporter,a=admin=2Cx=3Dy@example.com,n=a=2Cb=3Dc,r=nonce");
         let (mut server, start) =
-            ScramServer::start(Mechanism::ScramSha256Plus, &first, &bindings(), true)
-                .unwrap_or_else(|e| panic!("{e}"));
+            ScramServer::start(Mechanism::ScramSha256Plus, &first, &bindings(), true).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(start.username, "a,b=c");
         assert_eq!(start.authzid.as_deref(), Some("admin,x=y@example.com"));
         let server_first = server.server_first(&credentials, "s");
-        let client_final = client
-            .handle_server_first(&server_first)
-            .unwrap_or_else(|e| panic!("{e}"));
-        let server_final = server
-            .finish(&client_final)
-            .unwrap_or_else(|e| panic!("{e}"));
+        let client_final = client.handle_server_first(&server_first).unwrap_or_else(|e| panic!("{e}"));
+        let server_final = server.finish(&client_final).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(client.verify_server_final(&server_final), Ok(()));
     }
 
     #[test]
     fn username_is_prepared_but_auth_message_uses_it_as_sent() {
         let credentials = credentials(ScramHash::Sha1, "pencil");
-        let mut client = ScramClient::new(
-            ScramHash::Sha1,
-            "User",
-            "pencil",
-            ClientBinding::NotSupported,
-            "abc",
-        );
-        let (mut server, start) = ScramServer::start(
-            Mechanism::ScramSha1,
-            &client.client_first(),
-            &ChannelBindings::default(),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(start.username, "user");
-        let client_final = client
-            .handle_server_first(&server.server_first(&credentials, "def"))
+        let mut client = ScramClient::new(ScramHash::Sha1, "User", "pencil", ClientBinding::NotSupported, "abc");
+        let (mut server, start) = ScramServer::start(Mechanism::ScramSha1, &client.client_first(), &ChannelBindings::default(), false)
             .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(start.username, "user");
+        let client_final = client.handle_server_first(&server.server_first(&credentials, "def")).unwrap_or_else(|e| panic!("{e}"));
         assert!(server.finish(&client_final).is_ok());
     }
 
     #[test]
     fn wrong_password_is_not_authorized() {
         for mechanism in [Mechanism::ScramSha1, Mechanism::ScramSha256] {
-            let hash = mechanism
-                .hash()
-                .unwrap_or_else(|| panic!("SCRAM has a hash"));
+            let hash = mechanism.hash().unwrap_or_else(|| panic!("SCRAM has a hash"));
             let credentials = credentials(hash, "pencil");
             let mut client = client(hash, "pen", ClientBinding::NotSupported);
-            assert_eq!(
-                exchange(mechanism, &mut client, &credentials, &bindings(), false),
-                Err(SaslFailure::NotAuthorized)
-            );
+            assert_eq!(exchange(mechanism, &mut client, &credentials, &bindings(), false), Err(SaslFailure::NotAuthorized));
         }
     }
 
@@ -1368,16 +1080,12 @@ mod tests {
     fn fake_credentials_are_stable_per_user_and_never_verify() {
         let secret = b"server secret";
         let fake = ScramCredentials::fake(ScramHash::Sha256, "user", secret, TEST_ITERATIONS);
-        assert_eq!(
-            fake,
-            ScramCredentials::fake(ScramHash::Sha256, "user", secret, TEST_ITERATIONS)
-        );
+        assert_eq!(fake, ScramCredentials::fake(ScramHash::Sha256, "user", secret, TEST_ITERATIONS));
         assert_eq!(fake.salt.len(), SCRAM_SALT_BYTES);
         assert_eq!(fake.stored_key.len(), 32);
         assert_eq!(fake.server_key.len(), 32);
         assert_eq!(fake.iterations, TEST_ITERATIONS);
-        let other_user =
-            ScramCredentials::fake(ScramHash::Sha256, "other", secret, TEST_ITERATIONS);
+        let other_user = ScramCredentials::fake(ScramHash::Sha256, "other", secret, TEST_ITERATIONS);
         assert_ne!(fake.salt, other_user.salt);
         let other_secret = ScramCredentials::fake(ScramHash::Sha256, "user", b"x", TEST_ITERATIONS);
         assert_ne!(fake.salt, other_secret.salt);
@@ -1388,29 +1096,16 @@ mod tests {
         for password in ["", "pencil", "user", "server secret"] {
             assert!(!fake.verify_password(password), "{password:?}");
             let mut client = client(ScramHash::Sha256, password, ClientBinding::NotSupported);
-            let result = exchange(
-                Mechanism::ScramSha256,
-                &mut client,
-                &fake,
-                &bindings(),
-                false,
-            );
+            let result = exchange(Mechanism::ScramSha256, &mut client, &fake, &bindings(), false);
             // An empty password cannot even be prepared by the client.
-            let expected = if password.is_empty() {
-                SaslFailure::MalformedRequest
-            } else {
-                SaslFailure::NotAuthorized
-            };
+            let expected = if password.is_empty() { SaslFailure::MalformedRequest } else { SaslFailure::NotAuthorized };
             assert_eq!(result, Err(expected), "{password:?}");
         }
     }
 
     #[test]
     fn downgrade_y_flag_rejected_when_plus_offered() {
-        assert_eq!(
-            start("y,,n=user,r=abc", true),
-            Err(SaslFailure::NotAuthorized)
-        );
+        assert_eq!(start("y,,n=user,r=abc", true), Err(SaslFailure::NotAuthorized));
         assert!(start("y,,n=user,r=abc", false).is_ok());
         assert!(start("n,,n=user,r=abc", true).is_ok());
     }
@@ -1419,67 +1114,31 @@ mod tests {
     fn binding_flag_must_match_mechanism() {
         let bindings = bindings();
         let client_first = b"p=tls-exporter,,n=user,r=abc";
-        assert_eq!(
-            ScramServer::start(Mechanism::ScramSha256, client_first, &bindings, true).err(),
-            Some(SaslFailure::MalformedRequest)
-        );
+        assert_eq!(ScramServer::start(Mechanism::ScramSha256, client_first, &bindings, true).err(), Some(SaslFailure::MalformedRequest));
         for flag in ["n", "y"] {
             let message = format!("{flag},,n=user,r=abc");
             assert_eq!(
-                ScramServer::start(
-                    Mechanism::ScramSha256Plus,
-                    message.as_bytes(),
-                    &bindings,
-                    true
-                )
-                .err(),
+                ScramServer::start(Mechanism::ScramSha256Plus, message.as_bytes(), &bindings, true).err(),
                 Some(SaslFailure::MalformedRequest),
                 "{flag}"
             );
         }
         // A -PLUS mechanism the server did not offer.
-        assert_eq!(
-            ScramServer::start(Mechanism::ScramSha1Plus, client_first, &bindings, false).err(),
-            Some(SaslFailure::InvalidMechanism)
-        );
-        assert_eq!(
-            ScramServer::start(Mechanism::Plain, b"n,,n=user,r=abc", &bindings, false).err(),
-            Some(SaslFailure::InvalidMechanism)
-        );
+        assert_eq!(ScramServer::start(Mechanism::ScramSha1Plus, client_first, &bindings, false).err(), Some(SaslFailure::InvalidMechanism));
+        assert_eq!(ScramServer::start(Mechanism::Plain, b"n,,n=user,r=abc", &bindings, false).err(), Some(SaslFailure::InvalidMechanism));
     }
 
     #[test]
     fn unknown_or_unavailable_binding_type_rejected() {
+        assert_eq!(start("p=tls-unique,,n=user,r=abc", true), Err(SaslFailure::MalformedRequest));
+        assert_eq!(start("p=bad_name,,n=user,r=abc", true), Err(SaslFailure::MalformedRequest));
+        assert_eq!(start("p=,,n=user,r=abc", true), Err(SaslFailure::MalformedRequest));
+        let only_end_point = ChannelBindings { tls_exporter: None, tls_server_end_point: Some(END_POINT.to_vec()) };
         assert_eq!(
-            start("p=tls-unique,,n=user,r=abc", true),
-            Err(SaslFailure::MalformedRequest)
-        );
-        assert_eq!(
-            start("p=bad_name,,n=user,r=abc", true),
-            Err(SaslFailure::MalformedRequest)
-        );
-        assert_eq!(
-            start("p=,,n=user,r=abc", true),
-            Err(SaslFailure::MalformedRequest)
-        );
-        let only_end_point = ChannelBindings {
-            tls_exporter: None,
-            tls_server_end_point: Some(END_POINT.to_vec()),
-        };
-        assert_eq!(
-            ScramServer::start(
-                Mechanism::ScramSha256Plus,
-                b"p=tls-exporter,,n=user,r=abc",
-                &only_end_point,
-                true
-            )
-            .err(),
+            ScramServer::start(Mechanism::ScramSha256Plus, b"p=tls-exporter,,n=user,r=abc", &only_end_point, true).err(),
             Some(SaslFailure::MalformedRequest)
         );
-        let empty_exporter = ChannelBindings {
-            tls_exporter: Some(Vec::new()),
-            tls_server_end_point: None,
-        };
+        let empty_exporter = ChannelBindings { tls_exporter: Some(Vec::new()), tls_server_end_point: None };
         assert_eq!(empty_exporter.get(ChannelBindingType::TlsExporter), None);
     }
 
@@ -1487,21 +1146,8 @@ mod tests {
     fn binding_data_mismatch_rejected() {
         let credentials = credentials(ScramHash::Sha256, "pencil");
         // The client sees different tls-exporter data than the server: a man in the middle.
-        let mut client = client(
-            ScramHash::Sha256,
-            "pencil",
-            ClientBinding::Use(ChannelBindingType::TlsExporter, vec![1; 32]),
-        );
-        assert_eq!(
-            exchange(
-                Mechanism::ScramSha256Plus,
-                &mut client,
-                &credentials,
-                &bindings(),
-                true
-            ),
-            Err(SaslFailure::NotAuthorized)
-        );
+        let mut client = client(ScramHash::Sha256, "pencil", ClientBinding::Use(ChannelBindingType::TlsExporter, vec![1; 32]));
+        assert_eq!(exchange(Mechanism::ScramSha256Plus, &mut client, &credentials, &bindings(), true), Err(SaslFailure::NotAuthorized));
     }
 
     #[test]
@@ -1509,62 +1155,31 @@ mod tests {
         // The client claims "y" in client-first but "n" in c= (biws = base64("n,,")).
         let credentials = credentials(ScramHash::Sha256, "pencil");
         let mut client = client(ScramHash::Sha256, "pencil", ClientBinding::NotSupported);
-        let (mut server, _) = ScramServer::start(
-            Mechanism::ScramSha256,
-            b"y,,n=user,r=clientNONCE",
-            &ChannelBindings::default(),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        let client_final = client
-            .handle_server_first(&server.server_first(&credentials, "s"))
+        let (mut server, _) = ScramServer::start(Mechanism::ScramSha256, b"y,,n=user,r=clientNONCE", &ChannelBindings::default(), false)
             .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            server.finish(&client_final),
-            Err(SaslFailure::NotAuthorized)
-        );
+        let client_final = client.handle_server_first(&server.server_first(&credentials, "s")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(server.finish(&client_final), Err(SaslFailure::NotAuthorized));
     }
 
     #[test]
     fn nonce_tampering_rejected() {
         let credentials = credentials(ScramHash::Sha256, "pencil");
-        for tamper in [
-            "r=clientNONCEserverNONCEx,",
-            "r=clientNONCEserverNONC,",
-            "r=clientNONCEserverNONCF,",
-        ] {
+        for tamper in ["r=clientNONCEserverNONCEx,", "r=clientNONCEserverNONC,", "r=clientNONCEserverNONCF,"] {
             let mut client = client(ScramHash::Sha256, "pencil", ClientBinding::NotSupported);
-            let (mut server, _) = ScramServer::start(
-                Mechanism::ScramSha256,
-                &client.client_first(),
-                &ChannelBindings::default(),
-                false,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-            let server_first = server.server_first(&credentials, "serverNONCE");
-            let client_final = client
-                .handle_server_first(&server_first)
+            let (mut server, _) = ScramServer::start(Mechanism::ScramSha256, &client.client_first(), &ChannelBindings::default(), false)
                 .unwrap_or_else(|e| panic!("{e}"));
+            let server_first = server.server_first(&credentials, "serverNONCE");
+            let client_final = client.handle_server_first(&server_first).unwrap_or_else(|e| panic!("{e}"));
             let client_final = String::from_utf8(client_final).unwrap_or_else(|e| panic!("{e}"));
             let tampered = client_final.replace("r=clientNONCEserverNONCE,", tamper);
             assert_ne!(tampered, client_final);
-            assert_eq!(
-                server.finish(tampered.as_bytes()),
-                Err(SaslFailure::NotAuthorized),
-                "{tamper}"
-            );
+            assert_eq!(server.finish(tampered.as_bytes()), Err(SaslFailure::NotAuthorized), "{tamper}");
         }
 
         // The client refuses a server nonce that does not extend its own.
-        for server_first in [
-            &b"r=otherNONCEserver,s=QSXCR+Q6sek8bf92,i=4096"[..],
-            b"r=clientNONCE,s=QSXCR+Q6sek8bf92,i=4096",
-        ] {
+        for server_first in [&b"r=otherNONCEserver,s=QSXCR+Q6sek8bf92,i=4096"[..], b"r=clientNONCE,s=QSXCR+Q6sek8bf92,i=4096"] {
             let mut client = client(ScramHash::Sha1, "pencil", ClientBinding::NotSupported);
-            assert_eq!(
-                client.handle_server_first(server_first),
-                Err(SaslFailure::NotAuthorized)
-            );
+            assert_eq!(client.handle_server_first(server_first), Err(SaslFailure::NotAuthorized));
         }
     }
 
@@ -1594,31 +1209,15 @@ mod tests {
             "n,,n=user,r=abc,m=ext",
         ];
         for message in malformed {
-            assert_eq!(
-                start(message, false),
-                Err(SaslFailure::MalformedRequest),
-                "{message:?}"
-            );
+            assert_eq!(start(message, false), Err(SaslFailure::MalformedRequest), "{message:?}");
         }
         // Unknown extensions are permitted by the grammar and ignored.
         assert!(start("n,,n=user,r=abc,x=1,y=two", false).is_ok());
-        assert_eq!(
-            start("n,a=a=2Cb=3Dc,n=user,r=abc", false).map(|s| s.authzid),
-            Ok(Some("a,b=c".to_owned()))
-        );
+        assert_eq!(start("n,a=a=2Cb=3Dc,n=user,r=abc", false).map(|s| s.authzid), Ok(Some("a,b=c".to_owned())));
         // A username that cannot be a localpart is refused like any other unknown login.
+        assert_eq!(start("n,,n=a b,r=abc", false), Err(SaslFailure::NotAuthorized));
         assert_eq!(
-            start("n,,n=a b,r=abc", false),
-            Err(SaslFailure::NotAuthorized)
-        );
-        assert_eq!(
-            ScramServer::start(
-                Mechanism::ScramSha1,
-                b"n,,n=\xff,r=abc",
-                &ChannelBindings::default(),
-                false
-            )
-            .err(),
+            ScramServer::start(Mechanism::ScramSha1, b"n,,n=\xff,r=abc", &ChannelBindings::default(), false).err(),
             Some(SaslFailure::MalformedRequest)
         );
     }
@@ -1626,10 +1225,7 @@ mod tests {
     #[test]
     fn message_size_is_bounded() {
         let long_nonce = "a".repeat(SASL_MESSAGE_BYTES_MAX);
-        assert_eq!(
-            start(&format!("n,,n=user,r={long_nonce}"), false),
-            Err(SaslFailure::MalformedRequest)
-        );
+        assert_eq!(start(&format!("n,,n=user,r={long_nonce}"), false), Err(SaslFailure::MalformedRequest));
         let fits = "a".repeat(SASL_MESSAGE_BYTES_MAX - "n,,n=user,r=".len());
         assert!(start(&format!("n,,n=user,r={fits}"), false).is_ok());
 
@@ -1637,19 +1233,11 @@ mod tests {
         plain.resize(SASL_MESSAGE_BYTES_MAX + 1, b'p');
         assert_eq!(parse_plain(&plain), Err(SaslFailure::MalformedRequest));
 
-        let (mut server, _) = ScramServer::start(
-            Mechanism::ScramSha1,
-            b"n,,n=user,r=abc",
-            &ChannelBindings::default(),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let (mut server, _) = ScramServer::start(Mechanism::ScramSha1, b"n,,n=user,r=abc", &ChannelBindings::default(), false)
+            .unwrap_or_else(|e| panic!("{e}"));
         server.server_first(&credentials(ScramHash::Sha1, "pencil"), "def");
         let huge = format!("c=biws,r=abcdef,x={long_nonce},p=AAAA");
-        assert_eq!(
-            server.finish(huge.as_bytes()),
-            Err(SaslFailure::MalformedRequest)
-        );
+        assert_eq!(server.finish(huge.as_bytes()), Err(SaslFailure::MalformedRequest));
     }
 
     #[test]
@@ -1665,19 +1253,10 @@ mod tests {
             format!("c=biws,r=abcdef,m=x,p={proof}"),
         ];
         for message in cases {
-            let (mut server, _) = ScramServer::start(
-                Mechanism::ScramSha1,
-                b"n,,n=user,r=abc",
-                &ChannelBindings::default(),
-                false,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
+            let (mut server, _) = ScramServer::start(Mechanism::ScramSha1, b"n,,n=user,r=abc", &ChannelBindings::default(), false)
+                .unwrap_or_else(|e| panic!("{e}"));
             server.server_first(&credentials, "def");
-            assert_eq!(
-                server.finish(message.as_bytes()),
-                Err(SaslFailure::MalformedRequest),
-                "{message}"
-            );
+            assert_eq!(server.finish(message.as_bytes()), Err(SaslFailure::MalformedRequest), "{message}");
         }
     }
 
@@ -1685,160 +1264,73 @@ mod tests {
     fn exchange_ends_after_finish() {
         let credentials = credentials(ScramHash::Sha256, "pencil");
         let mut client = client(ScramHash::Sha256, "pencil", ClientBinding::NotSupported);
-        let (mut server, _) = ScramServer::start(
-            Mechanism::ScramSha256,
-            &client.client_first(),
-            &ChannelBindings::default(),
-            false,
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
-        // A response before server-first-message was produced.
-        let mut early = ScramServer::start(
-            Mechanism::ScramSha256,
-            &client.client_first(),
-            &ChannelBindings::default(),
-            false,
-        )
-        .map(|(server, _)| server)
-        .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            early.finish(b"c=biws,r=x,p=AAAA"),
-            Err(SaslFailure::MalformedRequest)
-        );
-
-        let client_final = client
-            .handle_server_first(&server.server_first(&credentials, "s"))
+        let (mut server, _) = ScramServer::start(Mechanism::ScramSha256, &client.client_first(), &ChannelBindings::default(), false)
             .unwrap_or_else(|e| panic!("{e}"));
+        // A response before server-first-message was produced.
+        let mut early = ScramServer::start(Mechanism::ScramSha256, &client.client_first(), &ChannelBindings::default(), false)
+            .map(|(server, _)| server)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(early.finish(b"c=biws,r=x,p=AAAA"), Err(SaslFailure::MalformedRequest));
+
+        let client_final = client.handle_server_first(&server.server_first(&credentials, "s")).unwrap_or_else(|e| panic!("{e}"));
         assert!(server.finish(&client_final).is_ok());
-        assert_eq!(
-            server.finish(&client_final),
-            Err(SaslFailure::MalformedRequest)
-        );
+        assert_eq!(server.finish(&client_final), Err(SaslFailure::MalformedRequest));
     }
 
     #[test]
     fn client_checks_server_messages() {
         let cases: [(&[u8], SaslFailure); 8] = [
-            (
-                b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=0",
-                SaslFailure::MalformedRequest,
-            ),
-            (
-                b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=04096",
-                SaslFailure::MalformedRequest,
-            ),
-            (
-                b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=+4096",
-                SaslFailure::MalformedRequest,
-            ),
-            (
-                b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=1000001",
-                SaslFailure::MalformedRequest,
-            ),
-            (
-                b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=99999999999",
-                SaslFailure::MalformedRequest,
-            ),
+            (b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=0", SaslFailure::MalformedRequest),
+            (b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=04096", SaslFailure::MalformedRequest),
+            (b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=+4096", SaslFailure::MalformedRequest),
+            (b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=1000001", SaslFailure::MalformedRequest),
+            (b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=99999999999", SaslFailure::MalformedRequest),
             (b"r=clientNONCEs,s=,i=4096", SaslFailure::MalformedRequest),
-            (
-                b"m=x,r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=4096",
-                SaslFailure::MalformedRequest,
-            ),
-            (
-                b"r=clientNONCEs,i=4096,s=QSXCR+Q6sek8bf92",
-                SaslFailure::MalformedRequest,
-            ),
+            (b"m=x,r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=4096", SaslFailure::MalformedRequest),
+            (b"r=clientNONCEs,i=4096,s=QSXCR+Q6sek8bf92", SaslFailure::MalformedRequest),
         ];
         for (server_first, expected) in cases {
             let mut client = client(ScramHash::Sha1, "pencil", ClientBinding::NotSupported);
-            assert_eq!(
-                client.handle_server_first(server_first),
-                Err(expected),
-                "{}",
-                String::from_utf8_lossy(server_first)
-            );
+            assert_eq!(client.handle_server_first(server_first), Err(expected), "{}", String::from_utf8_lossy(server_first));
         }
 
         let mut client = client(ScramHash::Sha1, "pencil", ClientBinding::NotSupported);
-        assert_eq!(
-            client.verify_server_final(b"v=AAAA"),
-            Err(SaslFailure::MalformedRequest)
-        );
-        client
-            .handle_server_first(b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=16")
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(
-            client.verify_server_final(b"e=invalid-proof"),
-            Err(SaslFailure::NotAuthorized)
-        );
-        assert_eq!(
-            client.verify_server_final(b"v=!!"),
-            Err(SaslFailure::MalformedRequest)
-        );
-        assert_eq!(
-            client.verify_server_final(b"x=1"),
-            Err(SaslFailure::MalformedRequest)
-        );
+        assert_eq!(client.verify_server_final(b"v=AAAA"), Err(SaslFailure::MalformedRequest));
+        client.handle_server_first(b"r=clientNONCEs,s=QSXCR+Q6sek8bf92,i=16").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(client.verify_server_final(b"e=invalid-proof"), Err(SaslFailure::NotAuthorized));
+        assert_eq!(client.verify_server_final(b"v=!!"), Err(SaslFailure::MalformedRequest));
+        assert_eq!(client.verify_server_final(b"x=1"), Err(SaslFailure::MalformedRequest));
     }
 
     #[test]
     fn salted_password_cache_is_reused() {
         let credentials = credentials(ScramHash::Sha256, "pencil");
         let mut first = client(ScramHash::Sha256, "pencil", ClientBinding::NotSupported);
-        assert_eq!(
-            exchange(
-                Mechanism::ScramSha256,
-                &mut first,
-                &credentials,
-                &bindings(),
-                false
-            ),
-            Ok(())
-        );
-        let salt = first
-            .salt()
-            .unwrap_or_else(|| panic!("salt after exchange"))
-            .to_vec();
-        let iterations = first
-            .iterations()
-            .unwrap_or_else(|| panic!("iterations after exchange"));
-        let salted = first
-            .salted_password()
-            .unwrap_or_else(|| panic!("salted password after exchange"))
-            .to_vec();
+        assert_eq!(exchange(Mechanism::ScramSha256, &mut first, &credentials, &bindings(), false), Ok(()));
+        let salt = first.salt().unwrap_or_else(|| panic!("salt after exchange")).to_vec();
+        let iterations = first.iterations().unwrap_or_else(|| panic!("iterations after exchange"));
+        let salted = first.salted_password().unwrap_or_else(|| panic!("salted password after exchange")).to_vec();
         assert_eq!(salt, credentials.salt);
         assert_eq!(iterations, TEST_ITERATIONS);
 
         // The password given is wrong, so success proves the cached salted password was used.
-        let mut cached = client(ScramHash::Sha256, "wrong", ClientBinding::NotSupported)
-            .with_salted_password_cache(salt.clone(), iterations, salted.clone());
-        assert_eq!(
-            exchange(
-                Mechanism::ScramSha256,
-                &mut cached,
-                &credentials,
-                &bindings(),
-                false
-            ),
-            Ok(())
+        let mut cached = client(ScramHash::Sha256, "wrong", ClientBinding::NotSupported).with_salted_password_cache(
+            salt.clone(),
+            iterations,
+            salted.clone(),
         );
+        assert_eq!(exchange(Mechanism::ScramSha256, &mut cached, &credentials, &bindings(), false), Ok(()));
         assert_eq!(cached.salted_password(), Some(salted.as_slice()));
 
         // A cache for another salt or iteration count is ignored: PBKDF2 runs on the (wrong)
         // password again.
         for (salt, iterations) in [(b"other salt".to_vec(), iterations), (salt, iterations + 1)] {
-            let mut stale = client(ScramHash::Sha256, "wrong", ClientBinding::NotSupported)
-                .with_salted_password_cache(salt, iterations, salted.clone());
-            assert_eq!(
-                exchange(
-                    Mechanism::ScramSha256,
-                    &mut stale,
-                    &credentials,
-                    &bindings(),
-                    false
-                ),
-                Err(SaslFailure::NotAuthorized)
+            let mut stale = client(ScramHash::Sha256, "wrong", ClientBinding::NotSupported).with_salted_password_cache(
+                salt,
+                iterations,
+                salted.clone(),
             );
+            assert_eq!(exchange(Mechanism::ScramSha256, &mut stale, &credentials, &bindings(), false), Err(SaslFailure::NotAuthorized));
         }
     }
 
@@ -1858,27 +1350,12 @@ mod tests {
 
     #[test]
     fn derive_rejects_unusable_input() {
-        assert_eq!(
-            ScramCredentials::derive(ScramHash::Sha1, "", b"salt", 1),
-            Err(SaslFailure::MalformedRequest)
-        );
-        assert_eq!(
-            ScramCredentials::derive(ScramHash::Sha1, "a\u{7}", b"salt", 1),
-            Err(SaslFailure::MalformedRequest)
-        );
-        assert_eq!(
-            ScramCredentials::derive(ScramHash::Sha1, "pencil", b"", 1),
-            Err(SaslFailure::MalformedRequest)
-        );
-        assert_eq!(
-            ScramCredentials::derive(ScramHash::Sha1, "pencil", b"salt", 0),
-            Err(SaslFailure::MalformedRequest)
-        );
+        assert_eq!(ScramCredentials::derive(ScramHash::Sha1, "", b"salt", 1), Err(SaslFailure::MalformedRequest));
+        assert_eq!(ScramCredentials::derive(ScramHash::Sha1, "a\u{7}", b"salt", 1), Err(SaslFailure::MalformedRequest));
+        assert_eq!(ScramCredentials::derive(ScramHash::Sha1, "pencil", b"", 1), Err(SaslFailure::MalformedRequest));
+        assert_eq!(ScramCredentials::derive(ScramHash::Sha1, "pencil", b"salt", 0), Err(SaslFailure::MalformedRequest));
         let debug = format!("{:?}", credentials(ScramHash::Sha1, "pencil"));
-        assert!(
-            !debug.contains("stored_key") && !debug.contains("server_key"),
-            "{debug}"
-        );
+        assert!(!debug.contains("stored_key") && !debug.contains("server_key"), "{debug}");
     }
 
     #[test]
@@ -1906,29 +1383,17 @@ mod tests {
             b"\xff\0tim\0password",
         ];
         for message in malformed {
-            assert_eq!(
-                parse_plain(message),
-                Err(SaslFailure::MalformedRequest),
-                "{}",
-                String::from_utf8_lossy(message)
-            );
+            assert_eq!(parse_plain(message), Err(SaslFailure::MalformedRequest), "{}", String::from_utf8_lossy(message));
         }
-        assert_eq!(
-            parse_plain(b"\0a b\0password"),
-            Err(SaslFailure::NotAuthorized)
-        );
+        assert_eq!(parse_plain(b"\0a b\0password"), Err(SaslFailure::NotAuthorized));
         assert!(!format!("{:?}", ok(b"\0tim\0secret")).contains("secret"));
     }
 
     #[test]
     fn names_and_conditions() {
-        for mechanism in [
-            Mechanism::ScramSha1,
-            Mechanism::ScramSha1Plus,
-            Mechanism::ScramSha256,
-            Mechanism::ScramSha256Plus,
-            Mechanism::Plain,
-        ] {
+        for mechanism in
+            [Mechanism::ScramSha1, Mechanism::ScramSha1Plus, Mechanism::ScramSha256, Mechanism::ScramSha256Plus, Mechanism::Plain]
+        {
             assert_eq!(Mechanism::from_name(mechanism.name()), Some(mechanism));
             assert_eq!(mechanism.is_plus(), mechanism.name().ends_with("-PLUS"));
         }
@@ -1936,25 +1401,13 @@ mod tests {
         assert_eq!(Mechanism::from_name("DIGEST-MD5"), None);
         assert_eq!(Mechanism::Plain.hash(), None);
         assert_eq!(Mechanism::ScramSha256Plus.hash(), Some(ScramHash::Sha256));
-        for binding_type in [
-            ChannelBindingType::TlsExporter,
-            ChannelBindingType::TlsServerEndPoint,
-        ] {
-            assert_eq!(
-                ChannelBindingType::from_name(binding_type.name()),
-                Some(binding_type)
-            );
+        for binding_type in [ChannelBindingType::TlsExporter, ChannelBindingType::TlsServerEndPoint] {
+            assert_eq!(ChannelBindingType::from_name(binding_type.name()), Some(binding_type));
         }
         assert_eq!(ChannelBindingType::from_name("tls-unique"), None);
         assert_eq!(SaslFailure::NotAuthorized.condition(), "not-authorized");
-        assert_eq!(
-            SaslFailure::TemporaryAuthFailure.condition(),
-            "temporary-auth-failure"
-        );
-        assert_eq!(
-            SaslFailure::MalformedRequest.to_string(),
-            "malformed-request"
-        );
+        assert_eq!(SaslFailure::TemporaryAuthFailure.condition(), "temporary-auth-failure");
+        assert_eq!(SaslFailure::MalformedRequest.to_string(), "malformed-request");
     }
 
     #[test]

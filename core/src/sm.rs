@@ -71,9 +71,7 @@ pub fn parse(element: &Element) -> Result<SmElement, &'static str> {
             // §3: 'resume' is an xs:boolean defaulting to false; 'max' is an xs:positiveInteger.
             let resume = match element.attribute("resume") {
                 None => false,
-                Some(value) => {
-                    parse_boolean(value).ok_or("invalid 'resume' boolean on <enable/>")?
-                }
+                Some(value) => parse_boolean(value).ok_or("invalid 'resume' boolean on <enable/>")?,
             };
             let max_s = match element.attribute("max") {
                 None => None,
@@ -86,15 +84,9 @@ pub fn parse(element: &Element) -> Result<SmElement, &'static str> {
         }
         "resume" => {
             // §5: both 'previd' and 'h' are REQUIRED (since v1.3).
-            let previd = element
-                .attribute("previd")
-                .filter(|previd| !previd.is_empty())
-                .ok_or("<resume/> without 'previd'")?;
+            let previd = element.attribute("previd").filter(|previd| !previd.is_empty()).ok_or("<resume/> without 'previd'")?;
             let h = required_h(element).ok_or("<resume/> without a valid 'h'")?;
-            Ok(SmElement::Resume {
-                previd: previd.to_owned(),
-                h,
-            })
+            Ok(SmElement::Resume { previd: previd.to_owned(), h })
         }
         // §4: <r/> has no defined attributes; any present are ignored.
         "r" => Ok(SmElement::Request),
@@ -181,10 +173,7 @@ impl StreamManagement {
     pub fn sent_stanza(&mut self, bytes: Vec<u8>) -> Result<(), SmError> {
         // The caller was told to close the stream when the queue went over; queueing more would
         // make it unbounded, and keeping it bounded wins over this stanza.
-        debug_assert!(
-            !self.over_limits(),
-            "sent_stanza called after TooManyUnacked"
-        );
+        debug_assert!(!self.over_limits(), "sent_stanza called after TooManyUnacked");
         if self.over_limits() {
             return Err(SmError::TooManyUnacked);
         }
@@ -221,10 +210,7 @@ impl StreamManagement {
         if backward < 1 << 31 && u64::from(backward) <= self.acked_total {
             return Ok(());
         }
-        Err(SmError::HandledCountTooHigh {
-            h,
-            send_count: self.sent_count,
-        })
+        Err(SmError::HandledCountTooHigh { h, send_count: self.sent_count })
     }
 
     /// Stanzas sent and not yet acknowledged.
@@ -263,13 +249,8 @@ impl StreamManagement {
 pub fn enabled(id: Option<&str>, max_s: Option<u32>) -> Vec<u8> {
     let mut element = Element::new("enabled", SM_NAMESPACE);
     if let Some(id) = id {
-        debug_assert!(
-            !id.is_empty() && id.len() <= SM_ID_BYTES_MAX,
-            "bad SM-ID length"
-        );
-        element = element
-            .with_attribute("id", id)
-            .with_attribute("resume", "true");
+        debug_assert!(!id.is_empty() && id.len() <= SM_ID_BYTES_MAX, "bad SM-ID length");
+        element = element.with_attribute("id", id).with_attribute("resume", "true");
         if let Some(max_s) = max_s {
             element = element.with_attribute("max", &max_s.to_string());
         }
@@ -279,11 +260,7 @@ pub fn enabled(id: Option<&str>, max_s: Option<u32>) -> Vec<u8> {
 
 /// `<resumed previd='…' h='…'/>` (§5): `h` is our inbound count.
 pub fn resumed(previd: &str, h: u32) -> Vec<u8> {
-    Element::new("resumed", SM_NAMESPACE)
-        .with_attribute("h", &h.to_string())
-        .with_attribute("previd", previd)
-        .to_xml()
-        .into_bytes()
+    Element::new("resumed", SM_NAMESPACE).with_attribute("h", &h.to_string()).with_attribute("previd", previd).to_xml().into_bytes()
 }
 
 /// `<failed/>` with a stanza error condition (§6), e.g. `item-not-found` for an unknown or
@@ -292,28 +269,19 @@ pub fn resumed(previd: &str, h: u32) -> Vec<u8> {
 /// (§5: the server MAY include it).
 pub fn failed(condition: &str, h: Option<u32>) -> Vec<u8> {
     debug_assert!(
-        !condition.is_empty()
-            && condition
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b == b'-'),
+        !condition.is_empty() && condition.bytes().all(|b| b.is_ascii_lowercase() || b == b'-'),
         "not a stanza error condition: {condition}"
     );
     let mut element = Element::new("failed", SM_NAMESPACE);
     if let Some(h) = h {
         element = element.with_attribute("h", &h.to_string());
     }
-    element
-        .with_child(Element::new(condition, STANZAS_NAMESPACE))
-        .to_xml()
-        .into_bytes()
+    element.with_child(Element::new(condition, STANZAS_NAMESPACE)).to_xml().into_bytes()
 }
 
 /// `<a h='…'/>` (§4), answering a `<r/>` with our inbound count.
 pub fn answer(h: u32) -> Vec<u8> {
-    Element::new("a", SM_NAMESPACE)
-        .with_attribute("h", &h.to_string())
-        .to_xml()
-        .into_bytes()
+    Element::new("a", SM_NAMESPACE).with_attribute("h", &h.to_string()).to_xml().into_bytes()
 }
 
 /// `<r/>` (§4), asking the client for its count.
@@ -381,50 +349,14 @@ mod tests {
     #[test]
     fn parse_client_elements() {
         let cases: &[(&str, SmElement)] = &[
-            (
-                "<enable xmlns='urn:xmpp:sm:3'/>",
-                SmElement::Enable {
-                    resume: false,
-                    max_s: None,
-                },
-            ),
-            (
-                "<enable xmlns='urn:xmpp:sm:3' resume='true' max='600'/>",
-                SmElement::Enable {
-                    resume: true,
-                    max_s: Some(600),
-                },
-            ),
-            (
-                "<enable xmlns='urn:xmpp:sm:3' resume='1'/>",
-                SmElement::Enable {
-                    resume: true,
-                    max_s: None,
-                },
-            ),
-            (
-                "<enable xmlns='urn:xmpp:sm:3' resume=' 0 '/>",
-                SmElement::Enable {
-                    resume: false,
-                    max_s: None,
-                },
-            ),
-            (
-                "<resume xmlns='urn:xmpp:sm:3' previd='abc' h='4294967295'/>",
-                SmElement::Resume {
-                    previd: "abc".to_owned(),
-                    h: u32::MAX,
-                },
-            ),
+            ("<enable xmlns='urn:xmpp:sm:3'/>", SmElement::Enable { resume: false, max_s: None }),
+            ("<enable xmlns='urn:xmpp:sm:3' resume='true' max='600'/>", SmElement::Enable { resume: true, max_s: Some(600) }),
+            ("<enable xmlns='urn:xmpp:sm:3' resume='1'/>", SmElement::Enable { resume: true, max_s: None }),
+            ("<enable xmlns='urn:xmpp:sm:3' resume=' 0 '/>", SmElement::Enable { resume: false, max_s: None }),
+            ("<resume xmlns='urn:xmpp:sm:3' previd='abc' h='4294967295'/>", SmElement::Resume { previd: "abc".to_owned(), h: u32::MAX }),
             ("<r xmlns='urn:xmpp:sm:3'/>", SmElement::Request),
-            (
-                "<a xmlns='urn:xmpp:sm:3' h='+007'/>",
-                SmElement::Answer { h: 7 },
-            ),
-            (
-                "<sm:a xmlns:sm='urn:xmpp:sm:3' h='0'/>",
-                SmElement::Answer { h: 0 },
-            ),
+            ("<a xmlns='urn:xmpp:sm:3' h='+007'/>", SmElement::Answer { h: 7 }),
+            ("<sm:a xmlns:sm='urn:xmpp:sm:3' h='0'/>", SmElement::Answer { h: 0 }),
         ];
         for (xml, expected) in cases {
             assert_eq!(parse(&element(xml)).as_ref(), Ok(expected), "{xml}");
@@ -457,10 +389,7 @@ mod tests {
 
     #[test]
     fn inbound_count_wraps_at_2_pow_32() {
-        let mut sm = StreamManagement {
-            inbound_count: u32::MAX - 1,
-            ..Default::default()
-        };
+        let mut sm = StreamManagement { inbound_count: u32::MAX - 1, ..Default::default() };
         sm.received_stanza();
         assert_eq!(sm.inbound_count(), u32::MAX);
         sm.received_stanza();
@@ -495,41 +424,13 @@ mod tests {
         for n in 0..8 {
             assert_eq!(sm.sent_stanza(stanza(n)), Ok(()));
         }
-        assert_eq!(
-            sm.acknowledge(10),
-            Err(SmError::HandledCountTooHigh {
-                h: 10,
-                send_count: 8
-            })
-        );
+        assert_eq!(sm.acknowledge(10), Err(SmError::HandledCountTooHigh { h: 10, send_count: 8 }));
         // Early in the session nothing can be "behind" zero: u32::MAX is too high, not stale.
-        assert_eq!(
-            sm.acknowledge(u32::MAX),
-            Err(SmError::HandledCountTooHigh {
-                h: u32::MAX,
-                send_count: 8
-            })
-        );
+        assert_eq!(sm.acknowledge(u32::MAX), Err(SmError::HandledCountTooHigh { h: u32::MAX, send_count: 8 }));
         assert_eq!(sm.unacked_len(), 8);
-        assert_eq!(
-            StreamManagement::default().acknowledge(1),
-            Err(SmError::HandledCountTooHigh {
-                h: 1,
-                send_count: 0
-            })
-        );
-        assert_eq!(
-            SmError::HandledCountTooHigh {
-                h: 1,
-                send_count: 0
-            }
-            .stream_condition(),
-            "undefined-condition"
-        );
-        assert_eq!(
-            handled_count_too_high(10, 8),
-            "<handled-count-too-high xmlns='urn:xmpp:sm:3' h='10' send-count='8'/>"
-        );
+        assert_eq!(StreamManagement::default().acknowledge(1), Err(SmError::HandledCountTooHigh { h: 1, send_count: 0 }));
+        assert_eq!(SmError::HandledCountTooHigh { h: 1, send_count: 0 }.stream_condition(), "undefined-condition");
+        assert_eq!(handled_count_too_high(10, 8), "<handled-count-too-high xmlns='urn:xmpp:sm:3' h='10' send-count='8'/>");
     }
 
     #[test]
@@ -551,13 +452,7 @@ mod tests {
         // Behind the last ack across the wrap: stale, ignored.
         assert_eq!(sm.acknowledge(u32::MAX - 3), Ok(()));
         assert_eq!(sm.unacked_len(), 1);
-        assert_eq!(
-            sm.acknowledge(3),
-            Err(SmError::HandledCountTooHigh {
-                h: 3,
-                send_count: 2
-            })
-        );
+        assert_eq!(sm.acknowledge(3), Err(SmError::HandledCountTooHigh { h: 3, send_count: 2 }));
         assert_eq!(sm.acknowledge(2), Ok(()));
         assert_eq!(sm.unacked_len(), 0);
     }
@@ -569,10 +464,7 @@ mod tests {
             assert_eq!(sm.sent_stanza(stanza(n)), Ok(()));
         }
         assert_eq!(sm.sent_stanza(stanza(9999)), Err(SmError::TooManyUnacked));
-        assert_eq!(
-            SmError::TooManyUnacked.stream_condition(),
-            "resource-constraint"
-        );
+        assert_eq!(SmError::TooManyUnacked.stream_condition(), "resource-constraint");
         let unacked = sm.take_unacked();
         assert_eq!(unacked.len(), SM_UNACKED_STANZAS_MAX + 1);
         assert_eq!(unacked.last(), Some(&stanza(9999)));
@@ -610,33 +502,18 @@ mod tests {
         // A resume whose h is stale resends everything unacknowledged.
         assert_eq!(sm.sent_stanza(stanza(5)), Ok(()));
         assert_eq!(sm.resume(4), Ok(vec![stanza(5)]));
-        assert_eq!(
-            sm.resume(7),
-            Err(SmError::HandledCountTooHigh {
-                h: 7,
-                send_count: 6
-            })
-        );
+        assert_eq!(sm.resume(7), Err(SmError::HandledCountTooHigh { h: 7, send_count: 6 }));
     }
 
     #[test]
     fn builders() {
-        assert_eq!(
-            text(enabled(None, Some(300))),
-            "<enabled xmlns='urn:xmpp:sm:3'/>"
-        );
+        assert_eq!(text(enabled(None, Some(300))), "<enabled xmlns='urn:xmpp:sm:3'/>");
         assert_eq!(
             text(enabled(Some("a'b"), Some(SM_RESUME_TIMEOUT_S))),
             "<enabled xmlns='urn:xmpp:sm:3' id='a&apos;b' resume='true' max='300'/>"
         );
-        assert_eq!(
-            text(enabled(Some("x"), None)),
-            "<enabled xmlns='urn:xmpp:sm:3' id='x' resume='true'/>"
-        );
-        assert_eq!(
-            text(resumed("x", 7)),
-            "<resumed xmlns='urn:xmpp:sm:3' h='7' previd='x'/>"
-        );
+        assert_eq!(text(enabled(Some("x"), None)), "<enabled xmlns='urn:xmpp:sm:3' id='x' resume='true'/>");
+        assert_eq!(text(resumed("x", 7)), "<resumed xmlns='urn:xmpp:sm:3' h='7' previd='x'/>");
         assert_eq!(
             text(failed("item-not-found", Some(3))),
             "<failed xmlns='urn:xmpp:sm:3' h='3'>\
@@ -647,15 +524,9 @@ mod tests {
             "<failed xmlns='urn:xmpp:sm:3'>\
              <unexpected-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/></failed>"
         );
-        assert_eq!(
-            text(answer(u32::MAX)),
-            "<a xmlns='urn:xmpp:sm:3' h='4294967295'/>"
-        );
+        assert_eq!(text(answer(u32::MAX)), "<a xmlns='urn:xmpp:sm:3' h='4294967295'/>");
         assert_eq!(text(request()), "<r xmlns='urn:xmpp:sm:3'/>");
         // What we build, we parse back.
-        assert_eq!(
-            parse(&element(&text(answer(9)))),
-            Ok(SmElement::Answer { h: 9 })
-        );
+        assert_eq!(parse(&element(&text(answer(9)))), Ok(SmElement::Answer { h: 9 }));
     }
 }

@@ -203,10 +203,7 @@ impl C2sStream {
     /// True while the stream waits for the runtime (credentials, PLAIN check, bind, TLS):
     /// the runtime must not feed more frames until it has answered.
     pub fn is_waiting(&self) -> bool {
-        matches!(
-            self.phase,
-            Phase::ScramAwaitingCredentials(..) | Phase::PlainAwaitingCheck(_) | Phase::BindPending | Phase::AwaitingTls
-        )
+        matches!(self.phase, Phase::ScramAwaitingCredentials(..) | Phase::PlainAwaitingCheck(_) | Phase::BindPending | Phase::AwaitingTls)
     }
 
     /// Handles one frame. Returns the stanza when it must be routed (only once bound, with
@@ -361,7 +358,12 @@ impl C2sStream {
         self.peer_from = header.from.as_deref().filter(|from| from.len() <= 3071).map(str::to_owned);
         // RFC 6120 §4.9.3.10: wrong stream namespace or content namespace.
         if header.local_name != "stream" || header.namespace != Some(STREAMS_NAMESPACE) {
-            return self.fail(StreamError::with_text("invalid-namespace", "stream namespace must be http://etherx.jabber.org/streams"), config, entropy, out);
+            return self.fail(
+                StreamError::with_text("invalid-namespace", "stream namespace must be http://etherx.jabber.org/streams"),
+                config,
+                entropy,
+                out,
+            );
         }
         if header.default_namespace != Some(CLIENT_NAMESPACE) {
             return self.fail(StreamError::with_text("invalid-namespace", "content namespace must be jabber:client"), config, entropy, out);
@@ -675,10 +677,7 @@ impl C2sStream {
             Ok(element) => element,
             Err(error) => return self.framer_error(error, config, entropy, out),
         };
-        let mechanism = element
-            .attribute("mechanism")
-            .and_then(Mechanism::from_name)
-            .filter(|m| self.offered_mechanisms().contains(m));
+        let mechanism = element.attribute("mechanism").and_then(Mechanism::from_name).filter(|m| self.offered_mechanisms().contains(m));
         let Some(mechanism) = mechanism else {
             return self.sasl_failure(SaslFailure::InvalidMechanism, config, entropy, out);
         };
@@ -771,9 +770,7 @@ impl C2sStream {
 
     fn sasl_failure(&mut self, failure: SaslFailure, config: &StreamConfig, entropy: &mut dyn Entropy, out: &mut Vec<Action>) {
         self.phase = Phase::Open;
-        out.push(Action::Send(
-            format!("<failure xmlns='{SASL_NAMESPACE}'><{}/></failure>", failure.condition()).into_bytes(),
-        ));
+        out.push(Action::Send(format!("<failure xmlns='{SASL_NAMESPACE}'><{}/></failure>", failure.condition()).into_bytes()));
         if failure == SaslFailure::Aborted {
             return;
         }
@@ -914,9 +911,15 @@ mod tests {
     #[test]
     fn header_checks() {
         let cases = [
-            ("<stream:stream to='example.org' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>", "host-unknown"),
+            (
+                "<stream:stream to='example.org' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+                "host-unknown",
+            ),
             ("<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>", "host-unknown"),
-            ("<stream:stream to='localhost' xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>", "invalid-namespace"),
+            (
+                "<stream:stream to='localhost' xmlns='jabber:server' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>",
+                "invalid-namespace",
+            ),
             ("<stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='urn:wrong' version='1.0'>", "invalid-namespace"),
             ("<stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams'>", "unsupported-version"),
         ];
@@ -996,7 +999,8 @@ mod tests {
             assert!(h.stream.is_authenticated());
             let (sent, _) = h.feed(HEADER);
             assert!(sent.contains("<bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/>"), "{sent}");
-            let (_, actions) = h.feed("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>Phone</resource></bind></iq>");
+            let (_, actions) =
+                h.feed("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>Phone</resource></bind></iq>");
             let [Action::Bind { jid, id }] = &actions[..] else { panic!("{actions:?}") };
             assert_eq!((jid.as_str(), id.as_str()), ("alice@localhost/Phone", "b1"));
             let mut out = Vec::new();
@@ -1027,10 +1031,14 @@ mod tests {
         h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='PLAIN'>{}</auth>", BASE64.encode(b"\0alice\0bad")));
         let mut out2 = Vec::new();
         h.stream.plain_checked(false, &h.config, &mut h.entropy, &mut out2);
-        let text: String = out.iter().chain(&out2).filter_map(|a| match a {
-            Action::Send(b) => Some(String::from_utf8_lossy(b).into_owned()),
-            _ => None,
-        }).collect();
+        let text: String = out
+            .iter()
+            .chain(&out2)
+            .filter_map(|a| match a {
+                Action::Send(b) => Some(String::from_utf8_lossy(b).into_owned()),
+                _ => None,
+            })
+            .collect();
         assert!(text.contains("<policy-violation"), "{text}");
         assert!(h.stream.is_closed());
     }
@@ -1042,14 +1050,16 @@ mod tests {
         let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));
         h.feed(HEADER);
         let client = ScramClient::new(ScramHash::Sha256, "alice", "pencil", ClientBinding::SupportedNotUsed, "n1");
-        let (_, actions) = h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
+        let (_, actions) =
+            h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
         assert!(matches!(actions[..], [Action::LookupCredentials { .. }]), "{actions:?}");
         // …and refused as a downgrade (RFC 5802 §6) when configured strictly.
         let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));
         h.config.reject_channel_binding_downgrade = true;
         h.feed(HEADER);
         let client = ScramClient::new(ScramHash::Sha256, "alice", "pencil", ClientBinding::SupportedNotUsed, "n1");
-        let (sent, _) = h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
+        let (sent, _) =
+            h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
         assert!(sent.contains("<failure"), "{sent}");
         let (sent, _) = h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='DIGEST-MD5'>=</auth>"));
         assert!(sent.contains("<invalid-mechanism/>"), "{sent}");
@@ -1059,7 +1069,8 @@ mod tests {
     fn invalid_authzid_and_bad_base64() {
         let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));
         h.feed(HEADER);
-        let (sent, _) = h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='PLAIN'>{}</auth>", BASE64.encode(b"bob@localhost\0alice\0pw")));
+        let (sent, _) =
+            h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='PLAIN'>{}</auth>", BASE64.encode(b"bob@localhost\0alice\0pw")));
         assert!(sent.contains("<invalid-authzid/>"), "{sent}");
         let (sent, _) = h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='PLAIN'>!!!</auth>"));
         assert!(sent.contains("<incorrect-encoding/>"), "{sent}");

@@ -46,13 +46,7 @@ pub fn format_timestamp(unix_ms: u64) -> String {
 pub fn parse_timestamp(text: &str) -> Option<u64> {
     let bytes = text.as_bytes();
     // Fixed part: "CCYY-MM-DDThh:mm:ss" is 19 bytes; every separator is checked.
-    if bytes.len() < 20
-        || bytes[4] != b'-'
-        || bytes[7] != b'-'
-        || bytes[10] != b'T'
-        || bytes[13] != b':'
-        || bytes[16] != b':'
-    {
+    if bytes.len() < 20 || bytes[4] != b'-' || bytes[7] != b'-' || bytes[10] != b'T' || bytes[13] != b':' || bytes[16] != b':' {
         return None;
     }
     let year = digits(&bytes[0..4])?;
@@ -104,18 +98,14 @@ pub fn parse_timestamp(text: &str) -> Option<u64> {
         _ => return None,
     };
 
-    let local_ms = days_from_civil(year, month, day) * DAY_MS
-        + ((hour * 60 + minute) * 60 + second) * 1000
-        + fraction_ms;
+    let local_ms = days_from_civil(year, month, day) * DAY_MS + ((hour * 60 + minute) * 60 + second) * 1000 + fraction_ms;
     u64::try_from(local_ms - offset_ms).ok()
 }
 
 /// An XEP-0203 §2 delay element: `<delay xmlns='urn:xmpp:delay' from='…' stamp='…'>reason</delay>`.
 /// `from` is the entity that delayed the stanza (for offline storage, the server's domain).
 pub fn delay_element(from: &str, stamp_ms: u64, reason: Option<&str>) -> Element {
-    let element = Element::new("delay", DELAY_NAMESPACE)
-        .with_attribute("from", from)
-        .with_attribute("stamp", &format_timestamp(stamp_ms));
+    let element = Element::new("delay", DELAY_NAMESPACE).with_attribute("from", from).with_attribute("stamp", &format_timestamp(stamp_ms));
     match reason {
         Some(reason) if !reason.is_empty() => element.with_text(reason),
         _ => element,
@@ -140,10 +130,7 @@ pub fn with_delay(stanza: &[u8], from: &str, stamp_ms: u64) -> Vec<u8> {
     if element.ends_with(b"/>") {
         // Self-closing root: no "/>" can end a complete element with children, whose last
         // bytes are its end tag. Reopen it and close it with an end tag of the same name.
-        let name_len = element[1..]
-            .iter()
-            .take_while(|byte| !matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>'))
-            .count();
+        let name_len = element[1..].iter().take_while(|byte| !matches!(byte, b' ' | b'\t' | b'\r' | b'\n' | b'/' | b'>')).count();
         if name_len == 0 {
             return stanza.to_vec();
         }
@@ -207,9 +194,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 
 /// The value of a run of ASCII digits; `None` if any byte is not a digit.
 fn digits(bytes: &[u8]) -> Option<i64> {
-    bytes.iter().try_fold(0i64, |value, byte| {
-        byte.is_ascii_digit().then(|| value * 10 + i64::from(byte - b'0'))
-    })
+    bytes.iter().try_fold(0i64, |value, byte| byte.is_ascii_digit().then(|| value * 10 + i64::from(byte - b'0')))
 }
 
 #[cfg(test)]
@@ -252,10 +237,7 @@ mod tests {
         assert_eq!(parse_timestamp("2100-02-29T00:00:00Z"), None);
         assert_eq!(parse_timestamp("2024-04-31T00:00:00Z"), None);
         assert!(parse_timestamp("2024-12-31T23:59:59Z").is_some());
-        assert_eq!(
-            parse_timestamp("2024-02-28T23:59:59.999Z").map(|ms| ms + 1),
-            parse_timestamp("2024-02-29T00:00:00Z")
-        );
+        assert_eq!(parse_timestamp("2024-02-28T23:59:59.999Z").map(|ms| ms + 1), parse_timestamp("2024-02-29T00:00:00Z"));
     }
 
     #[test]
@@ -342,11 +324,7 @@ mod tests {
 
     #[test]
     fn with_delay_reopens_a_self_closing_element() {
-        for stanza in [
-            &b"<message to='a@b' id='x/>y'/>"[..],
-            b"<message to='a@b' id='x/>y' />\n",
-            b"<message\tto='a@b'\r\nid='x/>y'/>",
-        ] {
+        for stanza in [&b"<message to='a@b' id='x/>y'/>"[..], b"<message to='a@b' id='x/>y' />\n", b"<message\tto='a@b'\r\nid='x/>y'/>"] {
             let out = with_delay(stanza, "b", 0);
             let element = parse_element(&out).expect("parses");
             assert_eq!(element.name, "message");
@@ -356,10 +334,7 @@ mod tests {
             assert!(out.ends_with(b"/></message>"));
         }
         let bare = with_delay(b"<message/>", "b", 0);
-        assert_eq!(
-            bare,
-            b"<message><delay xmlns='urn:xmpp:delay' from='b' stamp='1970-01-01T00:00:00.000Z'/></message>"
-        );
+        assert_eq!(bare, b"<message><delay xmlns='urn:xmpp:delay' from='b' stamp='1970-01-01T00:00:00.000Z'/></message>");
     }
 
     #[test]

@@ -43,12 +43,7 @@ pub enum Node {
 impl Element {
     /// An element with no attributes and no children.
     pub fn new(name: &str, namespace: &str) -> Element {
-        Element {
-            name: name.to_owned(),
-            namespace: namespace.to_owned(),
-            attributes: Vec::new(),
-            children: Vec::new(),
-        }
+        Element { name: name.to_owned(), namespace: namespace.to_owned(), attributes: Vec::new(), children: Vec::new() }
     }
 
     /// Builder: adds an attribute (or replaces the value of one with the same name).
@@ -79,16 +74,12 @@ impl Element {
 
     /// The value of the attribute with this qualified name, as written (`"xml:lang"`).
     pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(key, _)| key == name)
-            .map(|(_, value)| value.as_str())
+        self.attributes.iter().find(|(key, _)| key == name).map(|(_, value)| value.as_str())
     }
 
     /// The first child element with this local name and namespace.
     pub fn child(&self, name: &str, namespace: &str) -> Option<&Element> {
-        self.elements()
-            .find(|element| element.name == name && element.namespace == namespace)
+        self.elements().find(|element| element.name == name && element.namespace == namespace)
     }
 
     /// The child elements, in document order (text children skipped).
@@ -205,10 +196,7 @@ mod tests {
     #[test]
     fn escaping_borrows_when_clean_and_escapes_specials() {
         assert!(matches!(escape_text("plain text"), Cow::Borrowed(_)));
-        assert!(matches!(
-            escape_attribute("user@example.com/res"),
-            Cow::Borrowed(_)
-        ));
+        assert!(matches!(escape_attribute("user@example.com/res"), Cow::Borrowed(_)));
         assert_eq!(escape_text("a<b>&c'\""), "a&lt;b&gt;&amp;c'\"");
         assert_eq!(escape_attribute("é<'\">&"), "é&lt;&apos;&quot;&gt;&amp;");
         assert_eq!(escape_text("]]>"), "]]&gt;");
@@ -227,26 +215,20 @@ mod tests {
         assert_eq!(element.attributes.len(), 1);
         assert_eq!(element.attribute("id"), None);
         assert_eq!(element.elements().count(), 2);
-        assert_eq!(
-            element
-                .child("query", "other")
-                .map(|child| child.namespace.as_str()),
-            Some("other")
-        );
+        assert_eq!(element.child("query", "other").map(|child| child.namespace.as_str()), Some("other"));
         assert!(element.child("query", "nope").is_none());
         assert_eq!(element.text(), "ab");
     }
 
     #[test]
     fn to_xml_declares_namespaces_only_where_they_change() {
-        let element =
-            Element::new("iq", "jabber:client")
-                .with_attribute("to", "a'b&c")
-                .with_child(Element::new("query", "jabber:iq:roster").with_child(
-                    Element::new("item", "jabber:iq:roster").with_attribute("jid", "x@y"),
-                ))
-                .with_child(Element::new("plain", ""))
-                .with_child(Element::new("body", "jabber:client").with_text("1 < 2 & 3"));
+        let element = Element::new("iq", "jabber:client")
+            .with_attribute("to", "a'b&c")
+            .with_child(
+                Element::new("query", "jabber:iq:roster").with_child(Element::new("item", "jabber:iq:roster").with_attribute("jid", "x@y")),
+            )
+            .with_child(Element::new("plain", ""))
+            .with_child(Element::new("body", "jabber:client").with_text("1 < 2 & 3"));
         assert_eq!(
             element.to_xml(),
             "<iq xmlns='jabber:client' to='a&apos;b&amp;c'>\

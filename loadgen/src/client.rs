@@ -133,7 +133,12 @@ pub async fn login(
     let mut session = Session {
         socket,
         tls: None,
-        framer: Framer::new(FramerLimits { stanza_bytes_max: STANZA_BYTES_MAX, depth_max: 64, attributes_max: 64, namespace_declarations_max: 16 }),
+        framer: Framer::new(FramerLimits {
+            stanza_bytes_max: STANZA_BYTES_MAX,
+            depth_max: 64,
+            attributes_max: 64,
+            namespace_declarations_max: 16,
+        }),
         jid: String::new(),
         roster_supported: true,
         roster_items: 0,
@@ -174,7 +179,10 @@ pub async fn login(
         return Err(LoginError { stage: Stage::Bind, message: "no bind feature".into() });
     }
     session
-        .send(format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>").as_bytes())
+        .send(
+            format!("<iq type='set' id='bind'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>{resource}</resource></bind></iq>")
+                .as_bytes(),
+        )
         .await
         .map_err(fail(Stage::Bind))?;
     let bound = session.until_id("bind", timeout).await.map_err(fail(Stage::Bind))?;
@@ -320,8 +328,12 @@ impl Session {
             client = client.with_salted_password_cache(salt, iterations, salted);
         }
         self.send(
-            format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{}</auth>", settings.mechanism, BASE64.encode(client.client_first()))
-                .as_bytes(),
+            format!(
+                "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{}'>{}</auth>",
+                settings.mechanism,
+                BASE64.encode(client.client_first())
+            )
+            .as_bytes(),
         )
         .await
         .map_err(fail)?;
@@ -329,7 +341,8 @@ impl Session {
         if challenge.name != "challenge" {
             return Err(LoginError { stage: Stage::Sasl, message: String::from_utf8_lossy(&challenge.bytes).into_owned() });
         }
-        let server_first = BASE64.decode(element_text(&challenge.bytes)).map_err(|e| LoginError { stage: Stage::Sasl, message: e.to_string() })?;
+        let server_first =
+            BASE64.decode(element_text(&challenge.bytes)).map_err(|e| LoginError { stage: Stage::Sasl, message: e.to_string() })?;
         let client_final = client
             .handle_server_first(&server_first)
             .map_err(|e| LoginError { stage: Stage::Sasl, message: format!("challenge rejected: {e:?}") })?;
@@ -489,9 +502,8 @@ fn element_text(bytes: &[u8]) -> &str {
 /// TLS settings: verify against a CA file, or (`insecure`) accept any certificate.
 pub fn tls_config(ca: Option<&std::path::Path>, insecure: bool) -> Result<Arc<rustls::ClientConfig>, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?;
+    let builder =
+        rustls::ClientConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().map_err(|e| e.to_string())?;
     let config = if insecure {
         builder.dangerous().with_custom_certificate_verifier(Arc::new(AcceptAny(provider))).with_no_client_auth()
     } else {

@@ -51,7 +51,9 @@ pub struct ContactGraph {
 impl ContactGraph {
     pub fn new(users: u64, contacts: u64) -> Result<ContactGraph, String> {
         if !contacts.is_multiple_of(2) {
-            return Err(format!("--contacts {contacts}: must be even (each user's contacts are the nearest C/2 users on either side of a ring)"));
+            return Err(format!(
+                "--contacts {contacts}: must be even (each user's contacts are the nearest C/2 users on either side of a ring)"
+            ));
         }
         if contacts > 0 && contacts >= users {
             return Err(format!("--contacts {contacts} needs more than {contacts} users (--users {users})"));
@@ -359,7 +361,11 @@ mod tests {
         assert_eq!(table.due_ns(0), 1_000);
         assert_eq!(table.due_ns(100), 1_000 + 1_000_000_000);
         // Every user gets a fair share (binomial around 143).
-        assert!((1..=7).all(|u| (100..190).contains(&table.events_of(u).count())), "{:?}", (1..=7).map(|u| table.events_of(u).count()).collect::<Vec<_>>());
+        assert!(
+            (1..=7).all(|u| (100..190).contains(&table.events_of(u).count())),
+            "{:?}",
+            (1..=7).map(|u| table.events_of(u).count()).collect::<Vec<_>>()
+        );
     }
 
     #[test]
@@ -398,11 +404,14 @@ mod tests {
     #[test]
     fn presence_token_round_trips_and_ignores_other_presence() {
         let status = presence_status(42, 123_456);
-        let stanza = format!("<presence from='user3@localhost/lg' to='user4@localhost/lg' xml:lang='en'><status>{status}</status></presence>");
+        let stanza =
+            format!("<presence from='user3@localhost/lg' to='user4@localhost/lg' xml:lang='en'><status>{status}</status></presence>");
         assert_eq!(presence_token(&stanza), Some((42, 123_456)));
         assert_eq!(presence_token("<presence from='a@localhost/r'/>"), None);
         assert_eq!(presence_token("<presence><status>away</status></presence>"), None);
-        let left = format!("<presence type='unavailable' from='user3@localhost'><status>{status}</status><delay xmlns='urn:xmpp:delay'/></presence>");
+        let left = format!(
+            "<presence type='unavailable' from='user3@localhost'><status>{status}</status><delay xmlns='urn:xmpp:delay'/></presence>"
+        );
         assert_eq!(presence_token(&left), None, "a probe's answer about an offline contact is not a change");
     }
 

@@ -32,9 +32,13 @@ const USERS_PER_SOURCE_ADDRESS: u64 = 20_000;
 const PROVISIONING_THREADS: usize = 8;
 
 #[derive(Parser)]
-#[command(name = "confab-loadgen", version, about = "Standard-XMPP load generator: logins, idle sessions, chat, reconnect storms, \
+#[command(
+    name = "confab-loadgen",
+    version,
+    about = "Standard-XMPP load generator: logins, idle sessions, chat, reconnect storms, \
 roster loads, presence fan-out, archive (MAM) queries, a mixed IM blend and multi-user chat rooms; measures any compliant server (Confab, ejabberd, \
-Prosody) with HDR histograms, open-loop.")]
+Prosody) with HDR histograms, open-loop."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -437,7 +441,8 @@ fn run(args: RunArgs) -> Result<(), String> {
             t_s: clock.elapsed().as_secs_f64(),
             logins_per_s: (total.logins_ok.saturating_sub(previous.logins_ok)) as f64,
             // Chat messages, or in muc the copies delivered to other occupants.
-            messages_per_s: (total.messages_received + total.muc_copies_received).saturating_sub(previous.messages_received + previous.muc_copies_received) as f64,
+            messages_per_s: (total.messages_received + total.muc_copies_received)
+                .saturating_sub(previous.messages_received + previous.muc_copies_received) as f64,
             sessions: total.sessions_online,
             server_rss_bytes: server.rss_bytes,
             server_cpu_percent: (server.cpu_seconds - previous_cpu) * 100.0,
@@ -534,12 +539,18 @@ fn run(args: RunArgs) -> Result<(), String> {
         let phase = (after - before).max(0.0);
         summary.server_cpu_phase_seconds = phase;
         match args.scenario {
-            Scenario::Chat if summary.messages_received > 0 => summary.server_cpu_us_per_message = phase * 1e6 / summary.messages_received as f64,
+            Scenario::Chat if summary.messages_received > 0 => {
+                summary.server_cpu_us_per_message = phase * 1e6 / summary.messages_received as f64
+            }
             Scenario::Presence if summary.presence_copies_received > 0 => {
                 summary.server_cpu_us_per_presence_copy = phase * 1e6 / summary.presence_copies_received as f64;
             }
-            Scenario::Mam if summary.archive_answered > 0 => summary.server_cpu_us_per_archive_query = phase * 1e6 / summary.archive_answered as f64,
-            Scenario::Muc if summary.muc_copies_received > 0 => summary.server_cpu_us_per_muc_copy = phase * 1e6 / summary.muc_copies_received as f64,
+            Scenario::Mam if summary.archive_answered > 0 => {
+                summary.server_cpu_us_per_archive_query = phase * 1e6 / summary.archive_answered as f64
+            }
+            Scenario::Muc if summary.muc_copies_received > 0 => {
+                summary.server_cpu_us_per_muc_copy = phase * 1e6 / summary.muc_copies_received as f64
+            }
             _ => {}
         }
     }
@@ -583,7 +594,10 @@ fn provision(url: &str, domain: &str, prefix: &str, password_prefix: &str, n: u6
     let (domain, prefix, password_prefix) = (domain.to_owned(), prefix.to_owned(), password_prefix.to_owned());
     let failures = call_api(url, "register", n, move |i| {
         let i = i + 1;
-        (format!("{prefix}{i}"), serde_json::json!({"user": format!("{prefix}{i}"), "host": domain, "password": format!("{password_prefix}{i}")}))
+        (
+            format!("{prefix}{i}"),
+            serde_json::json!({"user": format!("{prefix}{i}"), "host": domain, "password": format!("{password_prefix}{i}")}),
+        )
     });
     eprintln!("confab-loadgen: provisioned {n} accounts in {:.1}s", started.elapsed().as_secs_f64());
     match failures.first() {
@@ -680,7 +694,11 @@ fn sample(pids: &[u32]) -> ProcessSample {
     let mut total = ProcessSample::default();
     for pid in pids {
         if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-            if let Some(kb) = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok()) {
+            if let Some(kb) = status
+                .lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
                 total.rss_bytes += kb * 1024;
             }
         }

@@ -335,9 +335,10 @@ mod tests {
 
     #[test]
     fn users_fill_rooms_in_order_and_rooms_stay_in_one_worker() {
-        assert_eq!((1..=13).map(|u| LAYOUT.room_of(u)).collect::<Vec<_>>(), [
-            Some(0), Some(0), Some(0), Some(0), Some(1), Some(1), Some(1), Some(1), Some(2), Some(2), Some(2), Some(2), None
-        ]);
+        assert_eq!(
+            (1..=13).map(|u| LAYOUT.room_of(u)).collect::<Vec<_>>(),
+            [Some(0), Some(0), Some(0), Some(0), Some(1), Some(1), Some(1), Some(1), Some(2), Some(2), Some(2), Some(2), None]
+        );
         assert_eq!((0..3).map(|r| LAYOUT.creator(r)).collect::<Vec<_>>(), [1, 5, 9]);
         assert!(LAYOUT.is_creator(5) && !LAYOUT.is_creator(6) && !LAYOUT.is_creator(13));
         for user in 1..=12 {
@@ -349,7 +350,14 @@ mod tests {
 
     #[test]
     fn creators_join_first_and_posts_start_after_every_join() {
-        let timeline = Timeline { layout: LAYOUT, join_start_ns: 1_000, join_rate: 10.0, join_grace_ns: 3_000_000_000, interval_ns: 2_000_000_000, duration_ns: 10_000_000_000 };
+        let timeline = Timeline {
+            layout: LAYOUT,
+            join_start_ns: 1_000,
+            join_rate: 10.0,
+            join_grace_ns: 3_000_000_000,
+            interval_ns: 2_000_000_000,
+            duration_ns: 10_000_000_000,
+        };
         let creators: Vec<u64> = (0..3).map(|r| timeline.join_ns(LAYOUT.creator(r)).expect("due")).collect();
         assert_eq!(creators, [1_000, 100_001_000, 200_001_000]);
         let mut members: Vec<u64> = (1..=12).filter(|u| !LAYOUT.is_creator(*u)).map(|u| timeline.join_ns(u).expect("due")).collect();
@@ -364,7 +372,14 @@ mod tests {
     #[test]
     fn posts_add_up_to_the_total_rate_and_stay_in_the_phase() {
         // 12 occupants posting every 2 s: 6 posts/s, 60 in 10 s.
-        let timeline = Timeline { layout: LAYOUT, join_start_ns: 0, join_rate: 100.0, join_grace_ns: 0, interval_ns: 2_000_000_000, duration_ns: 10_000_000_000 };
+        let timeline = Timeline {
+            layout: LAYOUT,
+            join_start_ns: 0,
+            join_rate: 100.0,
+            join_grace_ns: 0,
+            interval_ns: 2_000_000_000,
+            duration_ns: 10_000_000_000,
+        };
         let start = timeline.phase_start_ns();
         let mut all: Vec<u64> = (1..=13).flat_map(|u| timeline.posts_ns(u)).collect();
         assert_eq!(all.len(), 60);
@@ -415,7 +430,10 @@ mod tests {
         assert_eq!(join_answer(locked, room, "user2"), Some(JoinAnswer::Refused("item-not-found".into())));
         let full = "<presence from=\"loadgen-room-0@conference.localhost/user2\" type=\"error\"><error code=\"503\" type=\"wait\"><service-unavailable xmlns=\"urn:ietf:params:xml:ns:xmpp-stanzas\"/><text>full</text></error></presence>";
         assert_eq!(join_answer(full, room, "user2"), Some(JoinAnswer::Refused("service-unavailable".into())));
-        assert_eq!(join_answer("<presence from='loadgen-room-0@conference.localhost/u' type='error'/>", room, "u"), Some(JoinAnswer::Refused("undefined-condition".into())));
+        assert_eq!(
+            join_answer("<presence from='loadgen-room-0@conference.localhost/u' type='error'/>", room, "u"),
+            Some(JoinAnswer::Refused("undefined-condition".into()))
+        );
     }
 
     #[test]
@@ -453,6 +471,9 @@ mod tests {
         assert_eq!(ledger.copy(5, 1, 1), CopyKind::Unexpected, "another room's post");
         assert_eq!(ledger.copy(4, 1, 1), CopyKind::Unexpected, "not joined");
         let tally = ledger.tally();
-        assert_eq!(tally, Tally { expected: 6, received: 4, missing: 2, duplicated: 2, unexpected: 2, reflections: 2, reflections_missing: 2 });
+        assert_eq!(
+            tally,
+            Tally { expected: 6, received: 4, missing: 2, duplicated: 2, unexpected: 2, reflections: 2, reflections_missing: 2 }
+        );
     }
 }

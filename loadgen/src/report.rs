@@ -95,8 +95,14 @@ pub fn merge(reports: &[WorkerReport]) -> Summary {
 pub fn table(s: &Summary) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "scenario {} against {} ({}), {} users, {} procs", s.scenario, s.server, s.label, s.users, s.procs);
-    let p = |p: &metrics::Percentiles| format!("p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms", p.p50, p.p90, p.p99, p.p999, p.max);
-    let _ = writeln!(out, "  logins        {} ok, {} failed {:?}, {:.1}/s", s.logins_ok, s.logins_failed, s.login_failures_by_stage, s.logins_per_s);
+    let p = |p: &metrics::Percentiles| {
+        format!("p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2} ms", p.p50, p.p90, p.p99, p.p999, p.max)
+    };
+    let _ = writeln!(
+        out,
+        "  logins        {} ok, {} failed {:?}, {:.1}/s",
+        s.logins_ok, s.logins_failed, s.login_failures_by_stage, s.logins_per_s
+    );
     if s.login_ms.count > 0 {
         let _ = writeln!(out, "  login time    {}", p(&s.login_ms));
         for (stage, percentiles) in &s.stage_ms {
@@ -112,11 +118,19 @@ pub fn table(s: &Summary) -> String {
         let _ = writeln!(
             out,
             "  messages      {} sent, {} received, {} lost, {} duplicated, {} reordered, {} errors, {:.0}/s",
-            s.messages_sent, s.messages_received, s.messages_lost, s.messages_duplicated, s.messages_reordered, s.message_errors, s.messages_per_s
+            s.messages_sent,
+            s.messages_received,
+            s.messages_lost,
+            s.messages_duplicated,
+            s.messages_reordered,
+            s.message_errors,
+            s.messages_per_s
         );
         let _ = writeln!(out, "  latency       {}", p(&s.latency_ms));
     }
-    let us = |p: &metrics::Percentiles| format!("p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0} µs", p.p50, p.p90, p.p99, p.p999, p.max);
+    let us = |p: &metrics::Percentiles| {
+        format!("p50 {:.0}  p90 {:.0}  p99 {:.0}  p99.9 {:.0}  max {:.0} µs", p.p50, p.p90, p.p99, p.p999, p.max)
+    };
     if s.roster_gets > 0 {
         let _ = writeln!(
             out,
@@ -129,7 +143,12 @@ pub fn table(s: &Summary) -> String {
         let _ = writeln!(
             out,
             "  presence      {} changes, {} copies owed, {} received, {} missing, {} unexpected, {} duplicated",
-            s.presence_sent, s.presence_copies_expected, s.presence_copies_received, s.presence_copies_missing, s.presence_copies_unexpected, s.presence_copies_duplicated
+            s.presence_sent,
+            s.presence_copies_expected,
+            s.presence_copies_received,
+            s.presence_copies_missing,
+            s.presence_copies_unexpected,
+            s.presence_copies_duplicated
         );
         let _ = writeln!(out, "  fan-out       {}", us(&s.presence_fanout_us));
     }
@@ -137,7 +156,13 @@ pub fn table(s: &Summary) -> String {
         let _ = writeln!(
             out,
             "  archive       {} queries, {} answered, {} results, {} incomplete pages, {} short of --page, {} errors, {} unanswered",
-            s.archive_queries, s.archive_answered, s.archive_results, s.archive_incomplete, s.archive_short, s.archive_errors, s.archive_unanswered
+            s.archive_queries,
+            s.archive_answered,
+            s.archive_results,
+            s.archive_incomplete,
+            s.archive_short,
+            s.archive_errors,
+            s.archive_unanswered
         );
         let _ = writeln!(out, "  query → fin   {}", us(&s.archive_query_us));
     }
@@ -202,7 +227,14 @@ pub fn write_report(dir: &Path, s: &Summary) -> std::io::Result<()> {
     let _ = writeln!(md, "```\n{}```\n", table(s));
     let mut charts = Vec::new();
     // The chart is in ms; the IM figures are kept in µs.
-    let in_ms = |p: &metrics::Percentiles| metrics::Percentiles { p50: p.p50 / 1000.0, p90: p.p90 / 1000.0, p99: p.p99 / 1000.0, p999: p.p999 / 1000.0, max: p.max / 1000.0, ..p.clone() };
+    let in_ms = |p: &metrics::Percentiles| metrics::Percentiles {
+        p50: p.p50 / 1000.0,
+        p90: p.p90 / 1000.0,
+        p99: p.p99 / 1000.0,
+        p999: p.p999 / 1000.0,
+        max: p.max / 1000.0,
+        ..p.clone()
+    };
     let percentile_rows = [
         ("login", s.login_ms.clone()),
         ("latency", s.latency_ms.clone()),
@@ -216,22 +248,39 @@ pub fn write_report(dir: &Path, s: &Summary) -> std::io::Result<()> {
     let bars: Vec<(String, f64)> = percentile_rows
         .iter()
         .filter(|(_, p)| p.count > 0)
-        .flat_map(|(name, p)| [("p50", p.p50), ("p90", p.p90), ("p99", p.p99), ("p99.9", p.p999), ("max", p.max)].map(|(q, v)| (format!("{name} {q}"), v)))
+        .flat_map(|(name, p)| {
+            [("p50", p.p50), ("p90", p.p90), ("p99", p.p99), ("p99.9", p.p999), ("max", p.max)].map(|(q, v)| (format!("{name} {q}"), v))
+        })
         .collect();
     if !bars.is_empty() {
         charts.push(("percentiles.svg", bar_chart("Latency percentiles (ms)", &bars)));
     }
     let t: Vec<f64> = s.timeline.iter().map(|k| k.t_s).collect();
-    charts.push(("throughput.svg", line_chart("Throughput per second", &t, &[
-        ("logins/s", s.timeline.iter().map(|k| k.logins_per_s).collect()),
-        ("messages/s", s.timeline.iter().map(|k| k.messages_per_s).collect()),
-    ])));
-    charts.push(("sessions.svg", line_chart("Online sessions", &t, &[("sessions", s.timeline.iter().map(|k| k.sessions as f64).collect())])));
+    charts.push((
+        "throughput.svg",
+        line_chart(
+            "Throughput per second",
+            &t,
+            &[
+                ("logins/s", s.timeline.iter().map(|k| k.logins_per_s).collect()),
+                ("messages/s", s.timeline.iter().map(|k| k.messages_per_s).collect()),
+            ],
+        ),
+    ));
+    charts
+        .push(("sessions.svg", line_chart("Online sessions", &t, &[("sessions", s.timeline.iter().map(|k| k.sessions as f64).collect())])));
     if s.server_rss_bytes > 0 {
-        charts.push(("server.svg", line_chart("Server RSS (MiB) and CPU (%)", &t, &[
-            ("RSS MiB", s.timeline.iter().map(|k| k.server_rss_bytes as f64 / 1048576.0).collect()),
-            ("CPU %", s.timeline.iter().map(|k| k.server_cpu_percent).collect()),
-        ])));
+        charts.push((
+            "server.svg",
+            line_chart(
+                "Server RSS (MiB) and CPU (%)",
+                &t,
+                &[
+                    ("RSS MiB", s.timeline.iter().map(|k| k.server_rss_bytes as f64 / 1048576.0).collect()),
+                    ("CPU %", s.timeline.iter().map(|k| k.server_cpu_percent).collect()),
+                ],
+            ),
+        ));
     }
     for (name, svg) in charts {
         std::fs::write(dir.join(name), svg)?;
@@ -247,7 +296,11 @@ pub fn compare(files: &[PathBuf]) -> Result<String, String> {
     }
     let summaries: Vec<Summary> = files
         .iter()
-        .map(|f| std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display())).and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{}: {e}", f.display()))))
+        .map(|f| {
+            std::fs::read_to_string(f)
+                .map_err(|e| format!("{}: {e}", f.display()))
+                .and_then(|t| serde_json::from_str(&t).map_err(|e| format!("{}: {e}", f.display())))
+        })
         .collect::<Result<_, _>>()?;
     type Metric = (&'static str, fn(&Summary) -> f64);
     let rows: &[Metric] = &[
@@ -372,11 +425,18 @@ fn line_chart(title: &str, x: &[f64], series: &[(&str, Vec<f64>)]) -> String {
         let points: Vec<String> = x
             .iter()
             .zip(values)
-            .map(|(x, y)| format!("{:.1},{:.1}", MARGIN + x / x_max * (WIDTH - 2.0 * MARGIN), HEIGHT - MARGIN - y / y_max * (HEIGHT - 2.0 * MARGIN)))
+            .map(|(x, y)| {
+                format!("{:.1},{:.1}", MARGIN + x / x_max * (WIDTH - 2.0 * MARGIN), HEIGHT - MARGIN - y / y_max * (HEIGHT - 2.0 * MARGIN))
+            })
             .collect();
         let colour = COLOURS[i % COLOURS.len()];
         let _ = writeln!(svg, "<polyline fill='none' stroke='{colour}' stroke-width='2' points='{}'/>", points.join(" "));
-        let _ = writeln!(svg, "<text x='{}' y='{}' fill='{colour}' font-size='12'>{name}</text>", WIDTH - MARGIN - 100.0, MARGIN + 15.0 * i as f64);
+        let _ = writeln!(
+            svg,
+            "<text x='{}' y='{}' fill='{colour}' font-size='12'>{name}</text>",
+            WIDTH - MARGIN - 100.0,
+            MARGIN + 15.0 * i as f64
+        );
     }
     svg.push_str("</svg>\n");
     svg
@@ -390,9 +450,20 @@ fn bar_chart(title: &str, bars: &[(String, f64)]) -> String {
     for (i, (name, value)) in bars.iter().enumerate() {
         let h = value / y_max * (HEIGHT - 2.0 * MARGIN);
         let x = MARGIN + slot * i as f64 + slot * 0.1;
-        let _ = writeln!(svg, "<rect x='{x:.1}' y='{:.1}' width='{:.1}' height='{h:.1}' fill='{}'/>", HEIGHT - MARGIN - h, slot * 0.8, COLOURS[(i / 5) % COLOURS.len()]);
+        let _ = writeln!(
+            svg,
+            "<rect x='{x:.1}' y='{:.1}' width='{:.1}' height='{h:.1}' fill='{}'/>",
+            HEIGHT - MARGIN - h,
+            slot * 0.8,
+            COLOURS[(i / 5) % COLOURS.len()]
+        );
         let _ = writeln!(svg, "<text x='{x:.1}' y='{:.1}' font-size='9'>{value:.2}</text>", HEIGHT - MARGIN - h - 3.0);
-        let _ = writeln!(svg, "<text x='{x:.1}' y='{:.1}' font-size='9' transform='rotate(30 {x:.1},{:.1})'>{name}</text>", HEIGHT - MARGIN + 12.0, HEIGHT - MARGIN + 12.0);
+        let _ = writeln!(
+            svg,
+            "<text x='{x:.1}' y='{:.1}' font-size='9' transform='rotate(30 {x:.1},{:.1})'>{name}</text>",
+            HEIGHT - MARGIN + 12.0,
+            HEIGHT - MARGIN + 12.0
+        );
     }
     svg.push_str("</svg>\n");
     svg

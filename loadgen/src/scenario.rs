@@ -312,10 +312,8 @@ impl Drop for RoomOpener {
 /// Runs the plan; returns the worker's metrics. `progress` is called about once a second.
 pub fn run(plan: Plan, progress: impl Fn(&metrics::Counters) + 'static) -> Result<Metrics, String> {
     let settings = plan.settings()?;
-    let executor = glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound)
-        .io_memory(256 * 1024)
-        .make()
-        .map_err(|e| e.to_string())?;
+    let executor =
+        glommio::LocalExecutorBuilder::new(glommio::Placement::Unbound).io_memory(256 * 1024).make().map_err(|e| e.to_string())?;
     let graph = if plan.scenario.uses_contacts() { plan.graph()? } else { ContactGraph::new(plan.users, 0)? };
     let timetable = plan.timetable();
     let mut planned = planned_actions(&plan, &graph);
@@ -408,7 +406,10 @@ async fn log_in(worker: &Worker, user: u64, intended_ns: u64, storm: bool) -> Op
                     metrics::record(&mut metrics.roster_us, us);
                     if session.roster_items != worker.plan.contacts {
                         metrics.counters.roster_items_wrong += 1;
-                        tracing_stderr(&format!("user {user}: roster with {} items at login, expected {}", session.roster_items, worker.plan.contacts));
+                        tracing_stderr(&format!(
+                            "user {user}: roster with {} items at login, expected {}",
+                            session.roster_items, worker.plan.contacts
+                        ));
                     }
                 } else {
                     metrics.counters.roster_errors += 1;
@@ -512,10 +513,18 @@ async fn play(worker: Rc<Worker>, user: u64, actions: VecDeque<(u64, Planned)>) 
 /// Something a user does at a planned time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Planned {
-    Chat { to: u64 },
-    Presence { event: u64 },
-    RosterGet { event: u64 },
-    ArchiveQuery { event: u64 },
+    Chat {
+        to: u64,
+    },
+    Presence {
+        event: u64,
+    },
+    RosterGet {
+        event: u64,
+    },
+    ArchiveQuery {
+        event: u64,
+    },
     /// A post to the user's room.
     Groupchat,
 }
@@ -633,7 +642,14 @@ impl ChatSchedule {
 
 /// Keeps a session until `until_ns`: answers nothing, reads everything, sends keepalives and
 /// the scheduled actions. Err when the session died.
-async fn hold(worker: &Worker, user: u64, session: &mut Session, until_ns: u64, mut schedule: Option<Schedule>, state: &mut UserState) -> Result<(), ()> {
+async fn hold(
+    worker: &Worker,
+    user: u64,
+    session: &mut Session,
+    until_ns: u64,
+    mut schedule: Option<Schedule>,
+    state: &mut UserState,
+) -> Result<(), ()> {
     let plan = &worker.plan;
     let mut next_keepalive = now_ns() + plan.keepalive_ns;
     loop {
@@ -690,7 +706,14 @@ async fn hold(worker: &Worker, user: u64, session: &mut Session, until_ns: u64, 
 }
 
 /// Sends one planned action, intended at `due`.
-async fn perform(worker: &Worker, user: u64, session: &mut Session, state: &mut UserState, due: u64, action: Planned) -> std::io::Result<()> {
+async fn perform(
+    worker: &Worker,
+    user: u64,
+    session: &mut Session,
+    state: &mut UserState,
+    due: u64,
+    action: Planned,
+) -> std::io::Result<()> {
     let plan = &worker.plan;
     match action {
         Planned::Chat { to } => {
@@ -828,7 +851,9 @@ fn receive_presence(worker: &Worker, me: u64, frame: &client::Incoming) {
 }
 
 fn receive_answer(worker: &Worker, me: u64, frame: &client::Incoming, state: &mut UserState) {
-    let Some(event) = frame.id.as_deref().filter(|id| id.starts_with(['r', 'q'])).and_then(|id| id[1..].parse::<u64>().ok()) else { return };
+    let Some(event) = frame.id.as_deref().filter(|id| id.starts_with(['r', 'q'])).and_then(|id| id[1..].parse::<u64>().ok()) else {
+        return;
+    };
     let Some(pending) = state.pending.remove(&event) else { return };
     let latency_us = now_ns().saturating_sub(pending.due_ns) / 1000;
     let ok = frame.kind.as_deref() == Some("result");
@@ -1155,7 +1180,8 @@ mod tests {
             assert!(*due < p.fill().end_ns() && p.fill().end_ns() < query_start);
         }
         // Round-robin: user 1 writes to each of its 4 contacts, the first two twice.
-        let mut to_of_1: Vec<u64> = fills.iter().filter(|(u, _, _)| *u == 1).map(|(_, _, a)| if let Planned::Chat { to } = a { *to } else { 0 }).collect();
+        let mut to_of_1: Vec<u64> =
+            fills.iter().filter(|(u, _, _)| *u == 1).map(|(_, _, a)| if let Planned::Chat { to } = a { *to } else { 0 }).collect();
         to_of_1.sort_unstable();
         assert_eq!(to_of_1, [2, 2, 3, 9, 10, 10]);
         let queries = all.iter().filter(|(_, due, a)| matches!(a, Planned::ArchiveQuery { .. }) && *due >= query_start).count();

@@ -303,7 +303,11 @@ impl Config {
         }
         let l = &self.limits;
         let checks: [(&'static str, bool, &str); 8] = [
-            ("limits.stanza_bytes_preauth", (512..=l.stanza_bytes).contains(&l.stanza_bytes_preauth), "must be between 512 and limits.stanza_bytes"),
+            (
+                "limits.stanza_bytes_preauth",
+                (512..=l.stanza_bytes).contains(&l.stanza_bytes_preauth),
+                "must be between 512 and limits.stanza_bytes",
+            ),
             ("limits.stanza_bytes", (4096..=16 << 20).contains(&l.stanza_bytes), "must be between 4096 and 16 MiB"),
             ("limits.element_depth", (4..=1024).contains(&l.element_depth), "must be between 4 and 1024"),
             ("limits.attributes", (4..=4096).contains(&l.attributes), "must be between 4 and 4096"),
@@ -329,8 +333,10 @@ impl Config {
         if self.muc.domain.is_empty() {
             self.muc.domain = format!("conference.{}", self.domain);
         }
-        self.muc.domain = confab_core::jid::prepare_domain(&self.muc.domain)
-            .map_err(|e| ConfigError::Invalid { key: "muc.domain", message: format!("{:?} is not a valid domain ({e})", self.muc.domain) })?;
+        self.muc.domain = confab_core::jid::prepare_domain(&self.muc.domain).map_err(|e| ConfigError::Invalid {
+            key: "muc.domain",
+            message: format!("{:?} is not a valid domain ({e})", self.muc.domain),
+        })?;
         if self.muc.domain == self.domain {
             return Err(ConfigError::Invalid { key: "muc.domain", message: "must differ from domain".into() });
         }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::time::{Duration, Instant};
 
-use confab_core::framer::{Framer, Frame};
+use confab_core::framer::{Frame, Framer};
 use confab_core::jid::FullJid;
 use confab_core::limits::READ_CHUNK_BYTES;
 use confab_core::routing::{self, StanzaKind};
@@ -87,7 +87,12 @@ pub async fn accept(shard: ShardRef, socket: TcpStream, direct_tls: bool) {
     if banned {
         // Refused before any work, with the reason in the stream error.
         let mut out = Vec::new();
-        connection.stream.fail(StreamError::with_text("policy-violation", "too many failed logins; try again later"), &shared.stream, &mut ThreadEntropy, &mut out);
+        connection.stream.fail(
+            StreamError::with_text("policy-violation", "too many failed logins; try again later"),
+            &shared.stream,
+            &mut ThreadEntropy,
+            &mut out,
+        );
         connection.actions = out;
         let _ = connection.carry_out_simple();
         let _ = connection.flush().await;
@@ -306,7 +311,9 @@ impl Connection {
                     // Drain what else is waiting so one write carries a batch.
                     for _ in 0..INBOX_BATCH_MAX {
                         let Some(inbox) = self.inbox.as_ref() else { break };
-                        let Some(Some(message)) = futures_lite::future::block_on(futures_lite::future::poll_once(inbox.recv())) else { break };
+                        let Some(Some(message)) = futures_lite::future::block_on(futures_lite::future::poll_once(inbox.recv())) else {
+                            break;
+                        };
                         if !self.session_message(message) {
                             break;
                         }
@@ -498,13 +505,12 @@ impl Connection {
                             let (namespace, name, element) = (stanza.namespace.to_string(), stanza.name.to_owned(), stanza.element());
                             self.stream_element(&namespace, &name, element.ok());
                         } else {
-                            let Some(me) = self.stream.bound().cloned() else {
-                                unreachable!("the stream only yields stanzas once bound")
-                            };
+                            let Some(me) = self.stream.bound().cloned() else { unreachable!("the stream only yields stanzas once bound") };
                             if let Some(sm) = self.sm.as_mut() {
                                 sm.received_stanza();
                             }
-                            let mut effects = im::from_client(&mut self.shard.borrow_mut(), &me, &stanza, is_presence_without_to, im::now_ms());
+                            let mut effects =
+                                im::from_client(&mut self.shard.borrow_mut(), &me, &stanza, is_presence_without_to, im::now_ms());
                             // Queued for the store now, in the order the memory changed, before
                             // anything else can touch the same keys.
                             let durable = self.shard.borrow().partition.submit(std::mem::take(&mut effects.records));
@@ -527,7 +533,12 @@ impl Connection {
 
     /// Routes what a client stanza produced; a reply that acknowledges stored state is written
     /// only once that state is durable.
-    async fn carry_out_effects(&mut self, effects: im::Effects, durable: oneshot::Receiver<Result<(), String>>, outbox: &mut Vec<(usize, Envelope)>) {
+    async fn carry_out_effects(
+        &mut self,
+        effects: im::Effects,
+        durable: oneshot::Receiver<Result<(), String>>,
+        outbox: &mut Vec<(usize, Envelope)>,
+    ) {
         let im::Effects { reply, envelopes, records, archive_query, account_change, room_listing } = effects;
         debug_assert!(records.is_empty(), "records are submitted when the stanza is handled");
         let (shared, partition) = {
@@ -548,7 +559,13 @@ impl Connection {
                 if let Some(first) = reply.first().filter(|r| r.starts_with(b"<iq")) {
                     let id = confab_core::framer::parse_element(first).ok().and_then(|e| e.attribute("id").map(str::to_owned));
                     let to = self.stream.bound().map(|j| j.as_str().to_owned());
-                    self.output.extend_from_slice(&routing::error_reply(StanzaKind::Iq, id.as_deref(), None, to.as_deref(), "internal-server-error"));
+                    self.output.extend_from_slice(&routing::error_reply(
+                        StanzaKind::Iq,
+                        id.as_deref(),
+                        None,
+                        to.as_deref(),
+                        "internal-server-error",
+                    ));
                     return;
                 }
             }
@@ -745,7 +762,9 @@ impl Connection {
 
     /// Parks the session for resumption (XEP-0198 §5) instead of ending it.
     fn detach(mut self) {
-        let (Some(jid), Some(id), Some(inbox), Some(sm)) = (self.stream.bound().cloned(), self.sm_id.take(), self.inbox.take(), self.sm.take()) else {
+        let (Some(jid), Some(id), Some(inbox), Some(sm)) =
+            (self.stream.bound().cloned(), self.sm_id.take(), self.inbox.take(), self.sm.take())
+        else {
             return self.finish();
         };
         let timeout = Duration::from_secs(u64::from(self.shard.borrow().shared.config.limits.resume_timeout_s));
@@ -853,7 +872,12 @@ impl Connection {
                     // Unknown users get the same PBKDF2 work against fake credentials, so
                     // timing does not tell them apart from a wrong password.
                     let credentials = self.shard.borrow().account(user).map(|a| a.credentials(hash)).unwrap_or_else(|| {
-                        confab_core::sasl::ScramCredentials::fake(hash, user.as_str(), &shared.stream.server_secret, shared.config.security.scram_iterations)
+                        confab_core::sasl::ScramCredentials::fake(
+                            hash,
+                            user.as_str(),
+                            &shared.stream.server_secret,
+                            shared.config.security.scram_iterations,
+                        )
                     });
                     let password = password.clone();
                     let ok = glommio::executor().spawn_blocking(move || credentials.verify_password(&password)).await;

@@ -19,13 +19,15 @@ use std::sync::Arc;
 use confab_core::archive::{self, ArchiveQuery, ArchivedMessage, Preferences, MAM_NAMESPACE};
 use confab_core::blocking::{self, BlockingRequest, BLOCKING_NAMESPACE};
 use confab_core::carbons::{self, CARBONS_NAMESPACE};
-use confab_core::pep::{self, PubsubError, PubsubRequest, BOOKMARKS2_NAMESPACE, LEGACY_BOOKMARKS_NAMESPACE, PUBSUB_NAMESPACE, PUBSUB_OWNER_NAMESPACE};
 use confab_core::framer::{parse_element, Stanza};
 use confab_core::jid::{BareJid, FullJid, Jid};
+use confab_core::pep::{
+    self, PubsubError, PubsubRequest, BOOKMARKS2_NAMESPACE, LEGACY_BOOKMARKS_NAMESPACE, PUBSUB_NAMESPACE, PUBSUB_OWNER_NAMESPACE,
+};
 use confab_core::records::{ItemKind, Record};
 use confab_core::roster::{self, RosterItem, RosterSet, Subscription, SubscriptionStanza, ROSTER_NAMESPACE};
-use confab_core::stream::REGISTER_NAMESPACE;
 use confab_core::routing::{self, deliver_to_account, error_reply, iq_result, Delivery, SessionView, StanzaKind};
+use confab_core::stream::REGISTER_NAMESPACE;
 use confab_core::xml::{escape_attribute, Element, Node};
 use rand::distr::{Alphanumeric, SampleString as _};
 
@@ -293,7 +295,16 @@ pub fn from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, undirec
 
 /// Routes a stanza to a user, or answers it for the server (RFC 6120 §10.3–10.4).
 #[allow(clippy::too_many_arguments)]
-fn route_or_answer(shard: &mut Shard, me: &FullJid, kind: StanzaKind, stanza: &Stanza<'_>, to: Jid, domain: &str, now_ms: u64, fx: &mut Effects) {
+fn route_or_answer(
+    shard: &mut Shard,
+    me: &FullJid,
+    kind: StanzaKind,
+    stanza: &Stanza<'_>,
+    to: Jid,
+    domain: &str,
+    now_ms: u64,
+    fx: &mut Effects,
+) {
     let stanza_type = stanza.kind.as_deref();
     let id = stanza.id.as_deref();
     let from = Jid::Full(me.clone());
@@ -309,7 +320,10 @@ fn route_or_answer(shard: &mut Shard, me: &FullJid, kind: StanzaKind, stanza: &S
         return;
     }
     if to.local().is_none() {
-        if kind == StanzaKind::Iq && matches!(stanza_type, Some("result") | Some("error")) && caps_answer(shard, me, id.unwrap_or(""), stanza, fx) {
+        if kind == StanzaKind::Iq
+            && matches!(stanza_type, Some("result") | Some("error"))
+            && caps_answer(shard, me, id.unwrap_or(""), stanza, fx)
+        {
             return;
         }
         if kind == StanzaKind::Iq && to.resource().is_none() && !matches!(stanza_type, Some("result") | Some("error")) {
@@ -385,7 +399,11 @@ fn server_iq(shard: &Shard, stanza_type: &str, id: &str, payload: Option<&Elemen
             let mut query = Element::new("query", routing::DISCO_ITEMS_NAMESPACE);
             let muc = &shard.shared.config.muc;
             if muc.enabled {
-                query = query.with_child(Element::new("item", routing::DISCO_ITEMS_NAMESPACE).with_attribute("jid", &muc.domain).with_attribute("name", &muc.name));
+                query = query.with_child(
+                    Element::new("item", routing::DISCO_ITEMS_NAMESPACE)
+                        .with_attribute("jid", &muc.domain)
+                        .with_attribute("name", &muc.name),
+                );
             }
             iq_result(id, Some(domain), requester, Some(&query))
         }
@@ -393,7 +411,15 @@ fn server_iq(shard: &Shard, stanza_type: &str, id: &str, payload: Option<&Elemen
     }
 }
 
-fn presence_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to: Option<Jid>, undirected: bool, now_ms: u64, fx: &mut Effects) {
+fn presence_from_client(
+    shard: &mut Shard,
+    me: &FullJid,
+    stanza: &Stanza<'_>,
+    to: Option<Jid>,
+    undirected: bool,
+    now_ms: u64,
+    fx: &mut Effects,
+) {
     let stanza_type = stanza.kind.as_deref();
     let user = me.local().unwrap_or_default().to_owned();
     if let Some(room) = to.as_ref().filter(|to| crate::muc::is_service(&shard.shared, to)) {
@@ -506,7 +532,10 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
             for (sequence, message) in &data.offline {
                 // A sender blocked since is not heard (XEP-0191 §3.3); its messages go.
                 let blocked = !data.blocklist.is_empty()
-                    && parse_element(message).ok().and_then(|m| m.attribute("from").map(str::to_owned)).is_some_and(|from| data.is_blocked(&from));
+                    && parse_element(message)
+                        .ok()
+                        .and_then(|m| m.attribute("from").map(str::to_owned))
+                        .is_some_and(|from| data.is_blocked(&from));
                 // All at once, past the inbox's soft bound: their number is bounded by the
                 // offline limits, and stopping halfway would strand the rest until the next
                 // presence while newer messages overtake them.
@@ -622,12 +651,19 @@ fn caps_answer(shard: &mut Shard, me: &FullJid, id: &str, stanza: &Stanza<'_>, f
 /// XEP-0163 §4.3.2: the last item of each of the user's own nodes the session wants.
 fn send_own_last_items(shard: &Shard, me: &FullJid, nodes: &[String]) {
     let user = me.local().unwrap_or_default();
-    let (Some(data), Some(session)) = (shard.users.get(user), shard.sessions.get(&me.bare()).and_then(|s| s.iter().find(|s| s.resource == me.resource()))) else {
+    let (Some(data), Some(session)) =
+        (shard.users.get(user), shard.sessions.get(&me.bare()).and_then(|s| s.iter().find(|s| s.resource == me.resource())))
+    else {
         return;
     };
     let owner = me.bare();
     for name in nodes {
-        if let Some(item) = data.pep.get(name).filter(|n| n.config.send_last_published_item != pep::SendLastPublishedItem::Never).and_then(|n| n.last_item()) {
+        if let Some(item) = data
+            .pep
+            .get(name)
+            .filter(|n| n.config.send_last_published_item != pep::SendLastPublishedItem::Never)
+            .and_then(|n| n.last_item())
+        {
             let _ = offer(&session.sender, SessionMessage::Stanza(pep::last_item_event(owner.as_str(), me.as_str(), name, item)));
         }
     }
@@ -723,12 +759,26 @@ pub(crate) fn session_replaced(shard: &mut Shard, me: &FullJid, old: crate::shar
 }
 
 /// RFC 6121 §3.1.2, §3.2.2, §3.3.2, §3.4: the user sends a subscription stanza.
-fn outbound_subscription(shard: &mut Shard, me: &FullJid, user: &str, contact: &BareJid, kind: SubscriptionStanza, stanza: &Stanza<'_>, fx: &mut Effects) {
+fn outbound_subscription(
+    shard: &mut Shard,
+    me: &FullJid,
+    user: &str,
+    contact: &BareJid,
+    kind: SubscriptionStanza,
+    stanza: &Stanza<'_>,
+    fx: &mut Effects,
+) {
     let roster_max = shard.shared.config.limits.roster_items;
     let data = shard.users.entry(user.to_owned()).or_default();
     let current = data.roster.get(contact.as_str());
     if current.is_none() && data.roster.len() >= roster_max {
-        fx.reply.push(error_reply(StanzaKind::Presence, stanza.id.as_deref(), Some(contact.as_str()), Some(me.as_str()), "resource-constraint"));
+        fx.reply.push(error_reply(
+            StanzaKind::Presence,
+            stanza.id.as_deref(),
+            Some(contact.as_str()),
+            Some(me.as_str()),
+            "resource-constraint",
+        ));
         return;
     }
     let effect = roster::outbound(current, contact.as_str(), kind);
@@ -742,7 +792,12 @@ fn outbound_subscription(shard: &mut Shard, me: &FullJid, user: &str, contact: &
     }
     // §3.1.2: stamped with the user's bare JID.
     let bare = me.bare();
-    fx.envelopes.push(presence_envelope(Jid::Bare(contact.clone()), Jid::Bare(bare.clone()), Some(kind.as_type()), stanza.with_from(bare.as_str())));
+    fx.envelopes.push(presence_envelope(
+        Jid::Bare(contact.clone()),
+        Jid::Bare(bare.clone()),
+        Some(kind.as_type()),
+        stanza.with_from(bare.as_str()),
+    ));
     match kind {
         // §3.1.5: the contact now gets the user's current presence from each resource.
         SubscriptionStanza::Subscribed => send_current_presence(shard, &bare, contact, fx),
@@ -754,12 +809,24 @@ fn outbound_subscription(shard: &mut Shard, me: &FullJid, user: &str, contact: &
 
 /// Applies a subscription effect to the roster table; returns the element to push when the
 /// change is visible to the user.
-fn apply_roster_effect(data: &mut UserData, user: &str, contact: &str, item: Option<RosterItem>, changed: bool, fx: &mut Effects) -> Option<Element> {
+fn apply_roster_effect(
+    data: &mut UserData,
+    user: &str,
+    contact: &str,
+    item: Option<RosterItem>,
+    changed: bool,
+    fx: &mut Effects,
+) -> Option<Element> {
     let was_visible = data.roster.get(contact).is_some_and(|i| !i.hidden);
     let pushed = match item {
         Some(item) if !item.is_empty_state() => {
             let element = (!item.hidden).then(|| item.to_element());
-            fx.records.push(Record::ItemPut { user: user.to_owned(), kind: ItemKind::Roster, key: contact.to_owned(), value: item.encode() });
+            fx.records.push(Record::ItemPut {
+                user: user.to_owned(),
+                kind: ItemKind::Roster,
+                key: contact.to_owned(),
+                value: item.encode(),
+            });
             data.roster.insert(contact.to_owned(), item);
             element
         }
@@ -824,7 +891,9 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
     let carbon_targets: Vec<usize> = shard
         .sessions
         .get(&bare)
-        .map(|sessions| (0..sessions.len()).filter(|&i| sessions[i].carbons && sessions[i].available && sessions[i].resource != me.resource()).collect())
+        .map(|sessions| {
+            (0..sessions.len()).filter(|&i| sessions[i].carbons && sessions[i].available && sessions[i].resource != me.resource()).collect()
+        })
         .unwrap_or_default();
     let to_bare = to.bare();
     let archive = to_bare != bare;
@@ -849,7 +918,10 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
             for index in carbon_targets {
                 let session = &sessions[index];
                 let full = format!("{}/{}", bare.as_str(), session.resource);
-                let _ = offer(&session.sender, SessionMessage::Stanza(carbons::wrap(carbons::Direction::Sent, bare.as_str(), &full, &canonical)));
+                let _ = offer(
+                    &session.sender,
+                    SessionMessage::Stanza(carbons::wrap(carbons::Direction::Sent, bare.as_str(), &full, &canonical)),
+                );
             }
         }
     }
@@ -867,7 +939,8 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
 /// messages with a body, a store hint or what carbons copy (receipts, markers, chat states)
 /// need more than routing.
 fn might_be_interesting(stanza_type: Option<&str>, bytes: &[u8]) -> bool {
-    const SIGNS: [&[u8]; 5] = [b"<body", b"urn:xmpp:hints", b"urn:xmpp:receipts", b"urn:xmpp:chat-markers", b"jabber.org/protocol/chatstates"];
+    const SIGNS: [&[u8]; 5] =
+        [b"<body", b"urn:xmpp:hints", b"urn:xmpp:receipts", b"urn:xmpp:chat-markers", b"jabber.org/protocol/chatstates"];
     match stanza_type {
         Some("chat") => true,
         None | Some("normal") => SIGNS.iter().any(|sign| contains(bytes, sign)),
@@ -937,7 +1010,16 @@ fn archive_append(data: &mut UserData, user: &str, with: &str, now_ms: u64, byte
 /// Requests to the user's own account (no `to`, or the bare JID): roster, blocking, private
 /// storage, vCard, carbons, archive, and the server's answers on the account's behalf.
 #[allow(clippy::too_many_arguments)]
-fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload: Option<&Element>, addressed: bool, now_ms: u64, fx: &mut Effects) {
+fn own_iq(
+    shard: &mut Shard,
+    me: &FullJid,
+    stanza_type: &str,
+    id: &str,
+    payload: Option<&Element>,
+    addressed: bool,
+    now_ms: u64,
+    fx: &mut Effects,
+) {
     let bare = me.bare();
     let user = me.local().unwrap_or_default().to_owned();
     // RFC 6120 §8.1.2.1: a reply to an iq without `to` comes from the account, without `from`.
@@ -960,7 +1042,11 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
             if payload.attribute("ver") == Some(version.as_str()) {
                 fx.reply.push(result(None));
             } else {
-                let items = shard.users.get(&user).map(|d| d.roster.values().filter(|i| !i.hidden).cloned().collect::<Vec<_>>()).unwrap_or_default();
+                let items = shard
+                    .users
+                    .get(&user)
+                    .map(|d| d.roster.values().filter(|i| !i.hidden).cloned().collect::<Vec<_>>())
+                    .unwrap_or_default();
                 fx.reply.push(roster::roster_result(id, me.as_str(), Some(&version), items.iter()));
             }
         }
@@ -977,13 +1063,15 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
             let key = format!("{} {}", child.namespace, child.name);
             if child.namespace == LEGACY_BOOKMARKS_NAMESPACE && child.name == "storage" {
                 // XEP-0402 §5.3 (#compat): XEP-0048 bookmarks are a view of the bookmarks node.
-                let items = shard.users.get(&user).and_then(|d| d.pep.get(BOOKMARKS2_NAMESPACE)).map(|n| n.items.clone()).unwrap_or_default();
+                let items =
+                    shard.users.get(&user).and_then(|d| d.pep.get(BOOKMARKS2_NAMESPACE)).map(|n| n.items.clone()).unwrap_or_default();
                 let query = Element::new("query", PRIVATE_NAMESPACE).with_child(pep::legacy_from_bookmarks(&items));
                 fx.reply.push(result(Some(&query)));
                 return;
             }
             let stored = shard.users.get(&user).and_then(|d| d.private.get(&key)).and_then(|xml| parse_fragment(xml));
-            let query = Element::new("query", PRIVATE_NAMESPACE).with_child(stored.unwrap_or_else(|| Element::new(&child.name, &child.namespace)));
+            let query =
+                Element::new("query", PRIVATE_NAMESPACE).with_child(stored.unwrap_or_else(|| Element::new(&child.name, &child.namespace)));
             fx.reply.push(result(Some(&query)));
         }
         ("set", "query", PRIVATE_NAMESPACE) => {
@@ -1007,7 +1095,12 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
                 let data = shard.users.entry(user.clone()).or_default();
                 let key = format!("{} {}", child.namespace, child.name);
                 let xml = child.to_xml();
-                fx.records.push(Record::ItemPut { user: user.clone(), kind: ItemKind::Private, key: key.clone(), value: xml.clone().into_bytes() });
+                fx.records.push(Record::ItemPut {
+                    user: user.clone(),
+                    kind: ItemKind::Private,
+                    key: key.clone(),
+                    value: xml.clone().into_bytes(),
+                });
                 data.private.insert(key, xml);
             }
             fx.reply.push(result(None));
@@ -1019,7 +1112,12 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
         ("set", "vCard", VCARD_NAMESPACE) => {
             let xml = payload.to_xml();
             let data = shard.users.entry(user.clone()).or_default();
-            fx.records.push(Record::ItemPut { user: user.clone(), kind: ItemKind::Vcard, key: String::new(), value: xml.clone().into_bytes() });
+            fx.records.push(Record::ItemPut {
+                user: user.clone(),
+                kind: ItemKind::Vcard,
+                key: String::new(),
+                value: xml.clone().into_bytes(),
+            });
             data.vcard = Some(xml);
             fx.reply.push(result(None));
         }
@@ -1057,7 +1155,9 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
         ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => {
             fx.reply.push(account_disco(id, reply_from.as_deref(), me.as_str()));
         }
-        ("get" | "set", "pubsub", PUBSUB_NAMESPACE | PUBSUB_OWNER_NAMESPACE) => pep_request(shard, me, &user, stanza_type, id, payload, now_ms, fx),
+        ("get" | "set", "pubsub", PUBSUB_NAMESPACE | PUBSUB_OWNER_NAMESPACE) => {
+            pep_request(shard, me, &user, stanza_type, id, payload, now_ms, fx)
+        }
         ("get", "query", REGISTER_NAMESPACE) if shard.shared.config.registration.enabled => {
             // XEP-0077 §3.2: already registered.
             let query = Element::new("query", REGISTER_NAMESPACE)
@@ -1095,8 +1195,14 @@ fn own_iq(shard: &mut Shard, me: &FullJid, stanza_type: &str, id: &str, payload:
 fn account_disco(id: &str, from: Option<&str>, to: &str) -> Vec<u8> {
     // XEP-0163 §6.1: the account is also a PEP service.
     let mut query = Element::new("query", routing::DISCO_INFO_NAMESPACE)
-        .with_child(Element::new("identity", routing::DISCO_INFO_NAMESPACE).with_attribute("category", "account").with_attribute("type", "registered"))
-        .with_child(Element::new("identity", routing::DISCO_INFO_NAMESPACE).with_attribute("category", "pubsub").with_attribute("type", "pep"));
+        .with_child(
+            Element::new("identity", routing::DISCO_INFO_NAMESPACE)
+                .with_attribute("category", "account")
+                .with_attribute("type", "registered"),
+        )
+        .with_child(
+            Element::new("identity", routing::DISCO_INFO_NAMESPACE).with_attribute("category", "pubsub").with_attribute("type", "pep"),
+        );
     for feature in ACCOUNT_FEATURES.iter().chain(pep::PEP_FEATURES).chain([&pep::BOOKMARKS2_COMPAT_FEATURE]) {
         query = query.with_child(Element::new("feature", routing::DISCO_INFO_NAMESPACE).with_attribute("var", feature));
     }
@@ -1134,7 +1240,12 @@ fn roster_set(shard: &mut Shard, me: &FullJid, user: &str, id: &str, query: &Ele
             item.groups = groups;
             item.hidden = false;
             let element = item.to_element();
-            fx.records.push(Record::ItemPut { user: user.to_owned(), kind: ItemKind::Roster, key: jid.as_str().to_owned(), value: item.encode() });
+            fx.records.push(Record::ItemPut {
+                user: user.to_owned(),
+                kind: ItemKind::Roster,
+                key: jid.as_str().to_owned(),
+                value: item.encode(),
+            });
             data.roster.insert(jid.as_str().to_owned(), item);
             (jid, element, None)
         }
@@ -1151,7 +1262,12 @@ fn roster_set(shard: &mut Shard, me: &FullJid, user: &str, id: &str, query: &Ele
     };
     data.roster_version += 1;
     let version = data.roster_version;
-    fx.records.push(Record::ItemPut { user: user.to_owned(), kind: ItemKind::RosterVersion, key: String::new(), value: version.to_le_bytes().to_vec() });
+    fx.records.push(Record::ItemPut {
+        user: user.to_owned(),
+        kind: ItemKind::RosterVersion,
+        key: String::new(),
+        value: version.to_le_bytes().to_vec(),
+    });
     fx.reply.push(iq_result(id, None, me.as_str(), None));
     push_roster(shard, &bare, version, &element);
     if let Some(item) = removed {
@@ -1193,7 +1309,11 @@ fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, reque
             (true, new)
         }
         BlockingRequest::Unblock(jids) => {
-            let gone: Vec<String> = if jids.is_empty() { data.blocklist.iter().cloned().collect() } else { jids.into_iter().filter(|j| data.blocklist.contains(j)).collect() };
+            let gone: Vec<String> = if jids.is_empty() {
+                data.blocklist.iter().cloned().collect()
+            } else {
+                jids.into_iter().filter(|j| data.blocklist.contains(j)).collect()
+            };
             for jid in &gone {
                 data.blocklist.remove(jid);
                 fx.records.push(Record::ItemDelete { user: user.to_owned(), kind: ItemKind::Block, key: jid.clone() });
@@ -1217,7 +1337,9 @@ fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, reque
     let subscribers: BTreeSet<String> = shard
         .users
         .get(user)
-        .map(|d| d.roster.values().filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both)).map(|i| i.jid.clone()).collect())
+        .map(|d| {
+            d.roster.values().filter(|i| matches!(i.subscription, Subscription::From | Subscription::Both)).map(|i| i.jid.clone()).collect()
+        })
         .unwrap_or_default();
     for jid in &jids {
         let Ok(Jid::Bare(contact)) = Jid::parse(jid) else { continue };
@@ -1309,7 +1431,9 @@ fn pep_request(shard: &mut Shard, me: &FullJid, user: &str, stanza_type: &str, i
             }
         }
         PubsubRequest::Items { node, max_items, item_ids } => match data.pep.get(&node) {
-            Some(stored) => fx.reply.push(pep::items_result(id, None, me.as_str(), &node, &pep::select_items(stored, max_items, &item_ids))),
+            Some(stored) => {
+                fx.reply.push(pep::items_result(id, None, me.as_str(), &node, &pep::select_items(stored, max_items, &item_ids)))
+            }
             None => fx.reply.push(fail(PubsubError::not_found())),
         },
         PubsubRequest::Delete { node } => {
@@ -1425,7 +1549,14 @@ fn legacy_bookmarks_set(shard: &mut Shard, me: &FullJid, user: &str, storage: &E
     }
     let config = node.config.clone();
     fx.records.push(node_record(user, node));
-    notify_node(shard, &owner, BOOKMARKS2_NAMESPACE, &config, |to| pep::event_message(owner.as_str(), to, BOOKMARKS2_NAMESPACE, &published), fx);
+    notify_node(
+        shard,
+        &owner,
+        BOOKMARKS2_NAMESPACE,
+        &config,
+        |to| pep::event_message(owner.as_str(), to, BOOKMARKS2_NAMESPACE, &published),
+        fx,
+    );
 }
 
 /// Runs a XEP-0313 query against the store and returns the result messages and the final iq.
@@ -1443,7 +1574,12 @@ pub async fn run_archive_query(partition: Rc<crate::storage::Partition>, request
             for item in &page.items {
                 out.push(archive::result_message(&requester, query_id.as_deref(), item));
             }
-            let page = archive::Page { items: page.items.iter().collect(), complete: page.complete, count: page.count, first_index: page.first_index };
+            let page = archive::Page {
+                items: page.items.iter().collect(),
+                complete: page.complete,
+                count: page.count,
+                first_index: page.first_index,
+            };
             out.push(archive::fin_iq(&id, &requester, &page));
             out
         }
@@ -1472,7 +1608,9 @@ pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) -> Ve
         };
         let Ok(element) = parse_element(&bytes) else { continue };
         let bounce = |condition| {
-            let (Some(from), Some(to)) = (element.attribute("from").and_then(|f| Jid::parse(f).ok()), element.attribute("to").and_then(|t| Jid::parse(t).ok())) else {
+            let (Some(from), Some(to)) =
+                (element.attribute("from").and_then(|f| Jid::parse(f).ok()), element.attribute("to").and_then(|t| Jid::parse(t).ok()))
+            else {
                 return None;
             };
             error_envelope(&to, &from, kind, element.attribute("type"), element.attribute("id"), condition)
@@ -1534,7 +1672,8 @@ pub fn deliver(shard: &mut Shard, envelope: Envelope) -> Outgoing {
     let blocked = exists && !own && shard.users.get(&user).is_some_and(|data| data.is_blocked(envelope.from.as_str()));
     if blocked {
         // XEP-0191 §3.5: presence is dropped; messages and requests bounce.
-        let answer = matches!(envelope.kind, StanzaKind::Message) || (envelope.kind == StanzaKind::Iq && matches!(envelope.stanza_type.as_deref(), Some("get") | Some("set")));
+        let answer = matches!(envelope.kind, StanzaKind::Message)
+            || (envelope.kind == StanzaKind::Iq && matches!(envelope.stanza_type.as_deref(), Some("get") | Some("set")));
         if answer {
             replies.extend(bounce(&envelope, "service-unavailable"));
         }
@@ -1607,7 +1746,8 @@ fn deliver_presence(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mu
         if !exists || envelope.to.resource().is_some() {
             return;
         }
-        let subscribed = shard.users.get(&user).is_some_and(|d| matches!(d.subscription(contact.as_str()), Subscription::From | Subscription::Both));
+        let subscribed =
+            shard.users.get(&user).is_some_and(|d| matches!(d.subscription(contact.as_str()), Subscription::From | Subscription::Both));
         if !subscribed {
             // §4.3.2: no presence for a non-subscriber; `unsubscribed` lets its server put its
             // roster right (a subscription state that diverged).
@@ -1646,7 +1786,15 @@ fn deliver_presence(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mu
 }
 
 /// RFC 6121 §3.1.3, §3.1.6, §3.2.3, §3.3.3: a contact's subscription stanza arrives.
-fn inbound_subscription(shard: &mut Shard, user: &str, to_bare: &BareJid, contact: &BareJid, kind: SubscriptionStanza, envelope: Envelope, fx: &mut Effects) {
+fn inbound_subscription(
+    shard: &mut Shard,
+    user: &str,
+    to_bare: &BareJid,
+    contact: &BareJid,
+    kind: SubscriptionStanza,
+    envelope: Envelope,
+    fx: &mut Effects,
+) {
     let roster_max = shard.shared.config.limits.roster_items;
     let data = shard.users.entry(user.to_owned()).or_default();
     let current = data.roster.get(contact.as_str());
@@ -1687,7 +1835,8 @@ fn send_last_items(shard: &Shard, owner: &BareJid, contact: &BareJid, interest: 
     let to = interest.session.clone().map(Jid::Full).unwrap_or_else(|| Jid::Bare(contact.clone()));
     for name in interest.nodes.iter() {
         let Some(node) = data.pep.get(name) else { continue };
-        if node.config.send_last_published_item == pep::SendLastPublishedItem::Never || pep::check_access(&node.config, &requester).is_err() {
+        if node.config.send_last_published_item == pep::SendLastPublishedItem::Never || pep::check_access(&node.config, &requester).is_err()
+        {
             continue;
         }
         if let Some(item) = node.last_item() {
@@ -1739,7 +1888,9 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
     // XEP-0280 §9: <private/> has done its job once the message reached the recipient's server.
     carbons::remove_private(&mut element);
     element.children.retain(|node| match node {
-        Node::Element(child) => !(child.name == "stanza-id" && child.namespace == STANZA_ID_NAMESPACE && child.attribute("by") == Some(to_bare.as_str())),
+        Node::Element(child) => {
+            !(child.name == "stanza-id" && child.namespace == STANZA_ID_NAMESPACE && child.attribute("by") == Some(to_bare.as_str()))
+        }
         Node::Text(_) => true,
     });
     let from_bare = envelope.from.bare();
@@ -1785,7 +1936,10 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
                     for (index, session) in sessions.iter().enumerate() {
                         if session.carbons && session.available && !indices.contains(&index) {
                             let full = format!("{}/{}", to_bare.as_str(), session.resource);
-                            let _ = offer(&session.sender, SessionMessage::Stanza(carbons::wrap(carbons::Direction::Received, to_bare.as_str(), &full, &bytes)));
+                            let _ = offer(
+                                &session.sender,
+                                SessionMessage::Stanza(carbons::wrap(carbons::Direction::Received, to_bare.as_str(), &full, &bytes)),
+                            );
                         }
                     }
                 }
@@ -1799,7 +1953,14 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
 
 /// `deliver_message` for a `plain_message` to a user without carbons: the same rules (archive
 /// with our stanza-id, offline storage with its limits, congestion), on bytes.
-fn deliver_plain_message(shard: &mut Shard, envelope: Envelope, decision: Delivery, offline: bool, fx: &mut Effects, replies: &mut Vec<Envelope>) {
+fn deliver_plain_message(
+    shard: &mut Shard,
+    envelope: Envelope,
+    decision: Delivery,
+    offline: bool,
+    fx: &mut Effects,
+    replies: &mut Vec<Envelope>,
+) {
     let to_bare = envelope.to.bare();
     let from_bare = envelope.from.bare();
     let user = to_bare.local().unwrap_or_default().to_owned();
@@ -1874,7 +2035,8 @@ fn account_iq(shard: &Shard, owner: &BareJid, envelope: &Envelope, payload: Opti
         ("get", "query", LAST_NAMESPACE) => {
             // XEP-0012 §4: only for those allowed to see the user's presence.
             let data = shard.users.get(user);
-            let allowed = data.is_some_and(|d| matches!(d.subscription(envelope.from.bare().as_str()), Subscription::From | Subscription::Both));
+            let allowed =
+                data.is_some_and(|d| matches!(d.subscription(envelope.from.bare().as_str()), Subscription::From | Subscription::Both));
             if !allowed {
                 return error("forbidden");
             }
@@ -1890,7 +2052,9 @@ fn account_iq(shard: &Shard, owner: &BareJid, envelope: &Envelope, payload: Opti
             }
             iq_result(id, Some(owner.as_str()), requester, Some(&query))
         }
-        ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => account_disco(id, Some(owner.as_str()), requester),
+        ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => {
+            account_disco(id, Some(owner.as_str()), requester)
+        }
         ("get", "pubsub", PUBSUB_NAMESPACE) => {
             // XEP-0060 §6.5 on someone else's PEP service, by its access model (§6.5.9).
             let fail = |error: PubsubError| pep::error_iq(id, Some(owner.as_str()), requester, &error);
@@ -1912,10 +2076,18 @@ fn account_iq(shard: &Shard, owner: &BareJid, envelope: &Envelope, payload: Opti
         }
         // Another user's roster, block list, private data, archive or vCard (RFC 6121 §2.1.5,
         // XEP-0049 §3, XEP-0313 §4): only the owner may touch them.
-        (_, _, ROSTER_NAMESPACE | BLOCKING_NAMESPACE | PRIVATE_NAMESPACE | MAM_NAMESPACE | CARBONS_NAMESPACE | PUBSUB_NAMESPACE | PUBSUB_OWNER_NAMESPACE)
-        | ("set", "vCard", VCARD_NAMESPACE) => {
-            error("forbidden")
-        }
+        (
+            _,
+            _,
+            ROSTER_NAMESPACE
+            | BLOCKING_NAMESPACE
+            | PRIVATE_NAMESPACE
+            | MAM_NAMESPACE
+            | CARBONS_NAMESPACE
+            | PUBSUB_NAMESPACE
+            | PUBSUB_OWNER_NAMESPACE,
+        )
+        | ("set", "vCard", VCARD_NAMESPACE) => error("forbidden"),
         _ => routing::server_iq(stanza_type, id, Some(payload), Some(owner.as_str()), requester, Some(owner.as_str())),
     }
 }

@@ -61,13 +61,12 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     for (k, (opened, inbox)) in partitions.into_iter().zip(receivers).enumerate() {
         let shared = shared.clone();
         let placement = if shared.config.pin_shards && shards <= cpus { Placement::Fixed(k) } else { Placement::Unbound };
-        let handle = LocalExecutorBuilder::new(placement)
-            .name(&format!("shard-{k}"))
-            .io_memory(shared.config.io_memory_bytes)
-            .spawn(move || async move {
+        let handle = LocalExecutorBuilder::new(placement).name(&format!("shard-{k}")).io_memory(shared.config.io_memory_bytes).spawn(
+            move || async move {
                 let shard = Rc::new(RefCell::new(Shard::new(k, shared.clone(), opened)));
                 run_shard(shard, inbox).await;
-            })?;
+            },
+        )?;
         handles.push(handle);
     }
     if let Some(address) = shared.config.listen.http {

@@ -82,10 +82,18 @@ pub struct RoomDelivery {
 
 #[derive(Debug)]
 pub enum DeliveryItem {
-    Single { to: FullJid, bytes: Vec<u8>, leaves: bool },
+    Single {
+        to: FullJid,
+        bytes: Vec<u8>,
+        leaves: bool,
+    },
     /// One stanza for these sessions (all homed on the receiving shard): `to` is inserted at
     /// `name_end` per recipient.
-    Broadcast { bytes: Arc<[u8]>, name_end: usize, to: Vec<FullJid> },
+    Broadcast {
+        bytes: Arc<[u8]>,
+        name_end: usize,
+        to: Vec<FullJid>,
+    },
 }
 
 /// Is `jid` at the MUC service?
@@ -295,7 +303,9 @@ fn route(shard: &ShardRef, room: &BareJid, out: Vec<Out>) -> Outgoing {
     let mut routed = Vec::new();
     for item in out {
         match item {
-            Out::Session { to, bytes, leaves } => per_shard[routing::home_shard(to.bare_str(), shards)].push(DeliveryItem::Single { to, bytes, leaves }),
+            Out::Session { to, bytes, leaves } => {
+                per_shard[routing::home_shard(to.bare_str(), shards)].push(DeliveryItem::Single { to, bytes, leaves })
+            }
             Out::Broadcast { bytes, name_end, to } => {
                 let bytes: Arc<[u8]> = bytes.into();
                 let mut split: Vec<Vec<FullJid>> = vec![Vec::new(); shards];
@@ -380,7 +390,11 @@ pub fn deliver_to_sessions(shard: &mut Shard, delivery: RoomDelivery) -> Vec<Env
 }
 
 fn hand_over(shard: &mut Shard, room: &BareJid, to: &FullJid, mut stanzas: Vec<Vec<u8>>, leaves: bool, bounces: &mut Vec<Envelope>) {
-    debug_assert_eq!(routing::home_shard(to.bare_str(), shard.shared.shard_count()), shard.id, "room stanza for a session away from its home shard");
+    debug_assert_eq!(
+        routing::home_shard(to.bare_str(), shard.shared.shard_count()),
+        shard.id,
+        "room stanza for a session away from its home shard"
+    );
     let blocked = shard.users.get(to.local().unwrap_or_default()).is_some_and(|data| data.is_blocked(room.as_str()));
     let Some(session) = shard.session_mut(to) else {
         if !leaves {
@@ -454,7 +468,12 @@ mod tests {
         let items = vec![
             StoredItem { user: room.clone(), kind: ItemKind::RoomConfig, key: String::new(), value: config.encode() },
             StoredItem { user: room.clone(), kind: ItemKind::RoomAffiliation, key: "a@example".into(), value: owner.encode() },
-            StoredItem { user: "ghost@conference.example".into(), kind: ItemKind::RoomAffiliation, key: "a@example".into(), value: vec![1, 2] },
+            StoredItem {
+                user: "ghost@conference.example".into(),
+                kind: ItemKind::RoomAffiliation,
+                key: "a@example".into(),
+                value: vec![1, 2],
+            },
         ];
         let archives = vec![RoomArchive { room: room.clone(), last: 7, recent: Vec::new() }];
         let rooms = Rooms::load(items, archives, settings);

@@ -352,7 +352,12 @@ impl Shard {
     /// RFC 6120 §7.6–7.7: binds `jid` for a connection. A session already bound to the same
     /// full JID is replaced (the older one is closed with `<conflict/>`, §7.7.2.2).
     /// Returns the session it replaced, if any, whose departure the caller announces.
-    pub(crate) fn bind(&mut self, jid: &FullJid, connection: u64, sender: LocalSender<SessionMessage>) -> Result<Option<Session>, &'static str> {
+    pub(crate) fn bind(
+        &mut self,
+        jid: &FullJid,
+        connection: u64,
+        sender: LocalSender<SessionMessage>,
+    ) -> Result<Option<Session>, &'static str> {
         debug_assert_eq!(self.shared.home_of(&jid.bare()), self.id, "bind away from the home shard");
         let sessions_max = self.shared.config.limits.sessions_per_user;
         let sessions = self.sessions.entry(jid.bare()).or_default();
@@ -497,7 +502,8 @@ impl Shard {
                 if let Ok(bare) = BareJid::new(Some(&user), &domain) {
                     if let Some(sessions) = self.sessions.get(&bare) {
                         for session in sessions {
-                            let _ = offer(&session.sender, SessionMessage::Kick(StreamError::with_text("not-authorized", "account removed")));
+                            let _ =
+                                offer(&session.sender, SessionMessage::Kick(StreamError::with_text("not-authorized", "account removed")));
                         }
                     }
                 }

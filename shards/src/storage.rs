@@ -200,9 +200,8 @@ impl Partition {
                     let (records, replies): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
                     let count = records.len() as u64;
                     let database = database.clone();
-                    let result = glommio::executor()
-                        .spawn_blocking(move || commit_with(&database, &records, sync).map_err(|e| e.to_string()))
-                        .await;
+                    let result =
+                        glommio::executor().spawn_blocking(move || commit_with(&database, &records, sync).map_err(|e| e.to_string())).await;
                     committed.set(committed.get() + count);
                     unsynced_since = match (sync, unsynced_since) {
                         (true, _) => None,
@@ -226,13 +225,8 @@ impl Partition {
 /// Opens (creating if needed) the partitions for `shards` shards, moving accounts whose home
 /// shard changed since the last start (a different `shards` setting), and returns each
 /// partition's database with its accounts loaded. Runs at start-up, before any shard serves.
-pub fn open_partitions(
-    data_dir: &Path,
-    shards: usize,
-    home: impl Fn(&str) -> usize,
-) -> Result<Vec<OpenedPartition>, StorageError> {
-    std::fs::create_dir_all(data_dir)
-        .map_err(|e| StorageError::Open { path: data_dir.into(), message: e.to_string() })?;
+pub fn open_partitions(data_dir: &Path, shards: usize, home: impl Fn(&str) -> usize) -> Result<Vec<OpenedPartition>, StorageError> {
+    std::fs::create_dir_all(data_dir).map_err(|e| StorageError::Open { path: data_dir.into(), message: e.to_string() })?;
     let mut databases = Vec::with_capacity(shards);
     for k in 0..shards {
         databases.push(open_database(&partition_path(data_dir, k))?);
@@ -296,7 +290,8 @@ pub fn open_partitions(
         databases.iter().enumerate().chain(extra.iter().enumerate().map(|(i, (_, d))| (shards + i, d))).collect();
     let mut room_moves = Vec::new();
     for (k, database) in room_sources.iter().filter(|_| layout_changed) {
-        let rooms: std::collections::BTreeSet<String> = read_items(database)?.into_iter().map(|i| i.user).filter(|u| u.contains('@')).collect();
+        let rooms: std::collections::BTreeSet<String> =
+            read_items(database)?.into_iter().map(|i| i.user).filter(|u| u.contains('@')).collect();
         for room in rooms {
             if home(&room) != *k {
                 room_moves.push((*k, room));
@@ -351,7 +346,8 @@ pub fn open_partitions(
         }
         opened.push(OpenedPartition { database: Arc::new(database), accounts, items, archive_last, room_archives });
     }
-    std::fs::write(&layout_file, shards.to_string()).map_err(|e| StorageError::Open { path: layout_file.clone(), message: e.to_string() })?;
+    std::fs::write(&layout_file, shards.to_string())
+        .map_err(|e| StorageError::Open { path: layout_file.clone(), message: e.to_string() })?;
     Ok(opened)
 }
 
@@ -550,7 +546,14 @@ fn query_archive(database: &Database, user: &str, query: &ArchiveQuery) -> Resul
     Ok(Ok(ArchivePage { items, complete, count, first_index }))
 }
 
-fn read_archive(database: &Database, user: &str, first: u64, last: u64, limit: usize, newest_first: bool) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
+fn read_archive(
+    database: &Database,
+    user: &str,
+    first: u64,
+    last: u64,
+    limit: usize,
+    newest_first: bool,
+) -> Result<Vec<(u64, Vec<u8>)>, StorageError> {
     let read = |e: &dyn std::fmt::Display| StorageError::Read(e.to_string());
     if first > last {
         return Ok(Vec::new());
@@ -706,7 +709,9 @@ mod tests {
         let base = ArchiveQuery::default();
         let mut queries = Vec::new();
         for max in [0usize, 1, 5, 50] {
-            for (after, before) in [(None, None), (Some(7), None), (None, Some(None)), (None, Some(Some(20))), (Some(30), None), (None, Some(Some(1)))] {
+            for (after, before) in
+                [(None, None), (Some(7), None), (None, Some(None)), (None, Some(Some(20))), (Some(30), None), (None, Some(Some(1)))]
+            {
                 for filter in 0..5 {
                     let mut query = ArchiveQuery { max, after, before, ..base.clone() };
                     match filter {
@@ -792,7 +797,8 @@ mod tests {
         }
         // A room (an owner named by its bare JID) with its configuration and archive.
         let room = "q@conference.example";
-        let message = confab_core::archive::ArchivedMessage { id: 1, stamp_ms: 5, with: format!("{room}/n"), bytes: b"<message/>".to_vec() };
+        let message =
+            confab_core::archive::ArchivedMessage { id: 1, stamp_ms: 5, with: format!("{room}/n"), bytes: b"<message/>".to_vec() };
         commit(
             &partitions[home2(room)].database,
             &[
@@ -823,7 +829,9 @@ mod tests {
         assert_eq!(std::fs::read_to_string(dir.join("shard-count")).expect("marker"), "3", "the partitioning is recorded");
         let room_home = &partitions[home3(room)];
         assert_eq!(read_user_items(&room_home.database, room).expect("items").len(), 1, "the room moved to its home shard");
-        assert!(matches!(&room_home.room_archives[..], [archive] if archive.room == room && archive.last == 1 && archive.recent == vec![message.clone()]));
+        assert!(
+            matches!(&room_home.room_archives[..], [archive] if archive.room == room && archive.last == 1 && archive.recent == vec![message.clone()])
+        );
         for (k, partition) in partitions.iter().enumerate() {
             if k != home3(room) {
                 assert!(read_user_items(&partition.database, room).expect("items").is_empty(), "and left shard {k}");

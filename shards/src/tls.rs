@@ -50,7 +50,8 @@ impl TlsContext {
                 (cert_path, key_path)
             }
         };
-        let file_error = |path: &Path, e: &dyn std::fmt::Display| TlsSetupError::File { path: path.display().to_string(), message: e.to_string() };
+        let file_error =
+            |path: &Path, e: &dyn std::fmt::Display| TlsSetupError::File { path: path.display().to_string(), message: e.to_string() };
         let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)
             .map_err(|e| file_error(&cert_path, &e))?
             .collect::<Result<_, _>>()
@@ -98,7 +99,7 @@ fn server_end_point_hash(certificate: &CertificateDer<'_>) -> Option<Vec<u8>> {
         &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02], // ecdsa-with-SHA256
         &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b], // sha256WithRSAEncryption
         &[0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x05], // sha1WithRSAEncryption
-        &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01], // ecdsa-with-SHA1
+        &[0x06, 0x07, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x01],       // ecdsa-with-SHA1
     ];
     const SHA384: &[&[u8]] = &[
         &[0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x03],
@@ -137,8 +138,7 @@ fn generate_self_signed(domain: &str, cert_path: &Path, key_path: &Path) -> Resu
             .mode(mode)
             .open(path)
             .map_err(|e| TlsSetupError::File { path: path.display().to_string(), message: e.to_string() })?;
-        file.write_all(text.as_bytes())
-            .map_err(|e| TlsSetupError::File { path: path.display().to_string(), message: e.to_string() })
+        file.write_all(text.as_bytes()).map_err(|e| TlsSetupError::File { path: path.display().to_string(), message: e.to_string() })
     };
     write(key_path, generated.signing_key.serialize_pem(), 0o600)?;
     write(cert_path, generated.cert.pem(), 0o644)?;

@@ -60,7 +60,9 @@ fn accounts_survive_a_restart() {
     let start = std::time::Instant::now();
     loop {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        if let Ok(mut response) = agent.post(&format!("http://127.0.0.1:{}/api/check_account", server.http)).send_json(json!({"user": "durable", "host": DOMAIN})) {
+        if let Ok(mut response) =
+            agent.post(&format!("http://127.0.0.1:{}/api/check_account", server.http)).send_json(json!({"user": "durable", "host": DOMAIN}))
+        {
             let body: serde_json::Value = response.body_mut().read_json().expect("json");
             assert_eq!(body, json!(0), "account still there after kill -9 and restart");
             break;
@@ -91,7 +93,11 @@ fn ctl_calls_the_api() {
     let url = format!("http://127.0.0.1:{}", server.http);
     let ctl = |args: &[&str]| {
         let output = std::process::Command::new(binary()).args(["ctl", "--url", &url]).args(args).output().expect("ctl runs");
-        (output.status.success(), String::from_utf8_lossy(&output.stdout).trim().to_owned(), String::from_utf8_lossy(&output.stderr).into_owned())
+        (
+            output.status.success(),
+            String::from_utf8_lossy(&output.stdout).trim().to_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
     };
     let (ok, out, _) = ctl(&["register", "ctluser", DOMAIN, "pw"]);
     assert!(ok && out.contains("successfully registered"), "{out}");

@@ -16,10 +16,7 @@ fn attack(server: &Server, tls: bool, input: &[u8]) -> String {
 }
 
 fn assert_condition(seen: &str, condition: &str) {
-    assert!(
-        seen.contains(&format!("<{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>")),
-        "expected <{condition}/>, saw {seen}"
-    );
+    assert!(seen.contains(&format!("<{condition} xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>")), "expected <{condition}/>, saw {seen}");
     assert!(seen.ends_with("</stream:stream>"), "stream closed properly: {seen}");
 }
 
@@ -38,7 +35,8 @@ fn hostile_inputs_get_their_stream_errors_and_others_keep_talking() {
     let mut a = Client::login(&server, "hostile-a", "pw", "r");
     let mut b = Client::login(&server, "hostile-b", "pw", "r");
 
-    let bomb = "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;'>]>";
+    let bomb =
+        "<?xml version='1.0'?><!DOCTYPE lolz [<!ENTITY lol 'lol'><!ENTITY lol2 '&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;&lol;'>]>";
     let cases: Vec<(&str, bool, Vec<u8>, &str)> = vec![
         ("entity bomb in a DOCTYPE", false, format!("{bomb}<stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' version='1.0'>&lol2;").into_bytes(), "restricted-xml"),
         ("DOCTYPE after the header", false, format!("{HEADER}<!DOCTYPE x>").into_bytes(), "restricted-xml"),

@@ -32,7 +32,10 @@ fn roster_set_get_remove_push_and_versioning() {
     assert!(result.contains("type='result'"), "{result}");
     for client in [&mut one, &mut two] {
         let push = client.expect("type='set'");
-        assert!(push.contains("jid='bob@localhost'") && push.contains("subscription='none'") && push.contains("<group>Friends</group>"), "{push}");
+        assert!(
+            push.contains("jid='bob@localhost'") && push.contains("subscription='none'") && push.contains("<group>Friends</group>"),
+            "{push}"
+        );
         assert!(push.contains("ver='"), "versioned push: {push}");
     }
     let full = one.iq("r1", ROSTER_GET);
@@ -46,25 +49,28 @@ fn roster_set_get_remove_push_and_versioning() {
     assert!(stale.contains("jid='bob@localhost'"), "{stale}");
 
     // §2.3.3 and §2.5.3 errors.
-    let two_items = one.iq(
-        "e1",
-        "<iq type='set' id='e1'><query xmlns='jabber:iq:roster'><item jid='x@localhost'/><item jid='y@localhost'/></query></iq>",
-    );
+    let two_items = one
+        .iq("e1", "<iq type='set' id='e1'><query xmlns='jabber:iq:roster'><item jid='x@localhost'/><item jid='y@localhost'/></query></iq>");
     assert!(two_items.contains("<bad-request"), "{two_items}");
     let duplicate_groups = one.iq(
         "e2",
         "<iq type='set' id='e2'><query xmlns='jabber:iq:roster'><item jid='x@localhost'><group>a</group><group>a</group></item></query></iq>",
     );
     assert!(duplicate_groups.contains("<bad-request"), "{duplicate_groups}");
-    let empty_group = one.iq("e3", "<iq type='set' id='e3'><query xmlns='jabber:iq:roster'><item jid='x@localhost'><group></group></item></query></iq>");
+    let empty_group =
+        one.iq("e3", "<iq type='set' id='e3'><query xmlns='jabber:iq:roster'><item jid='x@localhost'><group></group></item></query></iq>");
     assert!(empty_group.contains("<not-acceptable"), "{empty_group}");
-    let missing = one.iq("e4", "<iq type='set' id='e4'><query xmlns='jabber:iq:roster'><item jid='nobody@localhost' subscription='remove'/></query></iq>");
+    let missing = one.iq(
+        "e4",
+        "<iq type='set' id='e4'><query xmlns='jabber:iq:roster'><item jid='nobody@localhost' subscription='remove'/></query></iq>",
+    );
     assert!(missing.contains("<item-not-found"), "{missing}");
     let foreign = one.iq("e5", "<iq type='get' id='e5' to='bob@localhost'><query xmlns='jabber:iq:roster'/></iq>");
     assert!(foreign.contains("type='error'"), "another user's roster is not readable: {foreign}");
 
     // §2.5.2: removal pushes subscription='remove'.
-    let removed = one.iq("s2", "<iq type='set' id='s2'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query></iq>");
+    let removed = one
+        .iq("s2", "<iq type='set' id='s2'><query xmlns='jabber:iq:roster'><item jid='bob@localhost' subscription='remove'/></query></iq>");
     assert!(removed.contains("type='result'"), "{removed}");
     let push = two.expect("subscription='remove'");
     assert!(push.contains("jid='bob@localhost'"), "{push}");
@@ -155,7 +161,9 @@ fn offline_messages_carry_a_delay_respect_the_cap_and_survive_a_restart() {
         s.send(&format!("<message to='{recipient}@localhost' type='chat' id='m1'><body>first</body></message>"));
         s.send(&format!("<message to='{recipient}@localhost' type='chat' id='m2'><body>second</body></message>"));
         // Chat states alone are not stored (nothing to read later), and get no error.
-        s.send(&format!("<message to='{recipient}@localhost' type='chat' id='cs'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"));
+        s.send(&format!(
+            "<message to='{recipient}@localhost' type='chat' id='cs'><composing xmlns='http://jabber.org/protocol/chatstates'/></message>"
+        ));
         s.send(&format!("<message to='{recipient}@localhost' type='chat' id='m3'><body>third</body></message>"));
         let full = s.expect("id='m3'");
         assert!(full.contains("type='error'") && full.contains("<service-unavailable"), "cap reached: {full}");
@@ -224,7 +232,10 @@ fn carbons_copy_sent_and_received_messages_to_other_resources() {
     b.send(&format!("<message to='{ann}@localhost/one' type='chat'><body>to one</body></message>"));
     one.expect("<body>to one</body>");
     let received = two.expect("urn:xmpp:carbons:2");
-    assert!(received.contains("<received") && received.contains("<body>to one</body>") && received.contains("urn:xmpp:forward:0"), "{received}");
+    assert!(
+        received.contains("<received") && received.contains("<body>to one</body>") && received.contains("urn:xmpp:forward:0"),
+        "{received}"
+    );
     one.send(&format!("<message to='{bob}@localhost' type='chat'><body>from one</body></message>"));
     b.expect("<body>from one</body>");
     let sent = two.expect("<sent");
@@ -252,7 +263,8 @@ fn archive_query_pages_filters_and_rejects_unknown_ids() {
         // XEP-0359: the recipient's archive id rides on the delivered message.
         assert!(delivered.contains("urn:xmpp:sid:0") && delivered.contains(&format!("by='{bob}@localhost'")), "{delivered}");
     }
-    let features = a.iq("d1", &format!("<iq type='get' id='d1' to='{ann}@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
+    let features =
+        a.iq("d1", &format!("<iq type='get' id='d1' to='{ann}@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
     assert!(features.contains("urn:xmpp:mam:2"), "{features}");
 
     // The last page of two (RSM <before/>).
@@ -263,7 +275,8 @@ fn archive_query_pages_filters_and_rejects_unknown_ids() {
     assert!(r5.contains("<body>m5</body>"), "{r5}");
     let fin = a.expect("id='q1'");
     assert!(fin.contains("<fin") && fin.contains("<count>5</count>") && !fin.contains("complete='true'"), "{fin}");
-    let first_id = fin.split("<first").nth(1).and_then(|f| f.split('>').nth(1)).and_then(|f| f.split('<').next()).expect("first id").to_owned();
+    let first_id =
+        fin.split("<first").nth(1).and_then(|f| f.split('>').nth(1)).and_then(|f| f.split('<').next()).expect("first id").to_owned();
 
     // The page before it, from its first id: m2, m3; then the first page is complete.
     a.send(&format!("<iq type='set' id='q2'><query xmlns='urn:xmpp:mam:2' queryid='prev'><set xmlns='http://jabber.org/protocol/rsm'><max>2</max><before>{first_id}</before></set></query></iq>"));
@@ -311,7 +324,8 @@ fn blocked_contacts_cannot_reach_the_user_and_are_told() {
     assert!(list.contains("<blocklist") && !list.contains("<item"), "{list}");
     let empty = c.iq("b0", "<iq type='set' id='b0'><block xmlns='urn:xmpp:blocking'/></iq>");
     assert!(empty.contains("<bad-request"), "{empty}");
-    let blocked = c.iq("b1", &format!("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='{bob}@localhost'/></block></iq>"));
+    let blocked =
+        c.iq("b1", &format!("<iq type='set' id='b1'><block xmlns='urn:xmpp:blocking'><item jid='{bob}@localhost'/></block></iq>"));
     assert!(blocked.contains("type='result'"), "{blocked}");
     c.expect("<block xmlns='urn:xmpp:blocking'>");
 
@@ -438,7 +452,17 @@ fn small_services_answer_as_their_xeps_say() {
     server.register("lou", "pw");
     let mut k = Client::login(&server, "kay", "pw", "k");
     let info = k.iq("d", "<iq type='get' id='d' to='localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
-    for feature in ["jabber:iq:roster", "vcard-temp", "urn:xmpp:carbons:2", "urn:xmpp:blocking", "jabber:iq:private", "jabber:iq:version", "urn:xmpp:time", "jabber:iq:last", "msgoffline"] {
+    for feature in [
+        "jabber:iq:roster",
+        "vcard-temp",
+        "urn:xmpp:carbons:2",
+        "urn:xmpp:blocking",
+        "jabber:iq:private",
+        "jabber:iq:version",
+        "urn:xmpp:time",
+        "jabber:iq:last",
+        "msgoffline",
+    ] {
         assert!(info.contains(&format!("var='{feature}'")), "{feature} advertised: {info}");
     }
     let time = k.iq("t", "<iq type='get' id='t' to='localhost'><time xmlns='urn:xmpp:time'/></iq>");
@@ -478,14 +502,23 @@ fn in_band_registration_creates_changes_and_removes_accounts_when_enabled() {
     assert!(form.contains("<username/>") && form.contains("<password/>"), "{form}");
     let missing = c.iq("m", "<iq type='set' id='m'><query xmlns='jabber:iq:register'><username>newbie</username></query></iq>");
     assert!(missing.contains("<not-acceptable"), "{missing}");
-    let created = c.iq("s", "<iq type='set' id='s'><query xmlns='jabber:iq:register'><username>newbie</username><password>first</password></query></iq>");
+    let created = c.iq(
+        "s",
+        "<iq type='set' id='s'><query xmlns='jabber:iq:register'><username>newbie</username><password>first</password></query></iq>",
+    );
     assert!(created.contains("type='result'"), "{created}");
-    let again = c.iq("s2", "<iq type='set' id='s2'><query xmlns='jabber:iq:register'><username>newbie</username><password>x</password></query></iq>");
+    let again = c.iq(
+        "s2",
+        "<iq type='set' id='s2'><query xmlns='jabber:iq:register'><username>newbie</username><password>x</password></query></iq>",
+    );
     assert!(again.contains("<conflict"), "{again}");
     drop(c);
 
     let mut n = Client::login(&server, "newbie", "first", "r");
-    let changed = n.iq("p", "<iq type='set' id='p'><query xmlns='jabber:iq:register'><username>newbie</username><password>second</password></query></iq>");
+    let changed = n.iq(
+        "p",
+        "<iq type='set' id='p'><query xmlns='jabber:iq:register'><username>newbie</username><password>second</password></query></iq>",
+    );
     assert!(changed.contains("type='result'"), "{changed}");
     let mut n2 = Client::login(&server, "newbie", "second", "r2");
     let removed = n2.iq("x", "<iq type='set' id='x'><query xmlns='jabber:iq:register'><remove/></query></iq>");
@@ -521,8 +554,12 @@ fn pep_notifies_interested_contacts_answers_by_access_model_and_keeps_bookmarks_
         assert_eq!(server.api("add_rosteritem", item).0, 200);
     }
     let mut a = Client::login(&server, ann, "pw", "a");
-    let account = a.iq("d", &format!("<iq type='get' id='d' to='{ann}@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
-    assert!(account.contains("category='pubsub'") && account.contains("type='pep'") && account.contains("urn:xmpp:bookmarks:1#compat"), "{account}");
+    let account =
+        a.iq("d", &format!("<iq type='get' id='d' to='{ann}@localhost'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
+    assert!(
+        account.contains("category='pubsub'") && account.contains("type='pep'") && account.contains("urn:xmpp:bookmarks:1#compat"),
+        "{account}"
+    );
 
     // Bob's client announces caps; the server asks what they mean (XEP-0115 §6.3).
     let query = format!(
@@ -534,14 +571,20 @@ fn pep_notifies_interested_contacts_answers_by_access_model_and_keeps_bookmarks_
     let disco = b.expect("http://jabber.org/protocol/disco#info");
     assert!(disco.contains(&format!("node='urn:test#{ver}'")), "{disco}");
     let disco_id = disco.split("id='").nth(1).and_then(|v| v.split('\'').next()).expect("id").to_owned();
-    b.send(&format!("<iq type='result' id='{disco_id}' to='localhost'>{}</iq>", query.replacen("<query ", &format!("<query node='urn:test#{ver}' "), 1)));
+    b.send(&format!(
+        "<iq type='result' id='{disco_id}' to='localhost'>{}</iq>",
+        query.replacen("<query ", &format!("<query node='urn:test#{ver}' "), 1)
+    ));
     std::thread::sleep(Duration::from_millis(200));
 
     // Publishing notifies the interested contact (XEP-0163 §4.3.1), not for other nodes.
     let published = a.iq("p1", &format!("<iq type='set' id='p1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='{NICK}'><item><nick xmlns='{NICK}'>Annie</nick></item></publish></pubsub></iq>"));
     assert!(published.contains("type='result'") && published.contains("<item id="), "{published}");
     let event = b.expect("http://jabber.org/protocol/pubsub#event");
-    assert!(event.contains("<nick xmlns='http://jabber.org/protocol/nick'>Annie</nick>") && event.contains(&format!("from='{ann}@localhost'")), "{event}");
+    assert!(
+        event.contains("<nick xmlns='http://jabber.org/protocol/nick'>Annie</nick>") && event.contains(&format!("from='{ann}@localhost'")),
+        "{event}"
+    );
     a.iq("p2", "<iq type='set' id='p2'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='urn:xmpp:avatar:metadata'><item id='h1'><metadata xmlns='urn:xmpp:avatar:metadata'/></item></publish></pubsub></iq>");
     let seen = b.collect_for(Duration::from_millis(400));
     assert!(!seen.iter().any(|s| s.contains("avatar")), "no +notify, no event: {seen:?}");
@@ -563,8 +606,16 @@ fn pep_notifies_interested_contacts_answers_by_access_model_and_keeps_bookmarks_
         "<iq type='set' id='b1'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'><conference jid='team@conference.localhost' name='Team' autojoin='true'><nick>ann</nick></conference></storage></query></iq>",
     );
     assert!(stored.contains("type='result'"), "{stored}");
-    let bookmarks = a.iq("b2", "<iq type='get' id='b2'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>");
-    assert!(bookmarks.contains("id='team@conference.localhost'") && bookmarks.contains("urn:xmpp:bookmarks:1") && bookmarks.contains("name='Team'"), "{bookmarks}");
+    let bookmarks = a.iq(
+        "b2",
+        "<iq type='get' id='b2'><pubsub xmlns='http://jabber.org/protocol/pubsub'><items node='urn:xmpp:bookmarks:1'/></pubsub></iq>",
+    );
+    assert!(
+        bookmarks.contains("id='team@conference.localhost'")
+            && bookmarks.contains("urn:xmpp:bookmarks:1")
+            && bookmarks.contains("name='Team'"),
+        "{bookmarks}"
+    );
     let legacy = a.iq("b3", "<iq type='get' id='b3'><query xmlns='jabber:iq:private'><storage xmlns='storage:bookmarks'/></query></iq>");
     assert!(legacy.contains("jid='team@conference.localhost'"), "{legacy}");
     // Bookmarks are private (whitelist): even a subscriber gets nothing.

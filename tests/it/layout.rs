@@ -29,7 +29,8 @@ fn core_source_never_names_the_runtime() {
     let dir = format!("{}/../core/src", env!("CARGO_MANIFEST_DIR"));
     for entry in std::fs::read_dir(dir).expect("core/src").flatten() {
         let text = std::fs::read_to_string(entry.path()).expect("source");
-        for forbidden in ["glommio", "TcpStream", "TcpListener", "UdpSocket", "std::fs", "SystemTime::now", "Instant::now", "thread::spawn"] {
+        for forbidden in ["glommio", "TcpStream", "TcpListener", "UdpSocket", "std::fs", "SystemTime::now", "Instant::now", "thread::spawn"]
+        {
             assert!(!text.contains(forbidden), "{} mentions {forbidden}", entry.path().display());
         }
     }

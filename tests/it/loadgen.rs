@@ -111,14 +111,21 @@ fn roster_scenario_loads_every_provisioned_contact() {
     assert_eq!(status, 200);
     let mut jids: Vec<&str> = roster.as_array().expect("items").iter().map(|i| i["jid"].as_str().expect("jid")).collect();
     jids.sort_unstable();
-    assert_eq!(jids, ["user11@localhost", "user12@localhost", "user2@localhost", "user3@localhost"], "the two nearest on either side of a ring of 12");
+    assert_eq!(
+        jids,
+        ["user11@localhost", "user12@localhost", "user2@localhost", "user3@localhost"],
+        "the two nearest on either side of a ring of 12"
+    );
     assert!(roster.as_array().expect("items").iter().all(|i| i["subscription"] == "both"), "{roster}");
 }
 
 #[test]
 fn presence_scenario_delivers_every_owed_copy_exactly_once() {
     let server = Server::start();
-    let result = im_run(&server, &["--scenario", "presence", "--users", "12", "--contacts", "4", "--rate", "20", "--login-rate", "50", "--duration", "2s"]);
+    let result = im_run(
+        &server,
+        &["--scenario", "presence", "--users", "12", "--contacts", "4", "--rate", "20", "--login-rate", "50", "--duration", "2s"],
+    );
     assert_eq!(result["logins_ok"], 12, "{result}");
     assert_eq!(result["presence_sent"], 40, "rate × duration changes: {result}");
     assert_eq!(result["presence_copies_expected"], 160, "4 online contacts per change: {result}");
@@ -135,7 +142,24 @@ fn mam_scenario_gets_every_page_whole() {
     let server = Server::start();
     let result = im_run(
         &server,
-        &["--scenario", "mam", "--users", "10", "--contacts", "4", "--messages", "60", "--fill-rate", "300", "--rate", "10", "--login-rate", "50", "--duration", "2s"],
+        &[
+            "--scenario",
+            "mam",
+            "--users",
+            "10",
+            "--contacts",
+            "4",
+            "--messages",
+            "60",
+            "--fill-rate",
+            "300",
+            "--rate",
+            "10",
+            "--login-rate",
+            "50",
+            "--duration",
+            "2s",
+        ],
     );
     assert_eq!(result["logins_ok"], 10, "{result}");
     assert_eq!(result["messages_sent"], 600, "10 users × 60 filling messages: {result}");

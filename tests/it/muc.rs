@@ -54,7 +54,10 @@ fn configure(client: &mut Client, room: &str, fields: &[(&str, &str)]) -> String
 }
 
 fn admin(client: &mut Client, room: &str, id: &str, item: &str) -> String {
-    client.iq(id, &format!("<iq type='set' id='{id}' to='{room}@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#admin'>{item}</query></iq>"))
+    client.iq(
+        id,
+        &format!("<iq type='set' id='{id}' to='{room}@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#admin'>{item}</query></iq>"),
+    )
 }
 
 fn codes(frame: &str) -> Vec<u16> {
@@ -87,7 +90,8 @@ fn create_join_talk_history_subject_private_nick_change_and_leave() {
     assert!(own.contains("affiliation='owner'") && own.contains("role='moderator'"), "{own}");
     let locked = join_error(&mut b, "talk", "Bob");
     assert!(locked.contains("<item-not-found"), "{locked}");
-    let form = a.iq("f1", &format!("<iq type='get' id='f1' to='talk@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"));
+    let form =
+        a.iq("f1", &format!("<iq type='get' id='f1' to='talk@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#owner'/></iq>"));
     assert!(form.contains("http://jabber.org/protocol/muc#roomconfig") && form.contains("muc#roomconfig_persistentroom"), "{form}");
     let result = a.iq("instant", &format!("<iq type='set' id='instant' to='talk@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"));
     assert!(result.contains("type='result'"), "{result}");
@@ -125,7 +129,11 @@ fn create_join_talk_history_subject_private_nick_change_and_leave() {
     let third = position("history 3");
     let subject = position("<subject>Plans</subject>");
     assert!(own < second && second < third && third < subject, "{frames:#?}");
-    assert!(frames[second].contains("<delay xmlns='urn:xmpp:delay'") && frames[second].contains("from='talk@conference.localhost'"), "{}", frames[second]);
+    assert!(
+        frames[second].contains("<delay xmlns='urn:xmpp:delay'") && frames[second].contains("from='talk@conference.localhost'"),
+        "{}",
+        frames[second]
+    );
     // Semi-anonymous room: Bob sees no real JIDs; Ann (moderator) sees Bob's.
     assert!(!frames[ann_presence].contains(" jid="), "{}", frames[ann_presence]);
     let bob_presence = a.expect("from='talk@conference.localhost/Bob'");
@@ -148,7 +156,12 @@ fn create_join_talk_history_subject_private_nick_change_and_leave() {
     // of type groupchat: bad-request.
     c.send(&format!("<message to='talk@{SERVICE}/Ann' type='chat' id='pm1'><body>psst</body></message>"));
     let pm = a.expect("psst");
-    assert!(pm.contains("from='talk@conference.localhost/Cy'") && pm.contains("type='chat'") && pm.contains("http://jabber.org/protocol/muc#user"), "{pm}");
+    assert!(
+        pm.contains("from='talk@conference.localhost/Cy'")
+            && pm.contains("type='chat'")
+            && pm.contains("http://jabber.org/protocol/muc#user"),
+        "{pm}"
+    );
     c.send(&format!("<message to='talk@{SERVICE}/Nobody' type='chat' id='pm2'><body>x</body></message>"));
     assert!(c.expect("id='pm2'").contains("<item-not-found"));
     c.send(&format!("<message to='talk@{SERVICE}/Ann' type='groupchat' id='pm3'><body>x</body></message>"));
@@ -172,11 +185,21 @@ fn create_join_talk_history_subject_private_nick_change_and_leave() {
     assert!(away.contains("from='talk@conference.localhost/Cyrus'") && away.contains("<show>away</show>"), "{away}");
 
     // disco#info and disco#items of the room (§6.4, §6.5) and of the service (§6.1, §6.3).
-    let info = b.iq("d1", &format!("<iq type='get' id='d1' to='talk@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
-    for feature in ["http://jabber.org/protocol/muc", "muc_temporary", "muc_public", "muc_open", "muc_semianonymous", "muc_unsecured", "muc#roominfo_occupants"] {
+    let info =
+        b.iq("d1", &format!("<iq type='get' id='d1' to='talk@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
+    for feature in [
+        "http://jabber.org/protocol/muc",
+        "muc_temporary",
+        "muc_public",
+        "muc_open",
+        "muc_semianonymous",
+        "muc_unsecured",
+        "muc#roominfo_occupants",
+    ] {
         assert!(info.contains(feature), "{feature}: {info}");
     }
-    let items = b.iq("d2", &format!("<iq type='get' id='d2' to='talk@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"));
+    let items =
+        b.iq("d2", &format!("<iq type='get' id='d2' to='talk@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"));
     assert!(items.contains("talk@conference.localhost/Ann") && items.contains("talk@conference.localhost/Cyrus"), "{items}");
     let service = b.iq("d3", &format!("<iq type='get' id='d3' to='{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
     assert!(service.contains("category='conference'") && service.contains("http://jabber.org/protocol/muc"), "{service}");
@@ -266,13 +289,20 @@ fn moderation_voice_kick_ban_lists_and_their_errors() {
     let kicked = admin(&mut d, "mod", "kick", "<item nick='Vic' role='none'><reason>spam</reason></item>");
     assert!(kicked.contains("type='result'"), "{kicked}");
     let gone = v.expect("type='unavailable'");
-    assert!(codes(&gone).contains(&307) && codes(&gone).contains(&110) && gone.contains("<reason>spam</reason>") && gone.contains("<actor nick='Dee'/>"), "{gone}");
+    assert!(
+        codes(&gone).contains(&307)
+            && codes(&gone).contains(&110)
+            && gone.contains("<reason>spam</reason>")
+            && gone.contains("<actor nick='Dee'/>"),
+        "{gone}"
+    );
     let seen = o.expect("from='mod@conference.localhost/Vic' type='unavailable'");
     assert!(codes(&seen).contains(&307) && !codes(&seen).contains(&110), "{seen}");
 
     // The kicked may come back; a ban (§9.1) removes with 301 and keeps them out (§7.2.8).
     join(&mut v, "mod", "Vic", "");
-    let banned = admin(&mut d, "mod", "ban", &format!("<item affiliation='outcast' jid='{visitor}@localhost'><reason>again</reason></item>"));
+    let banned =
+        admin(&mut d, "mod", "ban", &format!("<item affiliation='outcast' jid='{visitor}@localhost'><reason>again</reason></item>"));
     assert!(banned.contains("type='result'"), "{banned}");
     let out = v.expect("type='unavailable'");
     assert!(codes(&out).contains(&301) && out.contains("affiliation='outcast'"), "{out}");
@@ -314,7 +344,12 @@ fn members_only_password_capacity_and_invitations() {
         "<message to='club@{SERVICE}' id='inv'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='{friend}@localhost'><reason>join us</reason></invite></x></message>"
     ));
     let invitation = f.expect("<invite");
-    assert!(invitation.contains("from='club@conference.localhost'") && invitation.contains(&format!("from='{owner}@localhost/r'")) && invitation.contains("join us"), "{invitation}");
+    assert!(
+        invitation.contains("from='club@conference.localhost'")
+            && invitation.contains(&format!("from='{owner}@localhost/r'"))
+            && invitation.contains("join us"),
+        "{invitation}"
+    );
     let frames = join(&mut f, "club", "Fred", "");
     assert!(one_with(&frames, &["code='110'"]).contains("affiliation='member'"), "{frames:#?}");
 
@@ -323,7 +358,9 @@ fn members_only_password_capacity_and_invitations() {
     let decline = format!("<message to='club@{SERVICE}'><x xmlns='http://jabber.org/protocol/muc#user'><decline to='{owner}@localhost/r'><reason>busy</reason></decline></x></message>");
     s.send(&decline);
     assert!(o.collect_for(Duration::from_millis(300)).iter().all(|f| !f.contains("<decline")), "uninvited decline forwarded");
-    o.send(&format!("<message to='club@{SERVICE}'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='{stranger}@localhost'/></x></message>"));
+    o.send(&format!(
+        "<message to='club@{SERVICE}'><x xmlns='http://jabber.org/protocol/muc#user'><invite to='{stranger}@localhost'/></x></message>"
+    ));
     s.expect("<invite");
     s.send(&decline);
     let declined = o.expect("<decline");
@@ -340,24 +377,35 @@ fn members_only_password_capacity_and_invitations() {
     assert!(codes(&removed).contains(&321), "{removed}");
 
     // XEP-0249 direct invitation: routed between users as is.
-    o.send(&format!("<message to='{other}@localhost' id='direct'><x xmlns='jabber:x:conference' jid='club@{SERVICE}' reason='see you'/></message>"));
+    o.send(&format!(
+        "<message to='{other}@localhost' id='direct'><x xmlns='jabber:x:conference' jid='club@{SERVICE}' reason='see you'/></message>"
+    ));
     let direct = x.expect("jabber:x:conference");
     assert!(direct.contains("jid='club@conference.localhost'"), "{direct}");
 
     // §7.2.6 password: missing or wrong → not-authorized; right → in.
     create(&mut o, "vault", "Owner");
-    let result = configure(&mut o, "vault", &[("muc#roomconfig_passwordprotectedroom", "1"), ("muc#roomconfig_roomsecret", "s3cret"), ("muc#roomconfig_maxusers", "2")]);
+    let result = configure(
+        &mut o,
+        "vault",
+        &[("muc#roomconfig_passwordprotectedroom", "1"), ("muc#roomconfig_roomsecret", "s3cret"), ("muc#roomconfig_maxusers", "2")],
+    );
     assert!(result.contains("type='result'"), "{result}");
     assert!(join_error(&mut x, "vault", "Xe").contains("<not-authorized"));
-    x.send(&format!("<presence to='vault@{SERVICE}/Xe'><x xmlns='http://jabber.org/protocol/muc'><password>wrong</password></x></presence>"));
+    x.send(&format!(
+        "<presence to='vault@{SERVICE}/Xe'><x xmlns='http://jabber.org/protocol/muc'><password>wrong</password></x></presence>"
+    ));
     assert!(x.expect("type='error'").contains("<not-authorized"));
     let frames = join(&mut x, "vault", "Xe", "<password>s3cret</password>");
     assert!(frames.iter().any(|f| f.contains("code='110'")), "{frames:#?}");
-    let info = x.iq("i1", &format!("<iq type='get' id='i1' to='vault@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
+    let info =
+        x.iq("i1", &format!("<iq type='get' id='i1' to='vault@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
     assert!(info.contains("muc_passwordprotected"), "{info}");
 
     // §7.2.10: full (max 2) → service-unavailable (wait).
-    s.send(&format!("<presence to='vault@{SERVICE}/Stan'><x xmlns='http://jabber.org/protocol/muc'><password>s3cret</password></x></presence>"));
+    s.send(&format!(
+        "<presence to='vault@{SERVICE}/Stan'><x xmlns='http://jabber.org/protocol/muc'><password>s3cret</password></x></presence>"
+    ));
     let full = s.expect("type='error'");
     assert!(full.contains("<service-unavailable") && full.contains("type='wait'"), "{full}");
 
@@ -383,11 +431,15 @@ fn persistent_room_survives_restart_with_members_history_and_archive() {
             &[("muc#roomconfig_persistentroom", "1"), ("muc#roomconfig_membersonly", "1"), ("muc#roomconfig_roomname", "Keepers")],
         );
         assert!(result.contains("type='result'"), "{result}");
-        assert!(admin(&mut o, "keep", "m", &format!("<item affiliation='member' jid='{member}@localhost' nick='Mem'/>")).contains("type='result'"));
+        assert!(admin(&mut o, "keep", "m", &format!("<item affiliation='member' jid='{member}@localhost' nick='Mem'/>"))
+            .contains("type='result'"));
         for i in 1..=3 {
             o.send(&format!("<message to='keep@{SERVICE}' type='groupchat' id='k{i}'><body>kept {i}</body></message>"));
             let echo = o.expect(&format!("id='k{i}'"));
-            assert!(echo.contains("<stanza-id xmlns='urn:xmpp:sid:0'") && echo.contains("by='keep@conference.localhost'"), "XEP-0359 on archived rooms: {echo}");
+            assert!(
+                echo.contains("<stanza-id xmlns='urn:xmpp:sid:0'") && echo.contains("by='keep@conference.localhost'"),
+                "XEP-0359 on archived rooms: {echo}"
+            );
         }
         o.send(&format!("<message to='keep@{SERVICE}' type='groupchat'><subject>Kept topic</subject></message>"));
         o.expect("Kept topic");
@@ -396,7 +448,12 @@ fn persistent_room_survives_restart_with_members_history_and_archive() {
 
     let mut m = Client::bound(&server, member, "pw", "r");
     // §7.12 the reserved nickname survives; another user cannot take it (§7.2.9).
-    let reserved = m.iq("rn", &format!("<iq type='get' id='rn' to='keep@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/></iq>"));
+    let reserved = m.iq(
+        "rn",
+        &format!(
+            "<iq type='get' id='rn' to='keep@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/></iq>"
+        ),
+    );
     assert!(reserved.contains("name='Mem'"), "{reserved}");
     let frames = join(&mut m, "keep", "Mem", "");
     assert!(one_with(&frames, &["code='110'"]).contains("affiliation='member'"), "membership survived: {frames:#?}");
@@ -405,7 +462,13 @@ fn persistent_room_survives_restart_with_members_history_and_archive() {
     }
     assert!(frames.last().is_some_and(|f| f.contains("Kept topic")), "subject survived: {frames:#?}");
     let info = m.iq("i", &format!("<iq type='get' id='i' to='keep@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
-    assert!(info.contains("muc_persistent") && info.contains("muc_membersonly") && info.contains("name='Keepers'") && info.contains("urn:xmpp:mam:2"), "{info}");
+    assert!(
+        info.contains("muc_persistent")
+            && info.contains("muc_membersonly")
+            && info.contains("name='Keepers'")
+            && info.contains("urn:xmpp:mam:2"),
+        "{info}"
+    );
 
     // XEP-0313 on the room: results from the room's JID, all three, then the fin.
     m.send(&format!("<iq type='set' id='mam' to='keep@{SERVICE}'><query xmlns='urn:xmpp:mam:2' queryid='q1'/></iq>"));
@@ -435,7 +498,10 @@ fn destroy_with_alternate_venue_and_temporary_rooms_vanish() {
     let mut g = Client::bound(&server, &users[1], "pw", "r");
     create(&mut o, "old", "Owner");
     join(&mut g, "old", "Guest", "");
-    let denied = g.iq("x", &format!("<iq type='set' id='x' to='old@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query></iq>"));
+    let denied = g.iq(
+        "x",
+        &format!("<iq type='set' id='x' to='old@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#owner'><destroy/></query></iq>"),
+    );
     assert!(denied.contains("<forbidden"), "only owners destroy: {denied}");
     let done = o.iq(
         "d",
@@ -444,7 +510,12 @@ fn destroy_with_alternate_venue_and_temporary_rooms_vanish() {
     assert!(done.contains("type='result'"), "{done}");
     // §10.9: occupants leave with the destroy notice naming the alternate venue.
     let notice = g.expect("<destroy");
-    assert!(notice.contains("type='unavailable'") && notice.contains("jid='new@conference.localhost'") && notice.contains("<reason>moved</reason>"), "{notice}");
+    assert!(
+        notice.contains("type='unavailable'")
+            && notice.contains("jid='new@conference.localhost'")
+            && notice.contains("<reason>moved</reason>"),
+        "{notice}"
+    );
     let gone = g.iq("q", &format!("<iq type='get' id='q' to='old@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>"));
     assert!(gone.contains("<item-not-found"), "{gone}");
 
@@ -505,7 +576,10 @@ fn iqs_reach_occupants_through_the_room_and_vcards_come_from_the_account() {
 
     // XEP-0054 through the room: the answer is the occupant's account's, from the nick.
     let card = a.iq("vc", &format!("<iq type='get' id='vc' to='iqs@{SERVICE}/B'><vCard xmlns='vcard-temp'/></iq>"));
-    assert!(card.contains("type='result'") && card.contains("from='iqs@conference.localhost/B'") && card.contains("<FN>Bea</FN>"), "{card}");
+    assert!(
+        card.contains("type='result'") && card.contains("from='iqs@conference.localhost/B'") && card.contains("<FN>Bea</FN>"),
+        "{card}"
+    );
 
     // Other iqs go to the occupant's client from the asker's nick, and the answer comes back.
     a.send(&format!("<iq type='get' id='ver' to='iqs@{SERVICE}/B'><query xmlns='jabber:iq:version'/></iq>"));

@@ -96,8 +96,5 @@ fn run_scenario(server: &Server, script: &str, accounts: &[&str]) {
 
 fn require_slixmpp() {
     let check = std::process::Command::new(PYTHON).args(["-c", "import slixmpp"]).status();
-    assert!(
-        check.is_ok_and(|s| s.success()),
-        "python3-slixmpp is required (apt-get install python3-slixmpp); .ci/run installs it"
-    );
+    assert!(check.is_ok_and(|s| s.success()), "python3-slixmpp is required (apt-get install python3-slixmpp); .ci/run installs it");
 }

@@ -154,10 +154,8 @@ impl Server {
     /// Calls the admin API; returns (status, JSON body).
     pub fn api(&self, command: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
         let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
-        let mut response = agent
-            .post(&format!("http://127.0.0.1:{}/api/{command}", self.http))
-            .send_json(body)
-            .expect("admin API reachable");
+        let mut response =
+            agent.post(&format!("http://127.0.0.1:{}/api/{command}", self.http)).send_json(body).expect("admin API reachable");
         let status = response.status().as_u16();
         (status, response.body_mut().read_json().expect("JSON body"))
     }
