@@ -22,9 +22,8 @@
 //! [`Stanza::element`] and [`parse_element`], which build owned trees for the stanzas the
 //! server handles itself, and to read the XML declaration's pseudo-attributes.
 //!
-//! Deliberate leniencies: name characters beyond ASCII are accepted without checking them
-//! against the XML name productions (they are still validated as UTF-8), and `]]>` in
-//! character data is not refused.
+//! Deliberate leniency: name characters beyond ASCII are accepted without checking them
+//! against the XML name productions (they are still validated as UTF-8).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -75,6 +74,9 @@ pub struct Framer {
     /// Namespace declarations of the stream header as (prefix, URI), `""` for `xmlns`.
     /// They are in scope for every stanza (RFC 6120 §4.8).
     stream_namespaces: Vec<(String, String)>,
+    /// The stream was restarted (`restart`): whitespace that ended the previous stream may
+    /// precede the new XML declaration.
+    restarted: bool,
 }
 
 impl Framer {
@@ -92,6 +94,7 @@ impl Framer {
             stream_close_pending: false,
             stream_qname: String::new(),
             stream_namespaces: Vec::new(),
+            restarted: false,
         }
     }
 
@@ -141,7 +144,9 @@ impl Framer {
     }
 
     /// Expects a new stream header, as after SASL success or TLS negotiation (RFC 6120
-    /// §4.3.3); an XML declaration is allowed again before it. Bytes already buffered are
+    /// §4.3.3); an XML declaration is allowed again before it (RFC 6120 §11.5), even after
+    /// whitespace: clients such as go-xmpp end their last element of the old stream with a
+    /// line break, which then precedes the new declaration. Bytes already buffered are
     /// kept (a client may pipeline the new header) unless `discard_buffered`: after STARTTLS
     /// the bytes received in the clear must be dropped (RFC 6120 §5.4.3.3).
     pub fn restart(&mut self, discard_buffered: bool) {
@@ -155,6 +160,7 @@ impl Framer {
         // A frame scanned only in part is scanned again from its first byte, as prolog.
         self.scanning = false;
         self.phase = Phase::PROLOG;
+        self.restarted = true;
         self.whitespace_run = false;
         self.stream_close_pending = false;
         self.stream_qname.clear();
@@ -243,6 +249,11 @@ pub struct Stanza<'a> {
     /// Offsets of the raw value of the `from` attribute, between its quotes.
     from_value: Option<(usize, usize)>,
     stream_namespaces: &'a [(String, String)],
+    /// Indices into `stream_namespaces` of the prefixes the element uses but declares only on
+    /// the sender's stream header: a copy sent on another stream must declare them itself.
+    inherited: &'a [usize],
+    /// Child elements of the top-level element (RFC 6120 §8.2.3 counts an iq's payloads).
+    children: usize,
 }
 
 impl<'a> Stanza<'a> {
@@ -251,22 +262,37 @@ impl<'a> Stanza<'a> {
         self.bytes
     }
 
+    /// The number of child elements of the top-level element.
+    pub fn children(&self) -> usize {
+        self.children
+    }
+
     /// A copy of the bytes with `from` set to `from` (escaped): the value of an existing
     /// `from` attribute is replaced, otherwise `from='…'` is inserted right after the element
-    /// name. Nothing else changes. This is how the server stamps the sender (RFC 6120 §8.1.2.1).
+    /// name. This is how the server stamps the sender (RFC 6120 §8.1.2.1). The only other
+    /// change: prefixes the element uses but the sender declared on its stream header alone
+    /// are declared on the element, so the copy is namespace-well-formed on any stream
+    /// (XML Namespaces §5, RFC 6120 §11.2).
     pub fn with_from(&self, from: &str) -> Vec<u8> {
         let value = escape_attribute(from);
         let mut out = Vec::with_capacity(self.bytes.len() + value.len() + 8);
+        out.extend_from_slice(&self.bytes[..self.name_end]);
+        for (prefix, uri) in self.inherited.iter().filter_map(|&index| self.stream_namespaces.get(index)) {
+            out.extend_from_slice(b" xmlns:");
+            out.extend_from_slice(prefix.as_bytes());
+            out.extend_from_slice(b"='");
+            out.extend_from_slice(escape_attribute(uri).as_bytes());
+            out.push(b'\'');
+        }
         // The offsets were recorded while scanning exactly these bytes, so they lie within
         // them; escape_attribute escapes both quote characters, so either quote style holds.
         match self.from_value {
             Some((start, end)) => {
-                out.extend_from_slice(&self.bytes[..start]);
+                out.extend_from_slice(&self.bytes[self.name_end..start]);
                 out.extend_from_slice(value.as_bytes());
                 out.extend_from_slice(&self.bytes[end..]);
             }
             None => {
-                out.extend_from_slice(&self.bytes[..self.name_end]);
                 out.extend_from_slice(b" from='");
                 out.extend_from_slice(value.as_bytes());
                 out.push(b'\'');
@@ -414,7 +440,10 @@ impl Framer {
                         self.open_stream(start, len);
                         return Ok(Some(Found::Open { start, len }));
                     }
-                    FrameKind::Stanza => return Ok(Some(Found::Stanza { start, len })),
+                    FrameKind::Stanza => {
+                        check_character_data(frame)?;
+                        return Ok(Some(Found::Stanza { start, len }));
+                    }
                     FrameKind::StreamEnd => {
                         self.phase = Phase::Closed;
                         return Ok(Some(Found::Close));
@@ -445,7 +474,9 @@ impl Framer {
                     };
                     if is_whitespace(byte) {
                         self.frame_start += whitespace_len(rest);
-                        self.phase = Phase::Prolog { bom_allowed: false, declaration_allowed: false };
+                        // XML 1.0 §2.8: the declaration comes first in a document; after a
+                        // restart the whitespace is the old stream's tail, not this one's.
+                        self.phase = Phase::Prolog { bom_allowed: false, declaration_allowed: declaration_allowed && self.restarted };
                         continue;
                     }
                     if byte != b'<' {
@@ -600,6 +631,8 @@ impl Framer {
             name_end: top.name.end,
             from_value: None,
             stream_namespaces: &self.stream_namespaces,
+            inherited: &self.scanner.inherited,
+            children: self.scanner.children,
         };
         let mut own_namespace = None;
         for attribute in &top.attributes {
@@ -768,6 +801,10 @@ struct Scanner {
     tag: Tag,
     /// The frame's top-level start tag (the stream header for a header frame).
     top: Tag,
+    /// Stream header declarations (indices) the frame relies on; bounded by their number.
+    inherited: Vec<usize>,
+    /// Child elements of the frame's top-level element.
+    children: usize,
     /// Whether the header frame was a self-closing tag.
     header_empty: bool,
     /// Start of the markup, name or reference being read.
@@ -791,6 +828,8 @@ impl Scanner {
             scope: Vec::new(),
             tag: Tag::default(),
             top: Tag::default(),
+            inherited: Vec::new(),
+            children: 0,
             header_empty: false,
             token_start: 0,
             attribute_name: Span::default(),
@@ -809,6 +848,8 @@ impl Scanner {
         self.depth = 0;
         self.open.clear();
         self.scope.clear();
+        self.inherited.clear();
+        self.children = 0;
         self.token_start = 0;
         self.header_empty = false;
     }
@@ -818,6 +859,7 @@ impl Scanner {
         self.scope = Vec::new();
         self.tag = Tag::default();
         self.top = Tag::default();
+        self.inherited = Vec::new();
     }
 
     /// Scans `frame` (the bytes received so far from the frame's start, cut at the size
@@ -1193,20 +1235,21 @@ impl Scanner {
         self.tag.end = end;
         // XML Namespaces §5: every prefix used must be declared (RFC 6120 §11.2).
         if let Some(colon) = self.tag.colon {
-            if !self.is_bound(frame, &frame[self.tag.name.start..colon], context) {
-                return Err(FramerError::NotWellFormed("undeclared namespace prefix"));
-            }
+            self.bind_prefix(frame, self.tag.name.start, colon, context)?;
         }
-        for attribute in &self.tag.attributes {
+        for index in 0..self.tag.attributes.len() {
+            let attribute = self.tag.attributes[index];
             if let Some(colon) = attribute.colon {
-                let prefix = &frame[attribute.name.start..colon];
-                if prefix != b"xmlns" && !self.is_bound(frame, prefix, context) {
-                    return Err(FramerError::NotWellFormed("undeclared namespace prefix"));
+                if &frame[attribute.name.start..colon] != b"xmlns" {
+                    self.bind_prefix(frame, attribute.name.start, colon, context)?;
                 }
             }
         }
         let name = self.tag.name;
         let element_depth = self.depth + 1;
+        if element_depth == 2 {
+            self.children += 1;
+        }
         if self.depth == 0 {
             // The top-level tag is kept for the frame's view; swapping keeps both
             // allocations for reuse.
@@ -1247,10 +1290,24 @@ impl Scanner {
         }
     }
 
-    fn is_bound(&self, frame: &[u8], prefix: &[u8], context: &ScanContext<'_>) -> bool {
-        prefix == b"xml"
-            || self.scope.iter().rev().any(|declared| same_bytes(declared.prefix.of(frame), prefix))
-            || context.stream_namespaces.iter().any(|(declared, _)| !declared.is_empty() && same_bytes(declared.as_bytes(), prefix))
+    /// Checks that the prefix at `frame[start..colon]` is declared: by the frame itself, by
+    /// definition (`xml`), or by the stream header, which the frame then relies on.
+    fn bind_prefix(&mut self, frame: &[u8], start: usize, colon: usize, context: &ScanContext<'_>) -> Result<(), FramerError> {
+        let prefix = &frame[start..colon];
+        if prefix == b"xml" || self.scope.iter().rev().any(|declared| same_bytes(declared.prefix.of(frame), prefix)) {
+            return Ok(());
+        }
+        let header =
+            context.stream_namespaces.iter().position(|(declared, _)| !declared.is_empty() && same_bytes(declared.as_bytes(), prefix));
+        match header {
+            Some(index) => {
+                if !self.inherited.contains(&index) {
+                    self.inherited.push(index);
+                }
+                Ok(())
+            }
+            None => Err(FramerError::NotWellFormed("undeclared namespace prefix")),
+        }
     }
 }
 
@@ -1542,6 +1599,47 @@ fn check_characters(frame: &[u8]) -> Result<(), FramerError> {
     let control = low < 0x20 && frame.iter().any(|&byte| byte < 0x20 && !matches!(byte, b'\t' | b'\n' | b'\r'));
     if control {
         return Err(FramerError::NotWellFormed("control character not allowed in XML"));
+    }
+    Ok(())
+}
+
+/// XML 1.0 §2.4: character data cannot contain `]]>` (a strict parser on the recipient's side
+/// would drop the stream). The sequence is legal in attribute values and ends CDATA sections,
+/// so the rare frame that holds it is walked to see where it stands; the frame has passed the
+/// scanner, so tags, quotes and CDATA sections are well formed.
+fn check_character_data(frame: &[u8]) -> Result<(), FramerError> {
+    const CDATA_END: &[u8] = b"]]>";
+    if memmem::find(frame, CDATA_END).is_none() {
+        return Ok(());
+    }
+    let mut position = 0;
+    while position < frame.len() {
+        let rest = &frame[position..];
+        if rest.starts_with(CDATA_OPEN) {
+            // Inside a CDATA section `]]>` is its end.
+            position +=
+                memmem::find(&rest[CDATA_OPEN.len()..], CDATA_END).map_or(rest.len(), |end| CDATA_OPEN.len() + end + CDATA_END.len());
+        } else if rest[0] == b'<' {
+            // A tag: `>` inside quoted attribute values does not end it.
+            let mut quote = None;
+            let mut end = rest.len();
+            for (offset, &byte) in rest.iter().enumerate().skip(1) {
+                match (quote, byte) {
+                    (None, b'\'' | b'"') => quote = Some(byte),
+                    (Some(open), _) if byte == open => quote = None,
+                    (None, b'>') => {
+                        end = offset + 1;
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+            position += end;
+        } else if rest.starts_with(CDATA_END) {
+            return Err(FramerError::NotWellFormed("']]>' in character data"));
+        } else {
+            position += 1;
+        }
     }
     Ok(())
 }
@@ -2122,6 +2220,51 @@ mod tests {
     }
 
     #[test]
+    fn prefixes_declared_on_the_stream_header_are_declared_on_forwarded_copies() {
+        let header = "<stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \
+            xmlns:ex='urn:example' xmlns:q=\"urn:q&amp;\" to='example.com' version='1.0'>";
+        let mut framer = Framer::new(LIMITS);
+        framer.push(
+            format!("{header}<message to='b@c'><ex:data q:attr='1'/></message><message from='z'><p:x xmlns:p='urn:p'/></message>")
+                .as_bytes(),
+        );
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
+        let Ok(Some(Frame::Stanza(stanza))) = framer.next_frame() else { panic!("stanza") };
+        let copy = String::from_utf8(stanza.with_from("a@b/r")).expect("utf8");
+        assert_eq!(copy, "<message xmlns:ex='urn:example' xmlns:q='urn:q&amp;' from='a@b/r' to='b@c'><ex:data q:attr='1'/></message>");
+        // The copy stands alone: a framer without those declarations accepts it.
+        let mut fresh = Framer::new(LIMITS);
+        fresh.push(format!("{HEADER}{copy}").as_bytes());
+        assert!(matches!(fresh.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
+        assert!(matches!(fresh.next_frame(), Ok(Some(Frame::Stanza(_)))), "the forwarded copy is namespace-well-formed");
+        // A stanza that declares its own prefixes is copied as it came.
+        let Ok(Some(Frame::Stanza(stanza))) = framer.next_frame() else { panic!("stanza") };
+        assert_eq!(
+            String::from_utf8(stanza.with_from("a@b/r")).ok().as_deref(),
+            Some("<message from='a@b/r'><p:x xmlns:p='urn:p'/></message>")
+        );
+    }
+
+    #[test]
+    fn cdata_end_in_character_data_is_not_well_formed() {
+        let error = "error not-well-formed";
+        check_stream("<message><body>a ]]> b</body></message>", &[error]);
+        check_stream("<message><body>]]></body></message>", &[error]);
+        check_stream("<message><body>&amp;]]></body></message>", &[error]);
+        // Legal: in an attribute value, as a CDATA section's end, and escaped.
+        check_stream("<message id=']]>'><body a=\"]]>\">x</body></message>", &["{jabber:client}message id=]]>"]);
+        check_stream("<message><body><![CDATA[x]]]]>]&gt; ]]&gt;</body></message>", &["{jabber:client}message"]);
+        check_stream("<message><body>] ]> ]]</body></message>", &["{jabber:client}message"]);
+    }
+
+    #[test]
+    fn child_elements_are_counted() {
+        assert_eq!(with_stanza("<iq type='get' id='1'/>", |stanza| stanza.children()), 0);
+        assert_eq!(with_stanza("<iq type='get' id='1'><a><b/><c/></a></iq>", |stanza| stanza.children()), 1);
+        assert_eq!(with_stanza("<iq type='set' id='1'><a/>text<b>x</b></iq>", |stanza| stanza.children()), 2);
+    }
+
+    #[test]
     fn element_tree_resolves_namespaces() {
         let input = "<iq type='set' id='b1' xmlns:ex='urn:example'>\
             <bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>balcony &amp; garden\
@@ -2200,6 +2343,18 @@ mod tests {
         assert_eq!(framer.buffered_len(), 0);
         assert_eq!(framer.next_frame(), Ok(None));
         framer.push(format!("<?xml version='1.0'?>{HEADER}").as_bytes());
+        match framer.next_frame() {
+            Ok(Some(frame)) => assert_eq!(describe(&frame), OPEN),
+            other => panic!("unexpected {other:?}"),
+        }
+        // After a restart, whitespace may end the old stream before the new declaration (go-xmpp
+        // sends a line break after each element): the declaration is still accepted.
+        let mut framer = Framer::new(LIMITS);
+        framer.push(format!("{HEADER}<auth/>\n").as_bytes());
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::StreamOpen(_)))));
+        assert!(matches!(framer.next_frame(), Ok(Some(Frame::Stanza(_)))));
+        framer.restart(false);
+        framer.push(format!(" <?xml version='1.0'?>{HEADER}").as_bytes());
         match framer.next_frame() {
             Ok(Some(frame)) => assert_eq!(describe(&frame), OPEN),
             other => panic!("unexpected {other:?}"),
