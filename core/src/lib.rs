@@ -20,5 +20,6 @@ pub mod routing;
 pub mod sasl;
 pub mod sm;
 pub mod stream;
+pub mod throttle;
 pub mod time;
 pub mod xml;

@@ -40,6 +40,13 @@ pub const SESSIONS_PER_USER_MAX: usize = 16;
 /// configurable number, at least 2).
 pub const SASL_ATTEMPTS_MAX: u32 = 3;
 
+/// SASL negotiations that may fail on one stream before it is closed: a mechanism or
+/// channel-binding type the server does not support, a malformed message, an abort, a
+/// throttled attempt. Clients walk through several on their way to one that works (slixmpp
+/// tries both `-PLUS` mechanisms first), so these do not use up `SASL_ATTEMPTS_MAX`; the bound
+/// only keeps a looping client from holding the stream forever.
+pub const SASL_NEGOTIATION_FAILURES_MAX: u32 = 10;
+
 /// Bytes read from a socket in one go; the framer's buffer is bounded by this plus the
 /// stanza limit.
 pub const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -52,17 +59,23 @@ pub const SESSION_INBOX_STANZAS_MAX: usize = 1024;
 /// Messages that may wait in one shard's inbox from other shards and the admin thread.
 pub const SHARD_INBOX_MESSAGES_MAX: usize = 8192;
 
-/// Failed authentications from one address before it is banned (config key
-/// `security.auth_failures_before_ban`).
-pub const AUTH_FAILURES_BEFORE_BAN: u32 = 5;
+/// Wrong passwords for one account from one address before that account is locked for that
+/// address (config key `security.auth_failures_per_account`; see `throttle`).
+pub const AUTH_FAILURES_PER_ACCOUNT: u32 = 5;
 
-/// How long an address stays banned after too many failures, in milliseconds (config key
+/// Distinct accounts with a wrong password from one address before the address is banned
+/// (config key `security.auth_failed_accounts_per_address`): a password spray. Hundreds of
+/// people may share one NAT address; one person's typos count once.
+pub const AUTH_FAILED_ACCOUNTS_PER_ADDRESS: u32 = 20;
+
+/// Authentication attempts in flight at once from one address, per shard (config key
+/// `security.auth_concurrent_per_address`). Beyond, `temporary-auth-failure`: the client
+/// retries. An attempt is in flight from its credential lookup to its verdict, one round trip.
+pub const AUTH_CONCURRENT_PER_ADDRESS: u32 = 64;
+
+/// How long failures are remembered and a lock or ban lasts, in milliseconds (config key
 /// `security.ban_ms`).
 pub const AUTH_BAN_MS: u64 = 300_000;
-
-/// Addresses whose failure counts are remembered per shard; the oldest are forgotten first,
-/// so a flood of spoofed sources cannot grow this table without bound.
-pub const AUTH_FAILURE_ADDRESSES_MAX: usize = 65_536;
 
 /// Length of a resource part the server generates when the client lets it choose.
 pub const GENERATED_RESOURCE_CHARS: usize = 16;

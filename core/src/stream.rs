@@ -15,7 +15,7 @@ use base64::Engine as _;
 
 use crate::framer::{Frame, FramerError, Stanza, StreamOpen, STREAMS_NAMESPACE};
 use crate::jid::{prepare_domain, prepare_local, prepare_resource, BareJid, FullJid};
-use crate::limits::SASL_ATTEMPTS_MAX;
+use crate::limits::{SASL_ATTEMPTS_MAX, SASL_NEGOTIATION_FAILURES_MAX};
 use crate::routing::{error_reply, StanzaKind, BIND_NAMESPACE};
 use crate::sasl::{ChannelBindings, Mechanism, SaslFailure, ScramCredentials, ScramHash, ScramServer};
 use crate::xml::{escape_attribute, escape_text};
@@ -79,15 +79,25 @@ pub enum Action {
     StartTls,
     /// SASL succeeded: restart the framer keeping buffered bytes (RFC 6120 §6.4.6).
     RestartStream,
-    /// SCRAM needs this user's credentials: answer with `C2sStream::credentials`.
+    /// An authentication attempt for this user starts: SCRAM needs the user's credentials.
+    /// Answer with `C2sStream::credentials`, or `C2sStream::attempt_refused` when the attempt
+    /// may not start (throttled). Settled later by `Authenticated`, `AuthFailed` or
+    /// `AuthAbandoned`.
     LookupCredentials { user: BareJid, hash: ScramHash },
-    /// PLAIN needs the password checked against the stored credentials (PBKDF2, expensive):
-    /// answer with `C2sStream::plain_checked`.
+    /// An authentication attempt starts: PLAIN needs the password checked against the stored
+    /// credentials (PBKDF2, expensive). Answer with `C2sStream::plain_checked` or
+    /// `C2sStream::attempt_refused`; settled like `LookupCredentials`.
     VerifyPlain { user: BareJid, password: String },
-    /// Authentication succeeded for this account.
+    /// The SCRAM proof is right: may the attempt still succeed (no ban since it started)?
+    /// Answer with `C2sStream::success_confirmed`.
+    ConfirmSuccess(BareJid),
+    /// The attempt succeeded for this account.
     Authenticated(BareJid),
-    /// An authentication attempt failed (for the per-address failure counter).
-    AuthFailed,
+    /// The attempt failed on its credentials: a wrong password or proof (or an unknown user,
+    /// indistinguishably). Only this counts toward bans.
+    AuthFailed(BareJid),
+    /// The attempt ended without a verdict on the credentials (aborted, malformed, refused).
+    AuthAbandoned(BareJid),
     /// The client asked to bind this (prepared or generated) resource: answer with
     /// `C2sStream::bind_result`.
     Bind { jid: FullJid, id: String },
@@ -138,6 +148,9 @@ enum Phase {
     ScramAwaitingFinal(Box<ScramServer>, BareJid),
     /// Waiting for the runtime's `plain_checked` answer.
     PlainAwaitingCheck(BareJid),
+    /// The proof verified; waiting for the runtime's `success_confirmed` answer, with the
+    /// server-final message to send on success.
+    AwaitingConfirmation(BareJid, Vec<u8>),
     /// Waiting for the runtime's `bind_result` answer.
     BindPending,
     /// Resource bound: stanzas flow to the router.
@@ -154,7 +167,11 @@ pub struct C2sStream {
     tls: Option<ChannelBindings>,
     user: Option<BareJid>,
     bound: Option<FullJid>,
-    sasl_failures: u32,
+    /// Wrong passwords or proofs on this stream (RFC 6120 §6.4.5 retries).
+    credential_failures: u32,
+    /// Failed negotiations: mechanisms, channel bindings, encodings, aborts, refusals. They
+    /// are not credential failures and do not use up the client's retries, but are bounded.
+    negotiation_failures: u32,
     /// The `from` of the client's stream header, echoed as `to` (RFC 6120 §4.7.2).
     peer_from: Option<String>,
 }
@@ -168,7 +185,8 @@ impl C2sStream {
             tls: None,
             user: None,
             bound: None,
-            sasl_failures: 0,
+            credential_failures: 0,
+            negotiation_failures: 0,
             peer_from: None,
         }
     }
@@ -203,7 +221,14 @@ impl C2sStream {
     /// True while the stream waits for the runtime (credentials, PLAIN check, bind, TLS):
     /// the runtime must not feed more frames until it has answered.
     pub fn is_waiting(&self) -> bool {
-        matches!(self.phase, Phase::ScramAwaitingCredentials(..) | Phase::PlainAwaitingCheck(_) | Phase::BindPending | Phase::AwaitingTls)
+        matches!(
+            self.phase,
+            Phase::ScramAwaitingCredentials(..)
+                | Phase::PlainAwaitingCheck(_)
+                | Phase::AwaitingConfirmation(..)
+                | Phase::BindPending
+                | Phase::AwaitingTls
+        )
     }
 
     /// Handles one frame. Returns the stanza when it must be routed (only once bound, with
@@ -313,8 +338,42 @@ impl C2sStream {
         if ok {
             self.sasl_success(user, None, out);
         } else {
+            out.push(Action::AuthFailed(user));
             self.sasl_failure(SaslFailure::NotAuthorized, config, entropy, out);
         }
+    }
+
+    /// The runtime's answer to `ConfirmSuccess`: `allowed` is false when the address or the
+    /// account was banned while the attempt was in flight; the attempt then fails without
+    /// counting as a wrong password.
+    pub fn success_confirmed(&mut self, allowed: bool, config: &StreamConfig, entropy: &mut dyn Entropy, out: &mut Vec<Action>) {
+        let phase = std::mem::replace(&mut self.phase, Phase::Open);
+        let Phase::AwaitingConfirmation(user, server_final) = phase else {
+            debug_assert!(false, "success_confirmed answered while nothing was asked");
+            self.phase = phase;
+            return;
+        };
+        if allowed {
+            self.sasl_success(user, Some(server_final), out);
+        } else {
+            out.push(Action::AuthAbandoned(user));
+            self.sasl_failure(SaslFailure::TemporaryAuthFailure, config, entropy, out);
+        }
+    }
+
+    /// The runtime refused to start the attempt it was asked to (`LookupCredentials`,
+    /// `VerifyPlain`), or to finish it: answered with `failure` (`temporary-auth-failure` for a
+    /// throttled one). Nothing was checked, so nothing counts as a wrong password; an attempt
+    /// that had started is the runtime's to settle.
+    pub fn attempt_refused(&mut self, failure: SaslFailure, config: &StreamConfig, entropy: &mut dyn Entropy, out: &mut Vec<Action>) {
+        let waiting =
+            matches!(self.phase, Phase::ScramAwaitingCredentials(..) | Phase::PlainAwaitingCheck(_) | Phase::AwaitingConfirmation(..));
+        debug_assert!(waiting, "attempt_refused while no attempt was pending");
+        if !waiting {
+            return;
+        }
+        self.phase = Phase::Open;
+        self.sasl_failure(failure, config, entropy, out);
     }
 
     /// XEP-0198 §5: the runtime resumed a detached session; the stream now carries it.
@@ -659,7 +718,7 @@ impl C2sStream {
             "response" => self.sasl_response(stanza, config, entropy, out),
             "abort" => {
                 // RFC 6120 §6.4.4.
-                self.phase = Phase::Open;
+                self.abandon_attempt(out);
                 self.sasl_failure(SaslFailure::Aborted, config, entropy, out);
             }
             _ => self.fail(StreamError::new("unsupported-stanza-type"), config, entropy, out),
@@ -668,9 +727,9 @@ impl C2sStream {
 
     fn sasl_auth(&mut self, stanza: &Stanza<'_>, config: &StreamConfig, entropy: &mut dyn Entropy, out: &mut Vec<Action>) {
         if !matches!(self.phase, Phase::Open) {
-            // A new <auth> in the middle of an exchange: RFC 6120 §6.4.? leaves it undefined;
+            // A new <auth> in the middle of an exchange: RFC 6120 §6.4 leaves it undefined;
             // treat it as malformed so the exchange restarts cleanly.
-            self.phase = Phase::Open;
+            self.abandon_attempt(out);
             return self.sasl_failure(SaslFailure::MalformedRequest, config, entropy, out);
         }
         let element = match stanza.element() {
@@ -704,7 +763,7 @@ impl C2sStream {
         let data = match decode_sasl_payload(&element.text()) {
             Ok(data) => data.unwrap_or_default(),
             Err(failure) => {
-                self.phase = Phase::Open;
+                self.abandon_attempt(out);
                 return self.sasl_failure(failure, config, entropy, out);
             }
         };
@@ -712,8 +771,21 @@ impl C2sStream {
             Phase::ScramAwaitingFirst(Mechanism::Plain) => self.plain(&data, config, entropy, out),
             Phase::ScramAwaitingFirst(mechanism) => self.scram_first(mechanism, &data, config, entropy, out),
             Phase::ScramAwaitingFinal(mut server, user) => match server.finish(&data) {
-                Ok(server_final) => self.sasl_success(user, Some(server_final), out),
-                Err(failure) => self.sasl_failure(failure, config, entropy, out),
+                // RFC 5802 §5.1: the proof is right; the runtime confirms no ban came meanwhile.
+                Ok(server_final) => {
+                    out.push(Action::ConfirmSuccess(user.clone()));
+                    self.phase = Phase::AwaitingConfirmation(user, server_final);
+                }
+                // A wrong proof (or binding, or nonce) is a credential failure; a message that
+                // does not parse is not.
+                Err(SaslFailure::NotAuthorized) => {
+                    out.push(Action::AuthFailed(user));
+                    self.sasl_failure(SaslFailure::NotAuthorized, config, entropy, out);
+                }
+                Err(failure) => {
+                    out.push(Action::AuthAbandoned(user));
+                    self.sasl_failure(failure, config, entropy, out);
+                }
             },
             _ => self.sasl_failure(SaslFailure::MalformedRequest, config, entropy, out),
         }
@@ -768,17 +840,36 @@ impl C2sStream {
         self.header_sent = false;
     }
 
+    /// An exchange whose credentials were asked for ends before its verdict: the runtime stops
+    /// counting it as in flight.
+    fn abandon_attempt(&mut self, out: &mut Vec<Action>) {
+        match std::mem::replace(&mut self.phase, Phase::Open) {
+            Phase::ScramAwaitingFinal(_, user) | Phase::AwaitingConfirmation(user, _) | Phase::PlainAwaitingCheck(user) => {
+                out.push(Action::AuthAbandoned(user));
+            }
+            _ => {}
+        }
+    }
+
+    /// Answers `<failure/>` (RFC 6120 §6.4.5). A wrong password or proof (`not-authorized`
+    /// after the credentials were checked, announced by `AuthFailed`) uses up one of the
+    /// client's retries; anything else is a negotiation that did not work out — a `-PLUS`
+    /// mechanism with a binding type we lack, a malformed message, an abort, a throttled
+    /// attempt — which clients legitimately go through on their way to a mechanism that
+    /// works, so it has a separate, larger bound and never counts toward a ban.
     fn sasl_failure(&mut self, failure: SaslFailure, config: &StreamConfig, entropy: &mut dyn Entropy, out: &mut Vec<Action>) {
+        let credentials = failure == SaslFailure::NotAuthorized && matches!(out.last(), Some(Action::AuthFailed(_)));
         self.phase = Phase::Open;
         out.push(Action::Send(format!("<failure xmlns='{SASL_NAMESPACE}'><{}/></failure>", failure.condition()).into_bytes()));
-        if failure == SaslFailure::Aborted {
-            return;
+        if credentials {
+            self.credential_failures += 1;
+        } else {
+            self.negotiation_failures += 1;
         }
-        out.push(Action::AuthFailed);
-        self.sasl_failures += 1;
-        // RFC 6120 §6.4.5: a configurable number of retries, then the stream is closed.
-        if self.sasl_failures >= config.sasl_attempts_max.max(2) {
+        if self.credential_failures >= config.sasl_attempts_max.max(2) {
             self.fail(StreamError::with_text("policy-violation", "too many failed authentication attempts"), config, entropy, out);
+        } else if self.negotiation_failures >= SASL_NEGOTIATION_FAILURES_MAX {
+            self.fail(StreamError::with_text("policy-violation", "too many failed authentication negotiations"), config, entropy, out);
         }
     }
 }
@@ -864,11 +955,13 @@ mod tests {
         stream: C2sStream,
         entropy: Counter,
         config: StreamConfig,
+        /// The answer to `ConfirmSuccess` (false: banned while the attempt was in flight).
+        confirm: bool,
     }
 
     impl Harness {
         fn new(stream: C2sStream) -> Harness {
-            Harness { framer: Framer::new(limits()), stream, entropy: Counter(0), config: config() }
+            Harness { framer: Framer::new(limits()), stream, entropy: Counter(0), config: config(), confirm: true }
         }
 
         fn feed(&mut self, input: &str) -> (String, Vec<Action>) {
@@ -889,10 +982,18 @@ mod tests {
                     Ok(None) => break,
                     Err(error) => self.stream.framer_error(error, &self.config, &mut self.entropy, &mut out),
                 }
-                for action in out {
+                let mut queue: std::collections::VecDeque<Action> = out.into();
+                while let Some(action) = queue.pop_front() {
                     match action {
                         Action::Send(bytes) => sent.push_str(&String::from_utf8(bytes).expect("utf8")),
                         Action::RestartStream => self.framer.restart(false),
+                        Action::ConfirmSuccess(user) => {
+                            // The runtime's ban check, answered as configured.
+                            let mut more = Vec::new();
+                            self.stream.success_confirmed(self.confirm, &self.config, &mut self.entropy, &mut more);
+                            others.push(Action::ConfirmSuccess(user));
+                            queue.extend(more);
+                        }
                         other => others.push(other),
                     }
                 }
@@ -1063,6 +1164,97 @@ mod tests {
         assert!(sent.contains("<failure"), "{sent}");
         let (sent, _) = h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='DIGEST-MD5'>=</auth>"));
         assert!(sent.contains("<invalid-mechanism/>"), "{sent}");
+    }
+
+    /// What python3-slixmpp does by default: SCRAM-SHA-256-PLUS and SCRAM-SHA-1-PLUS with
+    /// `tls-unique` (which TLS 1.3 lacks), then plain SCRAM-SHA-256. The two misses are
+    /// negotiation failures: nothing counts toward a ban and the client keeps its retries.
+    #[test]
+    fn plus_with_an_unknown_binding_type_is_not_a_credential_failure() {
+        let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));
+        h.feed(HEADER);
+        for mechanism in ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"] {
+            let first = BASE64.encode("p=tls-unique,,n=alice,r=slixnonce");
+            let (sent, actions) = h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='{mechanism}'>{first}</auth>"));
+            assert!(sent.contains("<malformed-request/>"), "{mechanism}: {sent}");
+            assert!(actions.is_empty(), "no attempt started, nothing to count: {actions:?}");
+        }
+        // Two wrong passwords still leave the stream open (three retries by default)…
+        for _ in 0..2 {
+            let mut client = ScramClient::new(ScramHash::Sha256, "alice", "wrong", ClientBinding::NotSupported, "n2");
+            let (_, actions) = h
+                .feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
+            assert!(matches!(actions[..], [Action::LookupCredentials { .. }]), "{actions:?}");
+            let mut out = Vec::new();
+            let credentials = ScramCredentials::derive(ScramHash::Sha256, "pencil", b"saltsalt", 16).expect("derive");
+            h.stream.credentials(Some(credentials), &h.config, &mut h.entropy, &mut out);
+            let Some(Action::Send(challenge)) = out.pop() else { panic!("no challenge") };
+            let challenge = String::from_utf8(challenge).expect("utf8");
+            let payload = challenge.split('>').nth(1).and_then(|s| s.split('<').next()).expect("payload");
+            let final_message = client.handle_server_first(&BASE64.decode(payload).expect("b64")).expect("server first");
+            let (sent, actions) = h.feed(&format!("<response xmlns='{SASL_NAMESPACE}'>{}</response>", BASE64.encode(final_message)));
+            assert!(sent.contains("<not-authorized/>"), "{sent}");
+            assert!(matches!(&actions[..], [Action::AuthFailed(user)] if user.as_str() == "alice@localhost"), "{actions:?}");
+        }
+        assert!(!h.stream.is_closed(), "two negotiation misses and two wrong passwords: one retry left");
+        // …and the right one succeeds.
+        let (right, sent) = scram_login(ClientBinding::NotSupported, "SCRAM-SHA-256", "pencil");
+        assert!(sent.contains("<success"), "{sent}");
+        assert!(right.stream.is_authenticated());
+    }
+
+    #[test]
+    fn negotiation_failures_are_bounded_separately() {
+        let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));
+        h.feed(HEADER);
+        for n in 0..SASL_NEGOTIATION_FAILURES_MAX {
+            let (sent, actions) = h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='X-UNKNOWN'>=</auth>"));
+            assert!(sent.contains("<invalid-mechanism/>"), "{sent}");
+            assert!(!actions.iter().any(|a| matches!(a, Action::AuthFailed(_))), "{actions:?}");
+            assert_eq!(h.stream.is_closed(), n + 1 == SASL_NEGOTIATION_FAILURES_MAX);
+        }
+    }
+
+    #[test]
+    fn an_attempt_ends_with_exactly_one_verdict() {
+        // Aborted after server-first: abandoned, not failed.
+        let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));
+        h.feed(HEADER);
+        let client = ScramClient::new(ScramHash::Sha256, "alice", "pencil", ClientBinding::NotSupported, "n3");
+        h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
+        let mut out = Vec::new();
+        h.stream.credentials(None, &h.config, &mut h.entropy, &mut out);
+        let (sent, actions) = h.feed(&format!("<abort xmlns='{SASL_NAMESPACE}'/>"));
+        assert!(sent.contains("<aborted/>"), "{sent}");
+        assert!(matches!(&actions[..], [Action::AuthAbandoned(user)] if user.as_str() == "alice@localhost"), "{actions:?}");
+
+        // A ban that came while the proof was in flight: the right password does not get in.
+        let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));
+        h.confirm = false;
+        h.feed(HEADER);
+        let mut client = ScramClient::new(ScramHash::Sha256, "alice", "pencil", ClientBinding::NotSupported, "n4");
+        h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
+        let mut out = Vec::new();
+        let credentials = ScramCredentials::derive(ScramHash::Sha256, "pencil", b"saltsalt", 16).expect("derive");
+        h.stream.credentials(Some(credentials), &h.config, &mut h.entropy, &mut out);
+        let Some(Action::Send(challenge)) = out.pop() else { panic!("no challenge") };
+        let challenge = String::from_utf8(challenge).expect("utf8");
+        let payload = challenge.split('>').nth(1).and_then(|s| s.split('<').next()).expect("payload");
+        let final_message = client.handle_server_first(&BASE64.decode(payload).expect("b64")).expect("server first");
+        let (sent, actions) = h.feed(&format!("<response xmlns='{SASL_NAMESPACE}'>{}</response>", BASE64.encode(final_message)));
+        assert!(sent.contains("<temporary-auth-failure/>") && !sent.contains("<success"), "{sent}");
+        assert!(matches!(&actions[..], [Action::ConfirmSuccess(_), Action::AuthAbandoned(_)]), "{actions:?}");
+        assert!(!h.stream.is_authenticated());
+
+        // A throttled attempt is refused before any work, and is no credential failure.
+        let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));
+        h.feed(HEADER);
+        let (_, actions) = h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='PLAIN'>{}</auth>", BASE64.encode(b"\0alice\0pw")));
+        assert!(matches!(actions[..], [Action::VerifyPlain { .. }]), "{actions:?}");
+        let mut out = Vec::new();
+        h.stream.attempt_refused(SaslFailure::TemporaryAuthFailure, &h.config, &mut h.entropy, &mut out);
+        assert!(matches!(&out[..], [Action::Send(bytes)] if bytes.ends_with(b"<temporary-auth-failure/></failure>")), "{out:?}");
+        assert!(!h.stream.is_waiting());
     }
 
     #[test]

@@ -128,9 +128,16 @@ fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) ->
             let Some(password) = text(key).filter(|p| !p.is_empty()) else {
                 return error(400, 31, &format!("Missing argument: {key}"));
             };
-            let account = match make_account(&local, &password, shared.config.security.scram_iterations) {
-                Ok(account) => account,
-                Err(message) => return error(400, 31, &message),
+            // PBKDF2 on the hashing pool, like every other derivation.
+            let iterations = shared.config.security.scram_iterations;
+            let derived = match shared.hashes.run(move || make_account(&local, &password, iterations)) {
+                Ok(derived) => futures_lite::future::block_on(derived),
+                Err(_) => return error(503, 1, "Password hashing is saturated; try again"),
+            };
+            let account = match derived {
+                Ok(Ok(account)) => account,
+                Ok(Err(message)) => return error(400, 31, &message),
+                Err(_) => return error(500, 1, "Password hashing stopped"),
             };
             let request = if command == "register" { AdminRequest::Register(account) } else { AdminRequest::ChangePassword(account) };
             match ask(shared, shared.home_of(&bare), request) {

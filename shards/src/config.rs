@@ -74,6 +74,18 @@ impl Default for Muc {
     }
 }
 
+impl Security {
+    /// The authentication throttle's settings.
+    pub fn throttle(&self) -> confab_core::throttle::ThrottleConfig {
+        confab_core::throttle::ThrottleConfig {
+            account_failures_max: self.auth_failures_per_account,
+            failed_accounts_per_address_max: self.auth_failed_accounts_per_address,
+            concurrent_per_address: self.auth_concurrent_per_address,
+            window_ms: self.ban_ms,
+        }
+    }
+}
+
 impl Muc {
     pub fn settings(&self) -> confab_core::muc::Settings {
         confab_core::muc::Settings {
@@ -150,9 +162,20 @@ pub struct Limits {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Security {
-    /// Failed logins from one address before it is banned.
-    pub auth_failures_before_ban: u32,
-    /// How long a ban lasts, in milliseconds.
+    /// Wrong passwords for one account from one address before that account is locked for
+    /// that address (for `ban_ms`). Everyone else behind the address carries on.
+    #[serde(alias = "auth_failures_before_ban")]
+    pub auth_failures_per_account: u32,
+    /// Distinct accounts with a wrong password from one address before the address is banned:
+    /// a password spray. One person's repeated typos count once.
+    pub auth_failed_accounts_per_address: u32,
+    /// Authentication attempts from one address in flight at once, per shard; beyond, the
+    /// client is told `temporary-auth-failure` and retries.
+    pub auth_concurrent_per_address: u32,
+    /// Threads that hash passwords (PLAIN logins, new accounts and passwords), at a lower
+    /// priority than the shards; 0: one per shard.
+    pub hash_threads: usize,
+    /// How long failures are remembered and a lock or ban lasts, in milliseconds.
     pub ban_ms: u64,
     /// PBKDF2 iterations for newly stored SCRAM secrets (RFC 7677 §4 recommends ≥ 4096).
     pub scram_iterations: u32,
@@ -236,7 +259,10 @@ impl Default for Limits {
 impl Default for Security {
     fn default() -> Self {
         Security {
-            auth_failures_before_ban: limits::AUTH_FAILURES_BEFORE_BAN,
+            auth_failures_per_account: limits::AUTH_FAILURES_PER_ACCOUNT,
+            auth_failed_accounts_per_address: limits::AUTH_FAILED_ACCOUNTS_PER_ADDRESS,
+            auth_concurrent_per_address: limits::AUTH_CONCURRENT_PER_ADDRESS,
+            hash_threads: 0,
             ban_ms: limits::AUTH_BAN_MS,
             scram_iterations: confab_core::sasl::SCRAM_ITERATIONS_DEFAULT,
             sasl_attempts: limits::SASL_ATTEMPTS_MAX,
@@ -327,8 +353,24 @@ impl Config {
         if self.security.sasl_attempts < 2 {
             return Err(ConfigError::Invalid { key: "security.sasl_attempts", message: "must be at least 2 (RFC 6120 §6.4.5)".into() });
         }
-        if self.security.auth_failures_before_ban == 0 {
-            return Err(ConfigError::Invalid { key: "security.auth_failures_before_ban", message: "must be at least 1".into() });
+        let s = &self.security;
+        let security_checks: [(&'static str, bool, &str); 4] = [
+            ("security.auth_failures_per_account", s.auth_failures_per_account >= 1, "must be at least 1"),
+            (
+                "security.auth_failed_accounts_per_address",
+                (1..=10_000).contains(&s.auth_failed_accounts_per_address),
+                "must be between 1 and 10000",
+            ),
+            ("security.auth_concurrent_per_address", s.auth_concurrent_per_address >= 1, "must be at least 1"),
+            ("security.hash_threads", s.hash_threads <= 256, "must be at most 256"),
+        ];
+        for (key, ok, message) in security_checks {
+            if !ok {
+                return Err(ConfigError::Invalid { key, message: message.into() });
+            }
+        }
+        if self.security.hash_threads == 0 {
+            self.security.hash_threads = self.shards;
         }
         if self.muc.domain.is_empty() {
             self.muc.domain = format!("conference.{}", self.domain);

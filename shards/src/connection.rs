@@ -10,16 +10,19 @@
 
 use std::cell::RefCell;
 use std::io::{self, Read as _, Write as _};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use confab_core::framer::{Frame, Framer};
-use confab_core::jid::FullJid;
+use confab_core::jid::{BareJid, FullJid};
 use confab_core::limits::READ_CHUNK_BYTES;
 use confab_core::routing::{self, StanzaKind};
+use confab_core::sasl::SaslFailure;
 use confab_core::sm::{self, SmElement, StreamManagement};
 use confab_core::stream::{Action, C2sStream, Entropy, StreamError, CSI_NAMESPACE, SM_NAMESPACE};
+use confab_core::throttle::{AuthThrottle, Refusal};
 use futures_channel::oneshot;
 use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
 use glommio::channels::local_channel::{self, LocalReceiver};
@@ -77,8 +80,8 @@ pub async fn accept(shard: ShardRef, socket: TcpStream, direct_tls: bool) {
     let _ = socket.set_nodelay(true);
     let _ = socket.set_write_timeout(Some(Duration::from_millis(WRITE_TIMEOUT_MS)));
     let (shared, banned) = {
-        let mut s = shard.borrow_mut();
-        (s.shared.clone(), s.is_banned(peer.ip(), Instant::now()))
+        let s = shard.borrow();
+        (s.shared.clone(), s.is_banned(peer.ip(), s.shared.monotonic_ms()))
     };
     let deadline = Instant::now() + Duration::from_millis(shared.config.limits.preauth_timeout_ms);
     let id = shard.borrow_mut().next_connection_id();
@@ -201,6 +204,39 @@ struct Connection {
     /// XEP-0352: the client said it is inactive; presence is held back.
     inactive: bool,
     held: Vec<Vec<u8>>,
+    /// The authentication attempt in flight, if any.
+    attempt: Option<Attempt>,
+}
+
+/// An authentication attempt in flight, from its start (credential lookup) to its verdict.
+/// Dropped unsettled — the connection ended mid-exchange, the exchange was aborted — it is
+/// abandoned: it stops counting, and counts as no failure.
+struct Attempt {
+    throttle: Rc<RefCell<AuthThrottle>>,
+    address: IpAddr,
+    account: String,
+    settled: bool,
+}
+
+impl Attempt {
+    fn succeeded(mut self) {
+        self.settled = true;
+        self.throttle.borrow_mut().succeeded(self.address, &self.account);
+    }
+
+    /// A wrong password; returns until when the account is now locked for this address.
+    fn failed(mut self, now: u64) -> Option<u64> {
+        self.settled = true;
+        self.throttle.borrow_mut().failed(self.address, &self.account, now)
+    }
+}
+
+impl Drop for Attempt {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.throttle.borrow_mut().abandoned(self.address, &self.account);
+        }
+    }
 }
 
 /// A session whose connection was lost with resumable stream management on: it stays bound
@@ -245,6 +281,7 @@ impl Connection {
             sm_request_outstanding: false,
             inactive: false,
             held: Vec::new(),
+            attempt: None,
         }
     }
 
@@ -612,10 +649,12 @@ impl Connection {
             im::AccountChange::Remove => shard::AdminRequest::Unregister(local),
             im::AccountChange::Password(password) => {
                 let iterations = shared.config.security.scram_iterations;
-                let account = glommio::executor().spawn_blocking(move || crate::admin::make_account(&local, &password, iterations)).await;
-                match account {
-                    Ok(account) => shard::AdminRequest::ChangePassword(account),
-                    Err(_) => return error("not-acceptable"),
+                let Ok(derived) = shared.hashes.run(move || crate::admin::make_account(&local, &password, iterations)) else {
+                    return error("resource-constraint");
+                };
+                match derived.await {
+                    Ok(Ok(account)) => shard::AdminRequest::ChangePassword(account),
+                    _ => return error("not-acceptable"),
                 }
             }
         };
@@ -836,14 +875,17 @@ impl Connection {
             let mut more = Vec::new();
             if let Action::LookupCredentials { user, .. } | Action::VerifyPlain { user, .. } = &action {
                 // SASL named the user: credentials are only ever touched on the user's home
-                // shard, so the connection moves there first; and a banned address gets no
-                // password work at all.
+                // shard, so the connection moves there first; there the attempt starts, or is
+                // refused before any password work (banned, locked, too many in flight).
                 let home = shared.home_of(user);
                 if home != self.shard.borrow().id {
                     self.actions = std::iter::once(action).chain(queue).collect();
                     return Ok(Flow::Migrate(home));
                 }
-                if self.refuse_if_banned() {
+                if let Err(refusal) = self.begin_attempt(user) {
+                    self.refuse_attempt(refusal, &mut more);
+                    more.extend(queue);
+                    queue = more;
                     continue;
                 }
             }
@@ -880,26 +922,58 @@ impl Connection {
                         )
                     });
                     let password = password.clone();
-                    let ok = glommio::executor().spawn_blocking(move || credentials.verify_password(&password)).await;
-                    self.stream.plain_checked(ok, &shared.stream, &mut ThreadEntropy, &mut more);
+                    // PBKDF2 on the hashing pool: never on this thread, never in front of the
+                    // store's commits; a saturated pool refuses at once.
+                    let verdict = match shared.hashes.run(move || credentials.verify_password(&password)) {
+                        Ok(verdict) => verdict.await.ok(),
+                        Err(_) => None,
+                    };
+                    match verdict {
+                        // A ban that came while the hash ran: no verdict is given.
+                        Some(ok) if self.attempt_still_allowed(user) => {
+                            self.stream.plain_checked(ok, &shared.stream, &mut ThreadEntropy, &mut more)
+                        }
+                        _ => {
+                            self.attempt = None;
+                            self.stream.attempt_refused(SaslFailure::TemporaryAuthFailure, &shared.stream, &mut ThreadEntropy, &mut more);
+                        }
+                    }
+                }
+                Action::ConfirmSuccess(ref user) => {
+                    // The proof is right; SCRAM's final message is checked against the bans too.
+                    let allowed = self.attempt_still_allowed(user);
+                    self.stream.success_confirmed(allowed, &shared.stream, &mut ThreadEntropy, &mut more);
                 }
                 Action::Register { id, user, password } => {
                     let answer = self.register(&id, &user, password).await;
                     self.output.extend_from_slice(&answer);
                 }
                 Action::Authenticated(user) => {
-                    debug_assert_eq!(shared.home_of(&user), self.shard.borrow().id, "authenticated away from the home shard");
+                    assert_eq!(shared.home_of(&user), self.shard.borrow().id, "authenticated away from the home shard");
+                    if let Some(attempt) = self.attempt.take() {
+                        attempt.succeeded();
+                    }
                     tracing::info!(peer = %self.peer, %user, "authenticated");
                 }
-                Action::AuthFailed => {
+                Action::AuthFailed(user) => {
                     let address = self.peer.ip();
-                    tracing::info!(peer = %self.peer, "authentication failed");
-                    let counter = routing::home_shard(&address.to_string(), shared.shard_count());
-                    if counter == self.shard.borrow().id {
-                        handle_auth_failure(&self.shard, address);
-                    } else {
-                        let _ = shared.inboxes[counter].send(ShardMessage::AuthFailure(address)).await;
+                    let locked = self.attempt.take().and_then(|attempt| attempt.failed(shared.monotonic_ms()));
+                    match locked {
+                        Some(_) => tracing::warn!(peer = %self.peer, %user, "wrong password; account locked for this address"),
+                        None => tracing::info!(peer = %self.peer, %user, "wrong password"),
                     }
+                    // The address's counting shard decides whether this makes a spray.
+                    let account = user.as_str().to_owned();
+                    let counter = self.shard.borrow().counting_shard(address);
+                    if counter == self.shard.borrow().id {
+                        handle_auth_failure(&self.shard, address, &account);
+                    } else {
+                        let _ = shared.inboxes[counter].send(ShardMessage::AuthFailure(address, account)).await;
+                    }
+                }
+                Action::AuthAbandoned(_) => {
+                    // Dropping the attempt settles it as abandoned.
+                    self.attempt = None;
                 }
                 Action::Bind { jid, id } => {
                     // Unbounded in type, bounded in use (`shard::offer` checks the length):
@@ -942,8 +1016,11 @@ impl Connection {
         }
         let local = user.local().unwrap_or_default().to_owned();
         let iterations = shared.config.security.scram_iterations;
-        let account = glommio::executor().spawn_blocking(move || crate::admin::make_account(&local, &password, iterations)).await;
-        let Ok(account) = account else { return error("not-acceptable") };
+        let Ok(derived) = shared.hashes.run(move || crate::admin::make_account(&local, &password, iterations)) else {
+            // The hashing pool is saturated (a login storm): try again later.
+            return error("resource-constraint");
+        };
+        let Ok(Ok(account)) = derived.await else { return error("not-acceptable") };
         match crate::admin::ask_async(&shared, shared.home_of(user), shard::AdminRequest::Register(account)).await {
             shard::AdminReply::Done => {
                 tracing::info!(peer = %self.peer, %user, "account registered in band");
@@ -954,12 +1031,44 @@ impl Connection {
         }
     }
 
-    fn refuse_if_banned(&mut self) -> bool {
-        let banned = self.shard.borrow_mut().is_banned(self.peer.ip(), Instant::now());
-        if banned {
-            self.fail(StreamError::with_text("policy-violation", "too many failed logins; try again later"));
+    /// Starts an authentication attempt for `user` from this connection's address (see
+    /// `confab_core::throttle`): it counts as a failure until it is settled.
+    fn begin_attempt(&mut self, user: &BareJid) -> Result<(), Refusal> {
+        let address = self.peer.ip();
+        let throttle = self.shard.borrow().throttle.clone();
+        let now = self.shard.borrow().shared.monotonic_ms();
+        throttle.borrow_mut().begin(address, user.as_str(), now)?;
+        self.attempt = Some(Attempt { throttle, address, account: user.as_str().to_owned(), settled: false });
+        Ok(())
+    }
+
+    /// Answers an attempt that may not start: a banned address loses the stream; a locked
+    /// account or a busy address is told to try again later (RFC 6120 §6.5.12), and nothing
+    /// counts as a wrong password.
+    fn refuse_attempt(&mut self, refusal: Refusal, more: &mut Vec<Action>) {
+        let shared = self.shard.borrow().shared.clone();
+        match refusal {
+            Refusal::AddressBanned => {
+                tracing::info!(peer = %self.peer, "login refused: address banned");
+                self.stream.fail(
+                    StreamError::with_text("policy-violation", "too many failed logins; try again later"),
+                    &shared.stream,
+                    &mut ThreadEntropy,
+                    more,
+                );
+            }
+            Refusal::AccountLocked | Refusal::Busy => {
+                tracing::info!(peer = %self.peer, ?refusal, "login attempt refused for now");
+                self.stream.attempt_refused(SaslFailure::TemporaryAuthFailure, &shared.stream, &mut ThreadEntropy, more);
+            }
         }
-        banned
+    }
+
+    /// May the attempt in flight for `user` still succeed (no ban or lock since it started)?
+    fn attempt_still_allowed(&self, user: &BareJid) -> bool {
+        let shard = self.shard.borrow();
+        let allowed = shard.throttle.borrow().still_allowed(self.peer.ip(), user.as_str(), shard.shared.monotonic_ms());
+        allowed
     }
 
     fn fail(&mut self, error: StreamError) {
@@ -1066,11 +1175,13 @@ fn end_session(shard: &ShardRef, jid: &FullJid, connection: u64, mut unacked: Ve
     }
 }
 
-/// Counts a login failure on the shard that counts for this address; bans go to every shard.
-pub fn handle_auth_failure(shard: &ShardRef, address: std::net::IpAddr) {
+/// Counts a wrong password on the shard that counts for this address; a ban goes to every
+/// shard.
+pub fn handle_auth_failure(shard: &ShardRef, address: std::net::IpAddr, account: &str) {
     let (ban, shared) = {
         let mut s = shard.borrow_mut();
-        (s.count_failure(address, Instant::now()), s.shared.clone())
+        let now = s.shared.monotonic_ms();
+        (s.count_failure(address, account, now), s.shared.clone())
     };
     if let Some(until) = ban {
         let me = shard.borrow().id;

@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod hashing;
 pub mod im;
 pub mod muc;
 pub mod shard;
@@ -54,7 +55,8 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     stream.reject_channel_binding_downgrade = config.security.reject_channel_binding_downgrade;
     stream.registration = config.registration.enabled;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| async_channel::bounded(SHARD_INBOX_MESSAGES_MAX)).unzip();
-    let shared = Arc::new(Shared { config, stream, tls, inboxes: senders, started: Instant::now() });
+    let hashes = hashing::HashPool::start(config.security.hash_threads)?;
+    let shared = Arc::new(Shared { config, stream, tls, inboxes: senders, started: Instant::now(), hashes });
 
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);
@@ -121,7 +123,7 @@ async fn run_shard(shard: ShardRef, inbox: async_channel::Receiver<ShardMessage>
                     shard::dispatch_now(&shard, envelope);
                 }
             }
-            ShardMessage::AuthFailure(address) => connection::handle_auth_failure(&shard, address),
+            ShardMessage::AuthFailure(address, account) => connection::handle_auth_failure(&shard, address, &account),
             ShardMessage::Ban(address, until) => shard.borrow_mut().ban(address, until),
             ShardMessage::Admin(request, reply) => {
                 let (records, answer) = shard.borrow_mut().admin(&request);

@@ -27,6 +27,7 @@ use crate::connection::{Detached, Migrant};
 use crate::im::UserData;
 use crate::storage::{OpenedPartition, Partition};
 use crate::tls::TlsContext;
+use confab_core::throttle::AuthThrottle;
 
 /// Immutable state shared by every shard: the one object shards share.
 pub struct Shared {
@@ -35,11 +36,19 @@ pub struct Shared {
     pub tls: TlsContext,
     pub inboxes: Vec<async_channel::Sender<ShardMessage>>,
     pub started: Instant,
+    /// Where passwords are hashed, off the shards and off the store's threads.
+    pub hashes: crate::hashing::HashPool,
 }
 
 impl Shared {
     pub fn shard_count(&self) -> usize {
         self.inboxes.len()
+    }
+
+    /// Milliseconds since the server started: the monotonic clock every shard shares (bans
+    /// and locks are instants on it).
+    pub fn monotonic_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
     pub fn home_of(&self, user: &BareJid) -> usize {
@@ -63,10 +72,11 @@ pub enum ShardMessage {
     Adopt(Box<Migrant>),
     /// A stanza for a user homed on the receiving shard.
     Deliver(Envelope),
-    /// A failed login from this address (sent to the address's counting shard).
-    AuthFailure(IpAddr),
-    /// Refuse this address until the instant.
-    Ban(IpAddr, Instant),
+    /// A wrong password for this account from this address (sent to the address's counting
+    /// shard, which decides address bans).
+    AuthFailure(IpAddr, String),
+    /// Refuse this address until this time (`Shared::monotonic_ms`).
+    Ban(IpAddr, u64),
     Admin(AdminRequest, oneshot::Sender<AdminReply>),
     /// A room's stanzas for sessions homed on the receiving shard (XEP-0045 fan-out: one
     /// message per shard, not per occupant).
@@ -226,8 +236,9 @@ pub struct Shard {
     pub(crate) caps: HashMap<String, Arc<[String]>>,
     pub(crate) caps_pending: HashMap<String, (confab_core::pep::Caps, FullJid)>,
     session_count: usize,
-    bans: HashMap<IpAddr, Instant>,
-    failures: HashMap<IpAddr, (u32, Instant)>,
+    /// Who may try a password now (bans, locks, attempts in flight). Its own cell, so that an
+    /// attempt's guard can settle it from a connection's drop without borrowing the shard.
+    pub(crate) throttle: Rc<RefCell<AuthThrottle>>,
     /// When each address last registered an account in band (XEP-0077), bounded.
     registrations: HashMap<IpAddr, Instant>,
     /// Accounts with an admin change waiting for its commit.
@@ -248,6 +259,7 @@ impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, opened: OpenedPartition) -> Shard {
         let OpenedPartition { database, accounts, items, archive_last, room_archives } = opened;
         let shared_count = shared.shard_count();
+        let throttle = Rc::new(RefCell::new(AuthThrottle::new(shared.config.security.throttle())));
         let accounts: HashMap<String, Account> = accounts.into_iter().map(|a| (a.user.clone(), a)).collect();
         // Rooms are owners named by a bare JID; accounts by a local part.
         let (room_items, mut items): (Vec<_>, Vec<_>) = items.into_iter().partition(|item| item.user.contains('@'));
@@ -267,8 +279,7 @@ impl Shard {
             caps: HashMap::new(),
             caps_pending: HashMap::new(),
             session_count: 0,
-            bans: HashMap::new(),
-            failures: HashMap::new(),
+            throttle,
             registrations: HashMap::new(),
             accounts_changing: std::collections::HashSet::new(),
             next_connection: (id as u64) << 48,
@@ -286,42 +297,21 @@ impl Shard {
         user.local().and_then(|local| self.accounts.get(local))
     }
 
-    pub fn is_banned(&mut self, address: IpAddr, now: Instant) -> bool {
-        match self.bans.get(&address) {
-            Some(until) if *until > now => true,
-            Some(_) => {
-                self.bans.remove(&address);
-                false
-            }
-            None => false,
-        }
+    pub fn is_banned(&self, address: IpAddr, now: u64) -> bool {
+        self.throttle.borrow().is_banned(address, now)
     }
 
-    /// Counts a failure for an address this shard counts for; returns the ban to broadcast
-    /// when the threshold is reached.
-    pub fn count_failure(&mut self, address: IpAddr, now: Instant) -> Option<Instant> {
-        debug_assert_eq!(routing::home_shard(&address.to_string(), self.shared.shard_count()), self.id);
-        let window = Duration::from_millis(self.shared.config.security.ban_ms);
-        if self.failures.len() >= confab_core::limits::AUTH_FAILURE_ADDRESSES_MAX && !self.failures.contains_key(&address) {
-            // Bounded table: forget entries whose window passed; if none did, the oldest.
-            self.failures.retain(|_, (_, first)| now.duration_since(*first) < window);
-            if self.failures.len() >= confab_core::limits::AUTH_FAILURE_ADDRESSES_MAX {
-                if let Some(oldest) = self.failures.iter().min_by_key(|(_, (_, first))| *first).map(|(a, _)| *a) {
-                    self.failures.remove(&oldest);
-                }
-            }
-        }
-        let entry = self.failures.entry(address).or_insert((0, now));
-        if now.duration_since(entry.1) >= window {
-            *entry = (0, now);
-        }
-        entry.0 += 1;
-        if entry.0 >= self.shared.config.security.auth_failures_before_ban {
-            self.failures.remove(&address);
-            Some(now + window)
-        } else {
-            None
-        }
+    /// The shard that counts failures of `address` across accounts and decides its ban.
+    pub fn counting_shard(&self, address: IpAddr) -> usize {
+        routing::home_shard(&address.to_string(), self.shared.shard_count())
+    }
+
+    /// On the address's counting shard: a wrong password for `account`; returns the ban to
+    /// broadcast when the address reached its threshold of failed accounts.
+    pub fn count_failure(&mut self, address: IpAddr, account: &str, now: u64) -> Option<u64> {
+        let counting = self.counting_shard(address);
+        assert_eq!(counting, self.id, "an address's failures are counted on its counting shard");
+        self.throttle.borrow_mut().address_failure(address, account, now)
     }
 
     /// XEP-0077: may `address` register an account now? Records the attempt when it may.
@@ -344,9 +334,9 @@ impl Shard {
         true
     }
 
-    pub fn ban(&mut self, address: IpAddr, until: Instant) {
-        tracing::warn!(%address, "address banned after repeated authentication failures");
-        self.bans.insert(address, until);
+    pub fn ban(&mut self, address: IpAddr, until: u64) {
+        tracing::warn!(%address, "address banned: wrong passwords for too many accounts");
+        self.throttle.borrow_mut().ban(address, until);
     }
 
     /// RFC 6120 §7.6–7.7: binds `jid` for a connection. A session already bound to the same

@@ -1,8 +1,10 @@
 //! Authentication and binding: every SASL mechanism, failures, bans, conflicts.
 
-use confab_core::sasl::{ChannelBindingType, ClientBinding, ScramHash};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
+use confab_core::sasl::{ChannelBindingType, ClientBinding, ScramClient, ScramHash};
 
-use crate::support::{Client, Server};
+use crate::support::{element_text, Client, Server};
 
 #[test]
 fn every_mechanism_logs_in_over_starttls() {
@@ -78,23 +80,126 @@ fn wrong_password_and_unknown_user_look_the_same() {
     }
 }
 
+/// One person's typos lock that account from that address only: the people behind the same
+/// NAT address keep logging in, and the right password is refused only for the locked account.
 #[test]
-fn repeated_failures_ban_the_address() {
-    let server = Server::start_with("[security]\nauth_failures_before_ban = 3\nban_ms = 60000\n");
+fn wrong_passwords_lock_the_account_for_that_address_only() {
+    let server = Server::start_with("[security]\nauth_failures_per_account = 3\nban_ms = 60000\n");
     server.register("dave", "secret");
+    server.register("erin", "secret");
     for _ in 0..3 {
         let mut client = Client::connect(&server);
         client.starttls();
         let answer = client.plain("dave", "guess");
         assert!(answer.contains("not-authorized"), "{answer}");
     }
-    // The ban reaches every shard; a new connection is refused before any password work.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    for _ in 0..4 {
+    let mut client = Client::connect(&server);
+    client.starttls();
+    let answer = client.scram("SCRAM-SHA-256", "dave", "secret");
+    assert!(answer.contains("<temporary-auth-failure/>"), "locked, even with the right password: {answer}");
+    for _ in 0..3 {
         let mut client = Client::connect(&server);
-        let seen = client.read_to_close().join("");
-        assert!(seen.contains("<policy-violation"), "{seen}");
+        client.starttls();
+        assert!(client.scram("SCRAM-SHA-256", "erin", "secret").contains("<success"), "others behind the address log in");
     }
+}
+
+/// A password spray across accounts from one address bans the address on every shard, before
+/// any password work.
+#[test]
+fn wrong_passwords_for_many_accounts_ban_the_address() {
+    let server = Server::start_with("[security]\nauth_failed_accounts_per_address = 3\nban_ms = 60000\n");
+    for user in ["spray0", "spray1", "spray2"] {
+        let mut client = Client::connect(&server);
+        client.starttls();
+        let answer = client.plain(user, "guess");
+        assert!(answer.contains("not-authorized"), "{answer}");
+    }
+    // The ban is broadcast to every shard; a new connection is refused at once.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    for _ in 0..4 {
+        loop {
+            let mut client = Client::connect(&server);
+            let seen = client.read_to_close().join("");
+            if seen.contains("<policy-violation") {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "never banned: {seen}");
+        }
+    }
+}
+
+/// A client that negotiates a mechanism or channel binding we cannot do (python3-slixmpp's
+/// SCRAM-*-PLUS with tls-unique) is not punished: ten such logins from one address, each
+/// with two misses before it succeeds, with the default configuration.
+#[test]
+fn channel_binding_misses_are_not_failed_logins() {
+    let server = Server::start();
+    server.register("slix", "pw");
+    for n in 0..10 {
+        let mut client = Client::connect(&server);
+        client.starttls();
+        for mechanism in ["SCRAM-SHA-256-PLUS", "SCRAM-SHA-1-PLUS"] {
+            let first = BASE64.encode(format!("p=tls-unique,,n=slix,r=nonce{n}"));
+            client.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='{mechanism}'>{first}</auth>"));
+            let answer = client.next().expect("answer");
+            assert!(answer.contains("<malformed-request/>"), "{answer}");
+        }
+        let answer = client.scram("SCRAM-SHA-256", "slix", "pw");
+        assert!(answer.contains("<success"), "login {n}: {answer}");
+    }
+}
+
+/// Parallel guesses at one account are counted when they start: of many PLAIN attempts in
+/// flight at once, at most `auth_failures_per_account` get their password checked.
+#[test]
+fn parallel_guesses_are_counted_when_they_start() {
+    let server = Server::start_with("[security]\nauth_failures_per_account = 3\nban_ms = 60000\n");
+    server.register("target", "secret");
+    let mut clients: Vec<Client> = (0..8)
+        .map(|_| {
+            let mut client = Client::connect(&server);
+            client.starttls();
+            client
+        })
+        .collect();
+    let payload = BASE64.encode("\0target\0guess");
+    for client in &mut clients {
+        client.send(&format!("<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='PLAIN'>{payload}</auth>"));
+    }
+    let answers: Vec<String> = clients.iter_mut().map(|client| client.next().expect("answer")).collect();
+    let checked = answers.iter().filter(|a| a.contains("<not-authorized/>")).count();
+    let refused = answers.iter().filter(|a| a.contains("<temporary-auth-failure/>")).count();
+    assert!(checked <= 3, "only three guesses may be checked: {answers:#?}");
+    assert_eq!(checked + refused, 8, "{answers:#?}");
+}
+
+/// SCRAM's final message is checked against the bans: an exchange started before the address
+/// was banned does not succeed after it, even with the right proof.
+#[test]
+fn a_ban_stops_a_scram_exchange_in_flight() {
+    let server = Server::start_with("[security]\nauth_failed_accounts_per_address = 2\nban_ms = 60000\n");
+    server.register("patient", "secret");
+    let mut client = Client::connect(&server);
+    client.starttls();
+    let mut scram = ScramClient::new(ScramHash::Sha256, "patient", "secret", ClientBinding::NotSupported, "inflightnonce");
+    client.send(&format!(
+        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+        BASE64.encode(scram.client_first())
+    ));
+    let challenge = client.next().expect("challenge");
+    let server_first = BASE64.decode(element_text(&challenge)).expect("base64");
+    let client_final = scram.handle_server_first(&server_first).expect("server first");
+    // Meanwhile the same address sprays two other accounts: it is banned.
+    for user in ["spray-a", "spray-b"] {
+        let mut sprayer = Client::connect(&server);
+        sprayer.starttls();
+        assert!(sprayer.plain(user, "guess").contains("not-authorized"));
+    }
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    client.send(&format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", BASE64.encode(client_final)));
+    let answer = client.next().expect("answer");
+    assert!(!answer.contains("<success"), "a banned address must not log in: {answer}");
 }
 
 #[test]
