@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Two slixmpp clients log in to Confab with SCRAM-SHA-256 over STARTTLS and chat.
+"""Two slixmpp clients log in to Confab over STARTTLS (SASL as slixmpp chooses) and chat.
 
 Usage: slixmpp_chat.py HOST PORT CAFILE DOMAIN USER1 PASS1 USER2 PASS2
 Exits 0 when each side received the other's message, 1 otherwise (within 20 s).
@@ -15,14 +15,16 @@ import slixmpp
 
 class Chatter(slixmpp.ClientXMPP):
     def __init__(self, jid, password, cafile):
-        super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
+        # No sasl_mech: slixmpp negotiates as it does for its users (SCRAM-*-PLUS first).
+        super().__init__(jid, password)
         self.ssl_context = ssl.create_default_context(cafile=cafile)
         self.online = asyncio.get_event_loop().create_future()
         self.received = asyncio.get_event_loop().create_future()
         self.mechanism = None
         self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
-        self.add_event_handler("failed_auth", lambda *_: self.fail("authentication failed"))
+        # failed_auth fires for each mechanism slixmpp gives up on; only running out of them fails.
+        self.add_event_handler("failed_all_auth", lambda *_: self.fail("authentication failed"))
         self.add_event_handler("auth_success", self.on_auth)
 
     def fail(self, why):

@@ -64,7 +64,8 @@ class Client(slixmpp.ClientXMPP):
     """A slixmpp client that records every message and presence it receives."""
 
     def __init__(self, jid, password, cafile, plugins=()):
-        super().__init__(jid, password, sasl_mech="SCRAM-SHA-256")
+        # No sasl_mech: slixmpp negotiates as it does for its users (SCRAM-*-PLUS first).
+        super().__init__(jid, password)
         self.ssl_context = ssl.create_default_context(cafile=cafile)
         for plugin in ("xep_0030", "xep_0203", *plugins):
             self.register_plugin(plugin)
@@ -78,7 +79,8 @@ class Client(slixmpp.ClientXMPP):
         self.register_handler(Callback("record message", MatchXPath("{jabber:client}message"), self.record))
         self.register_handler(Callback("record presence", MatchXPath("{jabber:client}presence"), self.record))
         self.add_event_handler("session_start", self.on_start)
-        self.add_event_handler("failed_auth", lambda *_: self.fail("authentication failed"))
+        # failed_auth fires for each mechanism slixmpp gives up on; only running out of them fails.
+        self.add_event_handler("failed_all_auth", lambda *_: self.fail("authentication failed"))
         for name in ("sm_enabled", "sm_failed", "session_resumed", "disconnected"):
             self.add_event_handler(name, lambda stanza, name=name: self.note(name, stanza))
 

@@ -102,7 +102,7 @@ class Registrant(ServiceClient):
         self.registered = asyncio.get_event_loop().create_future()
         self.add_event_handler("register", self.on_register)
         # Without a <register/> stream feature xep_0077 goes straight on to SASL, which fails.
-        self.add_event_handler("failed_auth", lambda *_: self.refused(
+        self.add_event_handler("failed_all_auth", lambda *_: self.refused(
             "the server offered no in-band registration (no <register/> stream feature)"))
         # slixmpp 1.8.3 holds back every iq but bind and session until the session starts, so
         # xep_0077's own registration get would never leave (later slixmpp lets register iqs

@@ -78,6 +78,40 @@ fn slixmpp_clients_create_configure_invite_talk_and_kick_in_a_room() {
     run_scenario(&server, "slixmpp_muc.py", &[&users[0], "pw-muc", &users[1], "pw-muc", &users[2], "pw-muc"]);
 }
 
+/// tests/slixmpp_real_clients.py: programs nobody here wrote, in their default behaviour,
+/// against the default configuration: a slixmpp receiver (SCRAM-*-PLUS with tls-unique first,
+/// as it does for its users) gets messages from go-sendxmpp (Go) and sendxmpp (Perl) over
+/// STARTTLS and direct TLS and a go-sendxmpp post to a room, and slixmpp logs in ten times in
+/// a row from one address.
+#[test]
+fn go_sendxmpp_sendxmpp_and_slixmpp_work_with_the_defaults() {
+    require_slixmpp();
+    for program in ["go-sendxmpp", "sendxmpp"] {
+        let found = std::process::Command::new("sh").args(["-c", &format!("command -v {program}")]).status();
+        assert!(found.is_ok_and(|s| s.success()), "{program} is required (apt-get install go-sendxmpp sendxmpp); .ci/run installs it");
+    }
+    let server = Server::start();
+    let users = users_on_shards("real", &[0, 1]);
+    for user in &users {
+        server.register(user, "pw-real");
+    }
+    let output = std::process::Command::new(PYTHON)
+        .arg(format!("{}/slixmpp_real_clients.py", env!("CARGO_MANIFEST_DIR")))
+        .args(["127.0.0.1", &server.c2s.to_string(), &server.c2s_tls.to_string()])
+        .arg(server.data_dir.join("cert.pem"))
+        .args([DOMAIN, &users[0], "pw-real", &users[1], "pw-real"])
+        .output()
+        .expect("run slixmpp_real_clients.py");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success() && stdout.contains("ok: all "),
+        "slixmpp_real_clients.py failed:\n{stdout}\n{stderr}\nserver log:\n{}",
+        server.log()
+    );
+    assert!(!server.log().contains("banned"), "no address was banned:\n{}", server.log());
+}
+
 /// Runs a scenario script (HOST PORT CAFILE DOMAIN then `accounts`) and requires every check
 /// to pass ("ok: all …"); on failure shows its output and the server's log.
 fn run_scenario(server: &Server, script: &str, accounts: &[&str]) {
