@@ -206,6 +206,9 @@ struct Connection {
     held: Vec<Vec<u8>>,
     /// The authentication attempt in flight, if any.
     attempt: Option<Attempt>,
+    /// The peer closed its TLS session (close_notify): frames received before it are handled,
+    /// then the connection ends as on EOF.
+    peer_closed: bool,
 }
 
 /// An authentication attempt in flight, from its start (credential lookup) to its verdict.
@@ -282,6 +285,7 @@ impl Connection {
             inactive: false,
             held: Vec::new(),
             attempt: None,
+            peer_closed: false,
         }
     }
 
@@ -313,7 +317,7 @@ impl Connection {
                 self.sm_request_outstanding = true;
                 self.output.extend_from_slice(&sm::request());
             }
-            if self.flush().await.is_err() {
+            if self.flush().await.is_err() || self.peer_closed {
                 lost = true;
                 break;
             }
@@ -399,26 +403,43 @@ impl Connection {
         let result = self.socket.read(&mut buffer).await;
         let outcome = match result {
             Ok(0) => Ok(false),
-            Ok(n) => self.receive(&buffer[..n]).map(|_| true),
+            Ok(n) => match self.receive(&buffer[..n]) {
+                // What came before the close_notify is handled first; the loop then ends.
+                Ok(false) => {
+                    self.peer_closed = true;
+                    Ok(true)
+                }
+                other => other,
+            },
             Err(error) => Err(error),
         };
         give_back(buffer);
         outcome
     }
 
-    fn receive(&mut self, mut bytes: &[u8]) -> io::Result<()> {
+    /// Feeds received bytes (decrypted when TLS is up) to the framer. Ok(false) when the peer
+    /// closed its TLS session (close_notify): whatever followed the alert is dropped, and the
+    /// connection ends like on EOF. Every turn of the loop consumes input or returns, so no
+    /// input can make it spin.
+    fn receive(&mut self, mut bytes: &[u8]) -> io::Result<bool> {
         let Some(tls) = self.tls.as_deref_mut() else {
             self.framer.push(bytes);
-            return Ok(());
+            return Ok(true);
         };
         let mut plain = take_buffer();
         let result = (|| {
             while !bytes.is_empty() {
-                tls.read_tls(&mut bytes)?;
-                if let Err(error) = tls.process_new_packets() {
-                    // The alert rustls queued goes out with the next flush.
-                    return Err(io::Error::new(io::ErrorKind::InvalidData, error));
+                // rustls reads nothing more once close_notify was seen (RFC 8446 §6.1: the
+                // peer sends nothing after it); Ok(0) therefore ends the session.
+                if tls.read_tls(&mut bytes)? == 0 {
+                    return Ok(false);
                 }
+                let state = match tls.process_new_packets() {
+                    Ok(state) => state,
+                    // The alert rustls queued goes out with the next flush.
+                    Err(error) => return Err(io::Error::new(io::ErrorKind::InvalidData, error)),
+                };
+                let closed = state.peer_has_closed();
                 loop {
                     match tls.reader().read(&mut plain) {
                         Ok(0) => break,
@@ -427,8 +448,11 @@ impl Connection {
                         Err(error) => return Err(error),
                     }
                 }
+                if closed {
+                    return Ok(false);
+                }
             }
-            Ok(())
+            Ok(true)
         })();
         give_back(plain);
         result
@@ -488,12 +512,14 @@ impl Connection {
             };
             match futures_lite::future::or(read, timer).await {
                 Some(Ok(0)) | Some(Err(_)) | None => return Err(io::ErrorKind::TimedOut.into()),
-                Some(Ok(_)) => {
-                    if let Err(error) = self.read().await {
+                Some(Ok(_)) => match self.read().await {
+                    Ok(true) if !self.peer_closed => {}
+                    Ok(_) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Err(error) => {
                         let _ = self.flush().await;
                         return Err(error);
                     }
-                }
+                },
             }
         }
         self.flush().await

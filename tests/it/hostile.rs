@@ -84,6 +84,34 @@ fn oversized_stanza_after_auth_is_a_policy_violation() {
     assert!(got.len() > 250 * 1024);
 }
 
+/// A TLS close_notify followed by more bytes in one segment (rustls reads nothing after the
+/// alert): the connection ends, and the shard — the only one — keeps serving everyone else
+/// instead of spinning on bytes it can never consume.
+#[test]
+fn close_notify_followed_by_bytes_ends_only_that_connection() {
+    let server = Server::start_with("shards = 1\n");
+    server.register("hostile-a", "pw");
+    server.register("hostile-b", "pw");
+    let mut a = Client::login(&server, "hostile-a", "pw", "r");
+    let mut b = Client::login(&server, "hostile-b", "pw", "r");
+    for (n, authenticated) in [false, true].into_iter().enumerate() {
+        let mut attacker = Client::connect(&server);
+        attacker.starttls();
+        if authenticated {
+            assert!(attacker.scram("SCRAM-SHA-256", "hostile-a", "pw").contains("<success"));
+            attacker.bind("attacker");
+        }
+        attacker.close_notify_then(&[b'x'; 8 * 1024]);
+        still_serving(&server, &mut a, &mut b, &format!("after close_notify {n}"));
+        let mut fresh = Client::connect(&server);
+        assert!(fresh.open_stream().contains("starttls"), "a new connection is answered");
+        let before = server.cpu_ms();
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        let used = server.cpu_ms() - before;
+        assert!(used < 500, "the server used {used} ms of CPU in an idle second: something spins");
+    }
+}
+
 #[test]
 fn a_byte_at_a_time_still_works() {
     let server = Server::start();
@@ -100,7 +128,7 @@ fn a_byte_at_a_time_still_works() {
 #[test]
 fn many_partial_stanzas_keep_memory_bounded() {
     let server = Server::start();
-    let pid = server_pid(&server);
+    let pid = server.pid();
     let before = rss_kib(pid);
     // 200 connections each parked mid-stanza, just under the pre-auth limit.
     let mut clients = Vec::new();
@@ -116,24 +144,6 @@ fn many_partial_stanzas_keep_memory_bounded() {
     // 100 KiB each means nothing grows without bound.
     assert!(during.saturating_sub(before) < 200 * 100, "RSS grew from {before} KiB to {during} KiB");
     drop(clients);
-}
-
-fn server_pid(server: &Server) -> u32 {
-    let log = server.log();
-    let _ = log;
-    // The server is the child of this test process listening on our port: find it via /proc.
-    let port_hex = format!("{:04X}", server.c2s);
-    for entry in std::fs::read_dir("/proc").expect("proc") {
-        let Ok(entry) = entry else { continue };
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        if cmdline.contains("confab") && cmdline.contains(&server.data_dir.display().to_string()) {
-            let _ = &port_hex;
-            return pid;
-        }
-    }
-    panic!("server process not found");
 }
 
 fn rss_kib(pid: u32) -> u64 {

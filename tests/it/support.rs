@@ -76,8 +76,10 @@ impl Server {
             Some(i) => (&extra[..i], &extra[i..]),
             None => (extra, ""),
         };
+        // Two shards unless the extra configuration says otherwise.
+        let shards = if top.contains("shards") { "" } else { "shards = 2\n" };
         let config = format!(
-            "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\nshards = 2\n{top}\n[listen]\nc2s = \"127.0.0.1:{c2s}\"\nc2s_tls = \"127.0.0.1:{c2s_tls}\"\nhttp = \"127.0.0.1:{http}\"\n{sections}\n",
+            "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n{shards}{top}\n[listen]\nc2s = \"127.0.0.1:{c2s}\"\nc2s_tls = \"127.0.0.1:{c2s_tls}\"\nhttp = \"127.0.0.1:{http}\"\n{sections}\n",
             data_dir.display()
         );
         let config_path = data_dir.join("confab.toml");
@@ -145,6 +147,21 @@ impl Server {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.data_dir.join("server.log")).unwrap_or_default()
+    }
+
+    /// The server's process id (it re-executes itself in place, so the child's pid stays).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// CPU time the server process has used so far (user + system), in milliseconds.
+    pub fn cpu_ms(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).expect("/proc stat");
+        // Fields after the parenthesised command name; utime and stime are the 12th and 13th.
+        let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+        let ticks: u64 = fields.get(11..13).map(|f| f.iter().filter_map(|v| v.parse::<u64>().ok()).sum()).unwrap_or(0);
+        // USER_HZ is 100 on Linux.
+        ticks * 10
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -439,6 +456,19 @@ impl Client {
             Transport::Tls(tls) => tls.get_ref(),
         };
         tcp.set_read_timeout(Some(timeout)).expect("timeout");
+    }
+
+    /// Sends a TLS close_notify alert and `after` in the same TCP write, as a hostile or broken
+    /// peer might (nothing may follow close_notify, RFC 8446 §6.1).
+    pub fn close_notify_then(&mut self, after: &[u8]) {
+        let Transport::Tls(tls) = &mut self.transport else { panic!("no TLS") };
+        tls.conn.send_close_notify();
+        let mut wire = Vec::new();
+        while tls.conn.wants_write() {
+            tls.conn.write_tls(&mut wire).expect("alert bytes");
+        }
+        wire.extend_from_slice(after);
+        let _ = tls.sock.write_all(&wire);
     }
 
     /// Drops the TCP connection without closing the stream (a lost connection).
