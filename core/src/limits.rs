@@ -161,3 +161,22 @@ pub const MUC_ROOMS_PER_SESSION_MAX: usize = 100;
 /// Rooms one shard holds (persistent ones included); creation beyond answers
 /// `resource-constraint`.
 pub const MUC_ROOMS_PER_SHARD_MAX: usize = 100_000;
+
+/// HTTP connections (admin API) served at once (config key `admin.connections_max`); more are
+/// closed at accept. Each holds a task and its buffers until it finishes or times out.
+pub const HTTP_CONNECTIONS_MAX: usize = 256;
+
+/// Time an HTTP client has to send a request's headers (config key `admin.header_timeout_ms`),
+/// including the wait for the next request on a kept-alive connection.
+pub const HTTP_HEADER_TIMEOUT_MS: u64 = 10_000;
+
+/// Time an HTTP client has to send a request's body once its headers came (config key
+/// `admin.body_timeout_ms`).
+pub const HTTP_BODY_TIMEOUT_MS: u64 = 10_000;
+
+/// Largest request body the admin API reads, in bytes; a larger announced `Content-Length`
+/// is refused (413) before anything is read or allocated.
+pub const HTTP_BODY_BYTES_MAX: usize = 64 * 1024;
+
+/// Largest request head (request line and headers) an HTTP client may send, in bytes.
+pub const HTTP_HEAD_BYTES_MAX: usize = 16 * 1024;

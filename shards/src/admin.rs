@@ -1,14 +1,12 @@
-//! The admin HTTP API, compatible with ejabberd's mod_http_api so existing ops scripts work:
-//! `POST /api/<command>` with a JSON object body, answered with ejabberd's shapes (a JSON
-//! value on success; `{"status":"error","code":…,"message":…}` with a 4xx/5xx on failure).
+//! The admin API's commands, compatible with ejabberd's mod_http_api so existing ops scripts
+//! work: `POST /api/<command>` with a JSON object body, answered with ejabberd's shapes (a JSON
+//! value on success; `{"status":"error","code":…,"message":…}` with a 4xx/5xx on failure),
+//! and `confab ctl`, which calls them like ejabberdctl.
 //!
-//! It runs on its own threads (tiny_http), off the shards: password hashing (PBKDF2) happens
-//! here, and requests reach the account's home shard through its bounded inbox. Loopback
-//! clients are trusted; anyone else needs the configured bearer token. This module does not
-//! touch accounts directly; shards do.
+//! The commands run on the HTTP runtime (http.rs, which also does every check on the request
+//! itself); password hashing goes to the hashing pool and requests reach the account's home
+//! shard through its bounded inbox. This module does not touch accounts directly; shards do.
 
-use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use confab_core::jid::{prepare_local, BareJid};
@@ -21,10 +19,6 @@ use serde_json::{json, Value};
 
 use crate::shard::{AdminReply, AdminRequest, ShardMessage, Shared};
 
-/// Threads serving the admin API; each handles one request at a time.
-pub const ADMIN_THREADS: usize = 4;
-/// Largest request body accepted, in bytes.
-pub const ADMIN_BODY_BYTES_MAX: usize = 64 * 1024;
 /// The commands the API knows, with their argument names in `confab ctl` order.
 pub const COMMANDS: &[(&str, &[&str])] = &[
     ("register", &["user", "host", "password"]),
@@ -38,75 +32,13 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("status", &[]),
 ];
 
-/// Starts the admin API threads on `address`.
-pub fn start(address: SocketAddr, shared: Arc<Shared>) -> std::io::Result<()> {
-    let server = Arc::new(tiny_http::Server::http(address).map_err(|e| std::io::Error::other(e.to_string()))?);
-    tracing::info!(%address, "admin API listening");
-    for n in 0..ADMIN_THREADS {
-        let server = server.clone();
-        let shared = shared.clone();
-        std::thread::Builder::new().name(format!("admin-{n}")).spawn(move || {
-            for request in server.incoming_requests() {
-                serve(request, &shared);
-            }
-        })?;
-    }
-    Ok(())
-}
-
-fn serve(mut request: tiny_http::Request, shared: &Shared) {
-    let peer = request.remote_addr().map(|a| a.ip());
-    let authorized = peer.is_some_and(|ip: IpAddr| ip.is_loopback()) && shared.config.admin.token.is_none()
-        || bearer_ok(&request, shared.config.admin.token.as_deref(), peer);
-    let path = request.url().split('?').next().unwrap_or("").to_owned();
-    let (status, body) = if !authorized {
-        error(401, 10, "You are not authorized to call this command.")
-    } else if *request.method() != tiny_http::Method::Post {
-        error(405, 40, "Use POST")
-    } else if let Some(command) = path.strip_prefix("/api/") {
-        let mut text = String::new();
-        let limited = std::io::Read::take(request.as_reader(), ADMIN_BODY_BYTES_MAX as u64 + 1);
-        match std::io::Read::read_to_string(&mut { limited }, &mut text) {
-            Ok(n) if n > ADMIN_BODY_BYTES_MAX => error(413, 40, "Request body too large"),
-            Ok(_) => {
-                let args = if text.trim().is_empty() { Ok(json!({})) } else { serde_json::from_str::<Value>(&text) };
-                match args {
-                    Ok(Value::Object(args)) => {
-                        tracing::info!(command, peer = ?peer, "admin API call");
-                        run(command, &args, shared)
-                    }
-                    _ => error(400, 31, "Body must be a JSON object"),
-                }
-            }
-            Err(_) => error(400, 31, "Body must be UTF-8 JSON"),
-        }
-    } else {
-        error(404, 40, "Unknown path; use /api/<command>")
-    };
-    let response = tiny_http::Response::from_string(body.to_string())
-        .with_status_code(status)
-        .with_header(tiny_http::Header::from_bytes("Content-Type", "application/json").expect("static header is valid"));
-    let _ = request.respond(response);
-}
-
-/// With a token configured, every caller (loopback included) must present it.
-fn bearer_ok(request: &tiny_http::Request, token: Option<&str>, peer: Option<IpAddr>) -> bool {
-    let Some(token) = token else { return peer.is_some_and(|ip| ip.is_loopback()) };
-    request.headers().iter().any(|h| {
-        h.field.equiv("Authorization")
-            && h.value.as_str().strip_prefix("Bearer ").is_some_and(|given| constant_time_eq(given.as_bytes(), token.as_bytes()))
-    })
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn error(status: u16, code: u32, message: &str) -> (u16, Value) {
     (status, json!({"status": "error", "code": code, "message": message}))
 }
 
-fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) -> (u16, Value) {
+/// Runs one API command with its JSON arguments; returns the HTTP status and the JSON answer
+/// in ejabberd's shapes.
+pub async fn call(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) -> (u16, Value) {
     let text = |key: &str| args.get(key).and_then(Value::as_str).map(str::to_owned);
     let host_ok = |host: Option<String>| host.as_deref().map(|h| h.to_ascii_lowercase()) == Some(shared.config.domain.clone());
     let user = || -> Result<(String, BareJid), (u16, Value)> {
@@ -131,7 +63,7 @@ fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) ->
             // PBKDF2 on the hashing pool, like every other derivation.
             let iterations = shared.config.security.scram_iterations;
             let derived = match shared.hashes.run(move || make_account(&local, &password, iterations)) {
-                Ok(derived) => futures_lite::future::block_on(derived),
+                Ok(derived) => derived.await,
                 Err(_) => return error(503, 1, "Password hashing is saturated; try again"),
             };
             let account = match derived {
@@ -140,7 +72,7 @@ fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) ->
                 Err(_) => return error(500, 1, "Password hashing stopped"),
             };
             let request = if command == "register" { AdminRequest::Register(account) } else { AdminRequest::ChangePassword(account) };
-            match ask(shared, shared.home_of(&bare), request) {
+            match ask_async(shared, shared.home_of(&bare), request).await {
                 AdminReply::Done if command == "register" => (200, json!(format!("User {bare} successfully registered"))),
                 AdminReply::Done => (200, json!(0)),
                 AdminReply::AlreadyExists => error(409, 10090, &format!("User {bare} already registered")),
@@ -154,7 +86,7 @@ fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) ->
                 Err(e) => return e,
             };
             let request = if command == "unregister" { AdminRequest::Unregister(local) } else { AdminRequest::CheckAccount(local) };
-            match ask(shared, shared.home_of(&bare), request) {
+            match ask_async(shared, shared.home_of(&bare), request).await {
                 AdminReply::Done => (200, json!(0)),
                 // ejabberd's unregister answers 0 for an absent user too (nothing to remove).
                 AdminReply::NoSuchAccount if command == "unregister" => (200, json!(0)),
@@ -189,7 +121,7 @@ fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) ->
             item.groups = text("group").filter(|g| !g.is_empty()).into_iter().collect();
             item.subscription = subscription;
             let Ok(bare) = BareJid::new(Some(&local), &shared.config.domain) else { return error(400, 31, "Invalid localuser") };
-            match ask(shared, shared.home_of(&bare), AdminRequest::RosterPut(local, item)) {
+            match ask_async(shared, shared.home_of(&bare), AdminRequest::RosterPut(local, item)).await {
                 AdminReply::Done => (200, json!(0)),
                 AdminReply::NoSuchAccount => error(404, 33, "User does not exist"),
                 other => failed(other),
@@ -200,7 +132,7 @@ fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) ->
                 Ok(user) => user,
                 Err(e) => return e,
             };
-            match ask(shared, shared.home_of(&bare), AdminRequest::Roster(local)) {
+            match ask_async(shared, shared.home_of(&bare), AdminRequest::Roster(local)).await {
                 AdminReply::Roster(items) => {
                     let items: Vec<Value> = items
                         .iter()
@@ -232,7 +164,7 @@ fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) ->
             }
             let mut users = Vec::new();
             for shard in 0..shared.shard_count() {
-                match ask(shared, shard, AdminRequest::RegisteredUsers) {
+                match ask_async(shared, shard, AdminRequest::RegisteredUsers).await {
                     AdminReply::Users(list) => users.extend(list),
                     other => return failed(other),
                 }
@@ -243,7 +175,7 @@ fn run(command: &str, args: &serde_json::Map<String, Value>, shared: &Shared) ->
         "connected_users_number" => {
             let mut total = 0;
             for shard in 0..shared.shard_count() {
-                match ask(shared, shard, AdminRequest::SessionCount) {
+                match ask_async(shared, shard, AdminRequest::SessionCount).await {
                     AdminReply::Count(n) => total += n,
                     other => return failed(other),
                 }
@@ -270,17 +202,8 @@ fn failed(reply: AdminReply) -> (u16, Value) {
     }
 }
 
-/// Sends a request to a shard and waits for its answer (this is an admin thread, not a shard).
-fn ask(shared: &Shared, shard: usize, request: AdminRequest) -> AdminReply {
-    let (reply, answer) = oneshot::channel();
-    if shared.inboxes[shard].send_blocking(ShardMessage::Admin(request, reply)).is_err() {
-        return AdminReply::Failed("shard unavailable".into());
-    }
-    futures_lite::future::block_on(answer).unwrap_or_else(|_| AdminReply::Failed("shard dropped the request".into()))
-}
-
-/// Sends a request to a shard from a shard task and waits for its answer without blocking
-/// the thread (the request may be for this very shard).
+/// Sends a request to a shard and waits for its answer without blocking the thread (from the
+/// HTTP runtime, or from a shard task: the request may be for this very shard).
 pub async fn ask_async(shared: &Shared, shard: usize, request: AdminRequest) -> AdminReply {
     let (reply, answer) = oneshot::channel();
     if shared.inboxes[shard].send(ShardMessage::Admin(request, reply)).await.is_err() {

@@ -186,12 +186,33 @@ pub struct Security {
     pub reject_channel_binding_downgrade: bool,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Admin {
-    /// Bearer token required from non-loopback clients; without one, only loopback clients
-    /// may call the API.
+    /// Bearer token required from every client once set; without one, only loopback clients
+    /// may call the API. An empty token is refused (it would be a password of nothing).
     pub token: Option<String>,
+    /// Host names (optionally `name:port`) the API answers to, beside its listen address,
+    /// `localhost` and the domain: a request naming any other host is refused, so a web page
+    /// cannot reach the API through DNS rebinding.
+    pub hosts: Vec<String>,
+    /// HTTP connections served at once; more are closed at accept.
+    pub connections_max: usize,
+    /// Time a client has to send a request's headers, and then its body, in milliseconds.
+    pub header_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            token: None,
+            hosts: Vec::new(),
+            connections_max: limits::HTTP_CONNECTIONS_MAX,
+            header_timeout_ms: limits::HTTP_HEADER_TIMEOUT_MS,
+            body_timeout_ms: limits::HTTP_BODY_TIMEOUT_MS,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -396,6 +417,23 @@ impl Config {
                 return Err(ConfigError::Invalid { key, message: message.into() });
             }
         }
+        if self.admin.token.as_deref().is_some_and(|token| token.trim().is_empty()) {
+            return Err(ConfigError::Invalid {
+                key: "admin.token",
+                message: "must not be empty (remove the key to allow loopback clients only)".into(),
+            });
+        }
+        let a = &self.admin;
+        let admin_checks: [(&'static str, bool, &str); 3] = [
+            ("admin.connections_max", (1..=65_536).contains(&a.connections_max), "must be between 1 and 65536"),
+            ("admin.header_timeout_ms", a.header_timeout_ms >= 100, "must be at least 100"),
+            ("admin.body_timeout_ms", a.body_timeout_ms >= 100, "must be at least 100"),
+        ];
+        for (key, ok, message) in admin_checks {
+            if !ok {
+                return Err(ConfigError::Invalid { key, message: message.into() });
+            }
+        }
         if self.io_memory_bytes < 64 * 1024 {
             return Err(ConfigError::Invalid { key: "io_memory_bytes", message: "must be at least 65536".into() });
         }
@@ -454,5 +492,7 @@ mod tests {
         assert!(bad_domain.contains("`domain`"), "{bad_domain}");
         let half_tls = Config::parse("[tls]\ncert = 'c.pem'").expect_err("cert without key").to_string();
         assert!(half_tls.contains("tls.key"), "{half_tls}");
+        let empty_token = Config::parse("[admin]\ntoken = ''").expect_err("empty token").to_string();
+        assert!(empty_token.contains("admin.token"), "{empty_token}");
     }
 }

@@ -8,6 +8,7 @@ pub mod admin;
 pub mod config;
 pub mod connection;
 pub mod hashing;
+pub mod http;
 pub mod im;
 pub mod muc;
 pub mod shard;
@@ -72,7 +73,7 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         handles.push(handle);
     }
     if let Some(address) = shared.config.listen.http {
-        admin::start(address, shared.clone())?;
+        http::start(address, shared.clone())?;
     }
     tracing::info!(domain = %shared.config.domain, shards, c2s = ?shared.config.listen.c2s, c2s_tls = ?shared.config.listen.c2s_tls, "confab started");
     for handle in handles {

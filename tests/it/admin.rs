@@ -45,11 +45,11 @@ fn unregister_ends_the_users_sessions() {
 
 #[test]
 fn accounts_survive_a_restart() {
-    let mut server = Server::start();
+    let server = Server::start();
     server.register("durable", "pw");
     let config = server.data_dir.join("confab.toml");
     // Restart the same data directory with the same config.
-    let _ = std::process::Command::new("kill").arg("-9").arg(child_pid(&mut server).to_string()).status();
+    let _ = std::process::Command::new("kill").arg("-9").arg(server.pid().to_string()).status();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let mut child = std::process::Command::new(binary())
         .args(["serve", "--config"])
@@ -72,19 +72,6 @@ fn accounts_survive_a_restart() {
     }
     let _ = child.kill();
     let _ = child.wait();
-}
-
-fn child_pid(server: &mut Server) -> u32 {
-    assert!(server.is_running());
-    let data_dir = server.data_dir.display().to_string();
-    for entry in std::fs::read_dir("/proc").expect("proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        if String::from_utf8_lossy(&cmdline).contains(&data_dir) {
-            return pid;
-        }
-    }
-    panic!("server not found");
 }
 
 #[test]
@@ -131,4 +118,91 @@ fn add_rosteritem_sets_one_side_and_pushes_it() {
     assert_eq!(status, 404);
     let (status, _) = server.api("add_rosteritem", serde_json::json!({"localuser": "rosa", "localhost": DOMAIN, "user": "sid", "host": DOMAIN, "nick": "", "group": "", "subs": "maybe"}));
     assert_eq!(status, 400);
+}
+
+/// Sends `request` as is on a fresh connection; returns what came back before the server closed
+/// the connection or `wait` passed.
+fn raw_http(port: u16, request: &[u8], wait: std::time::Duration) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream.set_read_timeout(Some(wait)).expect("timeout");
+    let _ = stream.write_all(request);
+    let mut seen = Vec::new();
+    let mut buffer = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buffer) {
+        if n == 0 {
+            break;
+        }
+        seen.extend_from_slice(&buffer[..n]);
+    }
+    String::from_utf8_lossy(&seen).into_owned()
+}
+
+fn still_answers(server: &Server) {
+    let (status, body) = server.api("status", json!({}));
+    assert_eq!(status, 200, "the API still answers: {body}");
+}
+
+/// One request used to kill the process: a huge Content-Length made the old HTTP stack
+/// allocate the announced body. It is refused before a byte of the body is read or allocated.
+#[test]
+fn a_huge_content_length_is_refused_before_reading() {
+    let second = std::time::Duration::from_secs(2);
+    let huge = |server: &Server, token: &str| {
+        let request = format!(
+            "POST /api/status HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\n{token}Content-Length: 1152921504606846976\r\n\r\n{{",
+            server.http
+        );
+        raw_http(server.http, request.as_bytes(), second)
+    };
+    let server = Server::start();
+    let answer = huge(&server, "");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    still_answers(&server);
+    // With a token configured and none given: refused even earlier, and alive.
+    let server = Server::start_with("[admin]\ntoken = 's3cret'\n");
+    let answer = huge(&server, "");
+    assert!(answer.starts_with("HTTP/1.1 401"), "{answer}");
+    let answer = huge(&server, "Authorization: Bearer s3cret\r\n");
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(server.is_running_now());
+}
+
+/// Only JSON (no browser-simple form posts), only this server's names in Host (no DNS
+/// rebinding), a body that must come in time, and slow headers closed.
+#[test]
+fn requests_must_be_json_for_this_host_and_in_time() {
+    let server = Server::start_with("[admin]\nheader_timeout_ms = 300\nbody_timeout_ms = 300\n");
+    let port = server.http;
+    let second = std::time::Duration::from_secs(2);
+    let form = format!("POST /api/register HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 43\r\n\r\nuser=evil&host=localhost&password=password1");
+    assert!(raw_http(port, form.as_bytes(), second).starts_with("HTTP/1.1 415"));
+    let rebound = "POST /api/status HTTP/1.1\r\nHost: attacker.example\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    assert!(raw_http(port, rebound.as_bytes(), second).starts_with("HTTP/1.1 421"));
+    let slow_body =
+        format!("POST /api/status HTTP/1.1\r\nHost: localhost:{port}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{{");
+    let answer = raw_http(port, slow_body.as_bytes(), second);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    // Headers that never end: the connection is closed after header_timeout_ms.
+    let start = std::time::Instant::now();
+    let _ = raw_http(port, b"POST /api/status HTTP/1.1\r\nHost: localhost\r\n", std::time::Duration::from_secs(5));
+    assert!(start.elapsed() < std::time::Duration::from_secs(3), "slow headers held the connection for {:?}", start.elapsed());
+    assert_eq!(server.api("check_account", json!({"user": "evil", "host": DOMAIN})), (200, json!(1)), "the form post created nothing");
+    still_answers(&server);
+}
+
+/// Connections beyond admin.connections_max are closed at accept; the API serves again once
+/// one is gone.
+#[test]
+fn http_connections_are_capped() {
+    let server = Server::start_with("[admin]\nconnections_max = 2\n");
+    let idle: Vec<std::net::TcpStream> =
+        (0..2).map(|_| std::net::TcpStream::connect(("127.0.0.1", server.http)).expect("connect")).collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let request = "POST /api/status HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}";
+    let answer = raw_http(server.http, request.as_bytes(), std::time::Duration::from_secs(2));
+    assert_eq!(answer, "", "a third connection is closed without an answer");
+    drop(idle);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    still_answers(&server);
 }

@@ -164,6 +164,12 @@ impl Server {
         ticks * 10
     }
 
+    /// Whether the server process is alive (without reaping it).
+    pub fn is_running_now(&self) -> bool {
+        std::path::Path::new(&format!("/proc/{}/stat", self.pid())).exists()
+            && !std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap_or_default().contains(") Z ")
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
