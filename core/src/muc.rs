@@ -293,6 +293,15 @@ pub struct Room {
     pending_iqs: VecDeque<((String, String), FullJid)>,
 }
 
+/// A room's persistent state at one moment (see `Room::snapshot`).
+#[derive(Debug, Clone)]
+pub struct RoomSnapshot {
+    pub jid: BareJid,
+    pub config: RoomConfig,
+    pub affiliations: BTreeMap<String, AffiliationEntry>,
+    pub locked: bool,
+}
+
 /// Stanza error details for one reply.
 struct Refusal {
     condition: &'static str,
@@ -369,6 +378,34 @@ impl Room {
             room.remember(message.stamp_ms, message.bytes);
         }
         room
+    }
+
+    /// The room's persistent state (configuration with its subject, affiliations), taken
+    /// before a stanza that may change it: put back with `restore_snapshot` if the change
+    /// cannot be stored.
+    pub fn snapshot(&self) -> RoomSnapshot {
+        RoomSnapshot { jid: self.jid.clone(), config: self.config.clone(), affiliations: self.affiliations.clone(), locked: self.locked }
+    }
+
+    /// Puts back the persistent state of `snapshot` (occupants and history stay as they are).
+    pub fn restore_snapshot(&mut self, snapshot: RoomSnapshot) {
+        debug_assert_eq!(snapshot.jid, self.jid, "a snapshot restored into another room");
+        self.config = snapshot.config;
+        self.affiliations = snapshot.affiliations;
+        self.locked = snapshot.locked;
+        self.reserved = self.affiliations.iter().filter_map(|(jid, e)| Some((e.nick.clone()?, jid.clone()))).collect();
+    }
+
+    /// Whether `stanza` may change what a persistent room stores: owner and admin requests
+    /// (`iq` set), a subject change, an invitation (which may make a member).
+    pub fn may_change_stored_state(stanza: &Element) -> bool {
+        match stanza.name.as_str() {
+            "iq" => stanza.attribute("type") == Some("set"),
+            "message" => {
+                stanza.child("subject", crate::stream::CLIENT_NAMESPACE).is_some() || stanza.child("x", MUC_USER_NAMESPACE).is_some()
+            }
+            _ => false,
+        }
     }
 
     pub fn occupant_count(&self) -> usize {

@@ -283,6 +283,21 @@ pub enum PubsubRequest {
     ConfigureSet { node: String, config: Vec<(String, String)> },
 }
 
+impl PubsubRequest {
+    /// The node the request changes, if it changes one (reading requests change none).
+    pub fn changed_node(&self) -> Option<&str> {
+        match self {
+            PubsubRequest::Publish { node, .. }
+            | PubsubRequest::Retract { node, .. }
+            | PubsubRequest::Delete { node }
+            | PubsubRequest::Purge { node }
+            | PubsubRequest::Create { node, .. }
+            | PubsubRequest::ConfigureSet { node, .. } => Some(node),
+            PubsubRequest::Items { .. } | PubsubRequest::ConfigureGet { .. } => None,
+        }
+    }
+}
+
 /// A pubsub error: a stanza error condition (RFC 6120 §8.3.3) and the XEP-0060 application
 /// condition that goes with it, as listed in each use case's error cases.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -576,7 +576,8 @@ impl Connection {
                                 im::from_client(&mut self.shard.borrow_mut(), &me, &stanza, is_presence_without_to, im::now_ms());
                             // Queued for the store now, in the order the memory changed, before
                             // anything else can touch the same keys.
-                            let durable = self.shard.borrow().partition.submit(std::mem::take(&mut effects.records));
+                            let (records, undo) = (std::mem::take(&mut effects.records), std::mem::take(&mut effects.undo));
+                            let durable = self.shard.borrow().partition.submit(records, undo);
                             self.effects = Some((effects, durable));
                         }
                     }
@@ -602,7 +603,7 @@ impl Connection {
         durable: oneshot::Receiver<Result<(), String>>,
         outbox: &mut Vec<(usize, Envelope)>,
     ) {
-        let im::Effects { reply, envelopes, records, archive_query, account_change, room_listing } = effects;
+        let im::Effects { reply, envelopes, records, archive_query, account_change, room_listing, .. } = effects;
         debug_assert!(records.is_empty(), "records are submitted when the stanza is handled");
         let (shared, partition) = {
             let shard = self.shard.borrow();
@@ -1179,7 +1180,7 @@ impl Connection {
 /// client never acknowledged or never got.
 fn end_session(shard: &ShardRef, jid: &FullJid, connection: u64, mut unacked: Vec<Vec<u8>>, inbox: Option<LocalReceiver<SessionMessage>>) {
     let effects = im::session_ended(&mut shard.borrow_mut(), jid, connection, im::now_ms());
-    im::store(&shard.borrow(), effects.records);
+    im::store(&shard.borrow(), effects.records, effects.undo);
     for envelope in effects.envelopes {
         shard::dispatch_now(shard, envelope);
     }

@@ -31,8 +31,8 @@ use confab_core::stream::REGISTER_NAMESPACE;
 use confab_core::xml::{escape_attribute, Element, Node};
 use rand::distr::{Alphanumeric, SampleString as _};
 
-use crate::shard::{error_envelope, offer, Envelope, Interest, Outgoing, SessionMessage, Shard};
-use crate::storage::StoredItem;
+use crate::shard::{error_envelope, offer, Envelope, Interest, Outgoing, SessionMessage, Shard, ShardRef};
+use crate::storage::{StoredItem, Undo};
 
 /// XEP-0054 vCard namespace.
 pub const VCARD_NAMESPACE: &str = "vcard-temp";
@@ -139,6 +139,51 @@ impl UserData {
         Ok(())
     }
 
+    /// The value memory holds for one stored item, encoded as the store holds it (`None`:
+    /// absent): what puts the item back if a change to it cannot be stored.
+    pub fn stored(&self, kind: ItemKind, key: &str) -> Option<Vec<u8>> {
+        match kind {
+            ItemKind::Roster => self.roster.get(key).map(RosterItem::encode),
+            ItemKind::RosterVersion => (self.roster_version != 0).then(|| self.roster_version.to_le_bytes().to_vec()),
+            ItemKind::Block => self.blocklist.contains(key).then(Vec::new),
+            ItemKind::Private => self.private.get(key).map(|xml| xml.clone().into_bytes()),
+            ItemKind::Vcard => self.vcard.clone().map(String::into_bytes),
+            ItemKind::ArchivePreferences => Some(self.preferences.encode()),
+            ItemKind::Offline => key.parse::<u64>().ok().and_then(|sequence| self.offline.get(&sequence).cloned()),
+            ItemKind::PepNode => self.pep.get(key).map(pep::Node::encode),
+            ItemKind::LastActivity => self.last_activity.as_ref().map(|(stamp, status)| {
+                let mut value = stamp.to_le_bytes().to_vec();
+                value.extend_from_slice(status.as_bytes());
+                value
+            }),
+            ItemKind::RoomConfig | ItemKind::RoomAffiliation => None,
+        }
+    }
+
+    /// Puts one item back as `stored` said it was.
+    pub fn restore(&mut self, kind: ItemKind, key: &str, value: Option<&[u8]>) -> Result<(), String> {
+        if let Some(value) = value {
+            return self.apply(kind, key, value);
+        }
+        match kind {
+            ItemKind::Roster => drop(self.roster.remove(key)),
+            ItemKind::RosterVersion => self.roster_version = 0,
+            ItemKind::Block => drop(self.blocklist.remove(key)),
+            ItemKind::Private => drop(self.private.remove(key)),
+            ItemKind::Vcard => self.vcard = None,
+            ItemKind::ArchivePreferences => self.preferences = Preferences::default(),
+            ItemKind::Offline => {
+                if let Ok(sequence) = key.parse::<u64>() {
+                    self.offline.remove(&sequence);
+                }
+            }
+            ItemKind::PepNode => drop(self.pep.remove(key)),
+            ItemKind::LastActivity => self.last_activity = None,
+            ItemKind::RoomConfig | ItemKind::RoomAffiliation => {}
+        }
+        Ok(())
+    }
+
     /// Is `address` blocked (XEP-0191 §3.5 with XEP-0016 §2.1 matching)?
     pub fn is_blocked(&self, address: &str) -> bool {
         // At most four set lookups, whatever the list's size (XEP-0191 §6 matching).
@@ -160,6 +205,11 @@ impl UserData {
     }
 }
 
+/// The undo of a change about to be made to one item of `user` (see `storage::Undo`).
+fn before(data: &UserData, user: &str, kind: ItemKind, key: &str) -> Undo {
+    Undo::Item { user: user.to_owned(), kind, key: key.to_owned(), value: data.stored(kind, key) }
+}
+
 fn read_u64(bytes: &[u8]) -> Result<u64, String> {
     let array: [u8; 8] = bytes.try_into().map_err(|_| "expected 8 bytes".to_owned())?;
     Ok(u64::from_le_bytes(array))
@@ -174,6 +224,8 @@ pub struct Effects {
     pub envelopes: Vec<Envelope>,
     /// State changes to make durable, in order.
     pub records: Vec<Record>,
+    /// How to put memory back if `records` cannot be stored.
+    pub undo: Vec<Undo>,
     /// A MAM query to run against the store (it reads from disk, so the connection runs it).
     pub archive_query: Option<ArchiveRequest>,
     /// An in-band account change (XEP-0077 §3.2–3.3), carried out by the connection (it
@@ -526,7 +578,8 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
     }
     // XEP-0160 §3: offline messages go to the first resource that is available with a
     // non-negative priority (on its initial presence or a later change).
-    if priority >= 0 {
+    // While the store cannot write they stay stored: delivering them needs their removal.
+    if priority >= 0 && shard.partition.is_writable() {
         if let Some(data) = shard.users.get_mut(&user) {
             let mut delivered = Vec::new();
             for (sequence, message) in &data.offline {
@@ -545,6 +598,7 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
                 delivered.push(*sequence);
             }
             for sequence in delivered {
+                fx.undo.push(before(data, &user, ItemKind::Offline, &offline_key(sequence)));
                 data.offline.remove(&sequence);
                 fx.records.push(Record::ItemDelete { user: user.clone(), kind: ItemKind::Offline, key: offline_key(sequence) });
             }
@@ -552,12 +606,15 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
     }
 }
 
-/// XEP-0160 with XEP-0203: keeps a message for `user`, stamped with when it arrived. The
-/// caller checked `offline_has_room`.
-fn store_offline(shard: &mut Shard, user: &str, bytes: &[u8], records: &mut Vec<Record>) {
-    let stored = confab_core::time::with_delay(bytes, &shard.shared.config.domain, now_ms());
+/// XEP-0160 with XEP-0203: keeps a message for `user`, stamped with when it arrived (unless
+/// it carries its stamp already). The caller checked `offline_has_room` and that the store
+/// can write; should the write fail anyway, the message is taken back and bounced.
+fn store_offline(shard: &mut Shard, user: &str, bytes: &[u8], stamped: bool, records: &mut Vec<Record>, undo: &mut Vec<Undo>) {
+    let stored = if stamped { bytes.to_vec() } else { confab_core::time::with_delay(bytes, &shard.shared.config.domain, now_ms()) };
     let data = shard.users.entry(user.to_owned()).or_default();
     let sequence = data.offline.keys().next_back().map_or(1, |last| last + 1);
+    undo.push(before(data, user, ItemKind::Offline, &offline_key(sequence)));
+    undo.push(Undo::Offline { bytes: bytes.to_vec() });
     records.push(Record::ItemPut { user: user.to_owned(), kind: ItemKind::Offline, key: offline_key(sequence), value: stored.clone() });
     data.offline.insert(sequence, stored);
 }
@@ -725,8 +782,9 @@ pub fn session_ended(shard: &mut Shard, me: &FullJid, connection: u64, now_ms: u
         deliver_to_own_available(shard, &me.bare(), &bytes);
     }
     crate::muc::leave_rooms(me, session.rooms.clone(), &mut fx.envelopes);
-    if !shard.sessions.contains_key(&me.bare()) && shard.accounts.contains_key(&user) {
-        // XEP-0012 §4: the last logout, for "last seen".
+    if !shard.sessions.contains_key(&me.bare()) && shard.accounts.contains_key(&user) && shard.partition.is_writable() {
+        // XEP-0012 §4: the last logout, for "last seen" (not recorded while the store cannot
+        // write: nobody waits on it).
         let mut value = now_ms.to_le_bytes().to_vec();
         let status = match &session.leaving_status {
             Some(status) => status.to_string(),
@@ -738,7 +796,9 @@ pub fn session_ended(shard: &mut Shard, me: &FullJid, connection: u64, now_ms: u
                 .unwrap_or_default(),
         };
         value.extend_from_slice(status.as_bytes());
-        shard.users.entry(user.clone()).or_default().last_activity = Some((now_ms, status));
+        let data = shard.users.entry(user.clone()).or_default();
+        fx.undo.push(before(data, &user, ItemKind::LastActivity, ""));
+        data.last_activity = Some((now_ms, status));
         fx.records.push(Record::ItemPut { user, kind: ItemKind::LastActivity, key: String::new(), value });
     }
     fx
@@ -769,9 +829,11 @@ fn outbound_subscription(
     fx: &mut Effects,
 ) {
     let roster_max = shard.shared.config.limits.roster_items;
+    // A subscription change needs a write: refused at once while the store cannot take one.
+    let writable = shard.partition.is_writable();
     let data = shard.users.entry(user.to_owned()).or_default();
     let current = data.roster.get(contact.as_str());
-    if current.is_none() && data.roster.len() >= roster_max {
+    if current.is_none() && data.roster.len() >= roster_max || !writable {
         fx.reply.push(error_reply(
             StanzaKind::Presence,
             stanza.id.as_deref(),
@@ -818,6 +880,7 @@ fn apply_roster_effect(
     fx: &mut Effects,
 ) -> Option<Element> {
     let was_visible = data.roster.get(contact).is_some_and(|i| !i.hidden);
+    fx.undo.push(before(data, user, ItemKind::Roster, contact));
     let pushed = match item {
         Some(item) if !item.is_empty_state() => {
             let element = (!item.hidden).then(|| item.to_element());
@@ -838,6 +901,7 @@ fn apply_roster_effect(
         }
     };
     if changed && pushed.is_some() {
+        fx.undo.push(before(data, user, ItemKind::RosterVersion, ""));
         data.roster_version += 1;
         fx.records.push(Record::ItemPut {
             user: user.to_owned(),
@@ -904,7 +968,7 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
         // The common case needs no tree: the bytes as routed are the bytes archived.
         let data = shard.users.entry(user.clone()).or_default();
         let in_roster = data.roster.get(to_bare.as_str()).is_some_and(|i| !i.hidden);
-        if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) {
+        if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) && shard.partition.is_writable() {
             let kept = shard.shared.config.limits.archive_messages;
             fx.records.extend(archive_append(data, &user, to_bare.as_str(), now_ms, stanza.with_from(me.as_str()), kept));
         }
@@ -928,7 +992,7 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
     if archive && archive::is_archivable(&element) {
         let data = shard.users.entry(user.clone()).or_default();
         let in_roster = data.roster.get(to_bare.as_str()).is_some_and(|i| !i.hidden);
-        if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) {
+        if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) && shard.partition.is_writable() {
             let kept = shard.shared.config.limits.archive_messages;
             fx.records.extend(archive_append(data, &user, to_bare.as_str(), now_ms, canonical, kept));
         }
@@ -1030,6 +1094,12 @@ fn own_iq(
         fx.reply.push(error("bad-request"));
         return;
     };
+    if stanza_type == "set" && writes_own_state(payload) && !shard.partition.is_writable() {
+        // The change could not be kept: refused before anything changes (RFC 6120
+        // §8.3.3.18, type wait: try again later).
+        fx.reply.push(error("resource-constraint"));
+        return;
+    }
     match (stanza_type, payload.name.as_str(), payload.namespace.as_str()) {
         ("get", "query", ROSTER_NAMESPACE) => {
             // RFC 6121 §2.1.3 / §2.6.3: the full roster, or an empty result when the client's
@@ -1095,6 +1165,7 @@ fn own_iq(
                 let data = shard.users.entry(user.clone()).or_default();
                 let key = format!("{} {}", child.namespace, child.name);
                 let xml = child.to_xml();
+                fx.undo.push(before(data, &user, ItemKind::Private, &key));
                 fx.records.push(Record::ItemPut {
                     user: user.clone(),
                     kind: ItemKind::Private,
@@ -1112,6 +1183,7 @@ fn own_iq(
         ("set", "vCard", VCARD_NAMESPACE) => {
             let xml = payload.to_xml();
             let data = shard.users.entry(user.clone()).or_default();
+            fx.undo.push(before(data, &user, ItemKind::Vcard, ""));
             fx.records.push(Record::ItemPut {
                 user: user.clone(),
                 kind: ItemKind::Vcard,
@@ -1146,6 +1218,7 @@ fn own_iq(
         ("set", "prefs", MAM_NAMESPACE) => match archive::parse_prefs(payload) {
             Ok(prefs) => {
                 let data = shard.users.entry(user.clone()).or_default();
+                fx.undo.push(before(data, &user, ItemKind::ArchivePreferences, ""));
                 fx.records.push(Record::ItemPut { user, kind: ItemKind::ArchivePreferences, key: String::new(), value: prefs.encode() });
                 fx.reply.push(result(Some(&archive::prefs_element(&prefs))));
                 data.preferences = prefs;
@@ -1192,6 +1265,20 @@ fn own_iq(
     }
 }
 
+/// Whether an iq set with this payload to the user's own account changes stored state.
+fn writes_own_state(payload: &Element) -> bool {
+    matches!(
+        payload.namespace.as_str(),
+        ROSTER_NAMESPACE
+            | BLOCKING_NAMESPACE
+            | PRIVATE_NAMESPACE
+            | VCARD_NAMESPACE
+            | PUBSUB_NAMESPACE
+            | PUBSUB_OWNER_NAMESPACE
+            | REGISTER_NAMESPACE
+    ) || (payload.namespace == MAM_NAMESPACE && payload.name == "prefs")
+}
+
 fn account_disco(id: &str, from: Option<&str>, to: &str) -> Vec<u8> {
     // XEP-0163 §6.1: the account is also a PEP service.
     let mut query = Element::new("query", routing::DISCO_INFO_NAMESPACE)
@@ -1235,6 +1322,7 @@ fn roster_set(shard: &mut Shard, me: &FullJid, user: &str, id: &str, query: &Ele
                 fx.reply.push(error("resource-constraint"));
                 return;
             }
+            fx.undo.push(before(data, user, ItemKind::Roster, jid.as_str()));
             let mut item = existing.unwrap_or_else(|| RosterItem::new(jid.as_str()));
             item.name = name;
             item.groups = groups;
@@ -1255,11 +1343,13 @@ fn roster_set(shard: &mut Shard, me: &FullJid, user: &str, id: &str, query: &Ele
                 fx.reply.push(error("item-not-found"));
                 return;
             };
+            fx.undo.push(before(data, user, ItemKind::Roster, jid.as_str()));
             data.roster.remove(jid.as_str());
             fx.records.push(Record::ItemDelete { user: user.to_owned(), kind: ItemKind::Roster, key: jid.as_str().to_owned() });
             (jid.clone(), roster::removed_item_element(jid.as_str()), Some(item))
         }
     };
+    fx.undo.push(before(data, user, ItemKind::RosterVersion, ""));
     data.roster_version += 1;
     let version = data.roster_version;
     fx.records.push(Record::ItemPut {
@@ -1303,6 +1393,7 @@ fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, reque
                 return;
             }
             for jid in &new {
+                fx.undo.push(before(data, user, ItemKind::Block, jid));
                 data.blocklist.insert(jid.clone());
                 fx.records.push(Record::ItemPut { user: user.to_owned(), kind: ItemKind::Block, key: jid.clone(), value: Vec::new() });
             }
@@ -1315,6 +1406,7 @@ fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, reque
                 jids.into_iter().filter(|j| data.blocklist.contains(j)).collect()
             };
             for jid in &gone {
+                fx.undo.push(before(data, user, ItemKind::Block, jid));
                 data.blocklist.remove(jid);
                 fx.records.push(Record::ItemDelete { user: user.to_owned(), kind: ItemKind::Block, key: jid.clone() });
             }
@@ -1363,7 +1455,7 @@ fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, reque
 
 /// The admin API's add_rosteritem: sets the item (with its subscription) as given, pushes it
 /// to the user's interested resources and returns the records to store.
-pub fn admin_roster_put(shard: &mut Shard, user: &str, item: RosterItem) -> Vec<Record> {
+pub fn admin_roster_put(shard: &mut Shard, user: &str, item: RosterItem) -> (Vec<Record>, Vec<Undo>) {
     let mut fx = Effects::default();
     let data = shard.users.entry(user.to_owned()).or_default();
     let contact = item.jid.clone();
@@ -1373,7 +1465,7 @@ pub fn admin_roster_put(shard: &mut Shard, user: &str, item: RosterItem) -> Vec<
             push_roster(shard, &bare, version, &element);
         }
     }
-    fx.records
+    (fx.records, fx.undo)
 }
 
 /// XEP-0163 / XEP-0060 requests of the owner on its own PEP service.
@@ -1386,6 +1478,10 @@ fn pep_request(shard: &mut Shard, me: &FullJid, user: &str, stanza_type: &str, i
         Err(error) => return fx.reply.push(fail(error)),
     };
     let data = shard.users.entry(user.to_owned()).or_default();
+    // Every request that changes a node changes only that one: its undo is the node as it is.
+    if let Some(node) = request.changed_node() {
+        fx.undo.push(before(data, user, ItemKind::PepNode, node));
+    }
     match request {
         PubsubRequest::Publish { node, item_id, payload, options } => {
             let created = !data.pep.contains_key(&node);
@@ -1531,6 +1627,7 @@ fn notify_node(shard: &Shard, owner: &BareJid, node: &str, config: &pep::NodeCon
 fn legacy_bookmarks_set(shard: &mut Shard, me: &FullJid, user: &str, storage: &Element, now_ms: u64, fx: &mut Effects) {
     let owner = me.bare();
     let data = shard.users.entry(user.to_owned()).or_default();
+    fx.undo.push(before(data, user, ItemKind::PepNode, BOOKMARKS2_NAMESPACE));
     let config = pep::NodeConfig {
         access_model: pep::AccessModel::Whitelist,
         max_items: pep::PEP_ITEMS_PER_NODE_MAX as u32,
@@ -1594,6 +1691,7 @@ pub async fn run_archive_query(partition: Rc<crate::storage::Partition>, request
 /// route.
 pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) -> Vec<Envelope> {
     let mut records = Vec::new();
+    let mut undo = Vec::new();
     let mut bounces = Vec::new();
     let name = user.local().unwrap_or_default().to_owned();
     let exists = shard.accounts.contains_key(&name);
@@ -1637,21 +1735,22 @@ pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) -> Ve
                 continue;
             }
         }
+        if !shard.partition.is_writable() {
+            // The store cannot write: the sender is told, rather than the message kept in
+            // memory alone.
+            bounces.extend(bounce("resource-constraint"));
+            continue;
+        }
         let data = shard.users.entry(name.clone()).or_default();
         if !offline_has_room(data, bytes.len(), offline_max) {
             bounces.extend(bounce("service-unavailable"));
             continue;
         }
-        if element.child("delay", confab_core::time::DELAY_NAMESPACE).is_some() {
-            // Stamped already (it came from offline storage): kept as it is.
-            let sequence = data.offline.keys().next_back().map_or(1, |last| last + 1);
-            records.push(Record::ItemPut { user: name.clone(), kind: ItemKind::Offline, key: offline_key(sequence), value: bytes.clone() });
-            data.offline.insert(sequence, bytes);
-        } else {
-            store_offline(shard, &name, &bytes, &mut records);
-        }
+        // Stamped already when it came from offline storage: kept as it is.
+        let stamped = element.child("delay", confab_core::time::DELAY_NAMESPACE).is_some();
+        store_offline(shard, &name, &bytes, stamped, &mut records, &mut undo);
     }
-    store(shard, records);
+    store(shard, records, undo);
     bounces
 }
 
@@ -1684,7 +1783,7 @@ pub fn deliver(shard: &mut Shard, envelope: Envelope) -> Outgoing {
         StanzaKind::Message => deliver_message(shard, envelope, exists, &mut fx, &mut replies),
         StanzaKind::Iq => deliver_iq(shard, envelope, exists, &mut replies),
     }
-    store(shard, fx.records);
+    store(shard, fx.records, fx.undo);
     replies.extend(fx.envelopes);
     replies
 }
@@ -1693,10 +1792,52 @@ fn bounce(envelope: &Envelope, condition: &'static str) -> Option<Envelope> {
     error_envelope(&envelope.to, &envelope.from, envelope.kind, envelope.stanza_type.as_deref(), envelope.id.as_deref(), condition)
 }
 
-/// Hands records to the partition without waiting (the inbox loop cannot).
-pub fn store(shard: &Shard, records: Vec<Record>) {
+/// Hands records to the partition without waiting (the inbox loop cannot), with what puts
+/// memory back should they fail.
+pub fn store(shard: &Shard, records: Vec<Record>, undo: Vec<Undo>) {
     if !records.is_empty() {
-        drop(shard.partition.submit(records));
+        drop(shard.partition.submit(records, undo));
+    }
+}
+
+/// Puts memory back after changes that could not be stored (the partition's failure hook):
+/// items as they were, and each message taken in for offline storage bounced to its sender
+/// (RFC 6120 §8.3.3.18 resource-constraint: the server could not keep it).
+pub fn undo(shard: &ShardRef, undo: Vec<Undo>) {
+    let mut bounces = Vec::new();
+    {
+        let mut state = shard.borrow_mut();
+        for change in undo {
+            match change {
+                Undo::Item { user, kind, key, value } => {
+                    if let Some(data) = state.users.get_mut(&user) {
+                        if let Err(error) = data.restore(kind, &key, value.as_deref()) {
+                            tracing::error!(%user, ?kind, %key, %error, "could not put a failed change back");
+                        }
+                    }
+                }
+                Undo::Offline { bytes } => {
+                    let Ok(element) = parse_element(&bytes) else { continue };
+                    let (Some(Ok(from)), Some(Ok(to))) =
+                        (element.attribute("from").map(Jid::parse), element.attribute("to").map(Jid::parse))
+                    else {
+                        continue;
+                    };
+                    bounces.extend(error_envelope(
+                        &to,
+                        &from,
+                        StanzaKind::Message,
+                        element.attribute("type"),
+                        element.attribute("id"),
+                        "resource-constraint",
+                    ));
+                }
+                Undo::Room(snapshot) => crate::muc::restore(&mut state, *snapshot),
+            }
+        }
+    }
+    for envelope in bounces {
+        crate::shard::dispatch_now(shard, envelope);
     }
 }
 
@@ -1796,6 +1937,11 @@ fn inbound_subscription(
     fx: &mut Effects,
 ) {
     let roster_max = shard.shared.config.limits.roster_items;
+    if !shard.partition.is_writable() {
+        // The contact's side cannot be recorded: its sender is told (RFC 6120 §8.3.3.18).
+        fx.envelopes.extend(bounce(&envelope, "resource-constraint"));
+        return;
+    }
     let data = shard.users.entry(user.to_owned()).or_default();
     let current = data.roster.get(contact.as_str());
     if current.is_none() && data.roster.len() >= roster_max {
@@ -1898,7 +2044,8 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
     let archivable = content && from_bare != to_bare;
     let kept = shard.shared.config.limits.archive_messages;
     let offline_max = shard.shared.config.limits.offline_messages;
-    if (archivable || offline) && shard.partition.is_congested() {
+    let writable = shard.partition.is_writable();
+    if (archivable || offline) && shard.partition.is_congested() || offline && content && !shard.partition.is_writable() {
         replies.extend(bounce(&envelope, "resource-constraint"));
         return;
     }
@@ -1913,7 +2060,10 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
         return;
     }
     let in_roster = data.roster.get(from_bare.as_str()).is_some_and(|i| !i.hidden);
+    // While the store cannot write, live chat goes on unarchived (and without a stanza-id
+    // that would name nothing).
     let archive = archivable
+        && writable
         && envelope.bytes.len() + STANZA_ID_BYTES_MAX <= confab_core::limits::ARCHIVED_MESSAGE_BYTES_MAX
         && archive::should_archive(&data.preferences, from_bare.as_str(), in_roster);
     if archive {
@@ -1945,7 +2095,7 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
                 }
             }
         }
-        Delivery::Error(_) if offline => store_offline(shard, &user, &bytes, &mut fx.records),
+        Delivery::Error(_) if offline => store_offline(shard, &user, &bytes, false, &mut fx.records, &mut fx.undo),
         Delivery::Error(condition) => replies.extend(bounce(&envelope, condition)),
         Delivery::Ignore | Delivery::Server => {}
     }
@@ -1964,7 +2114,8 @@ fn deliver_plain_message(
     let to_bare = envelope.to.bare();
     let from_bare = envelope.from.bare();
     let user = to_bare.local().unwrap_or_default().to_owned();
-    if shard.partition.is_congested() {
+    let writable = shard.partition.is_writable();
+    if shard.partition.is_congested() || offline && !writable {
         replies.extend(bounce(&envelope, "resource-constraint"));
         return;
     }
@@ -1977,6 +2128,7 @@ fn deliver_plain_message(
     }
     let in_roster = data.roster.get(from_bare.as_str()).is_some_and(|i| !i.hidden);
     let archive = from_bare != to_bare
+        && writable
         && envelope.bytes.len() + STANZA_ID_BYTES_MAX <= confab_core::limits::ARCHIVED_MESSAGE_BYTES_MAX
         && archive::should_archive(&data.preferences, from_bare.as_str(), in_roster);
     let bytes = if archive {
@@ -1988,7 +2140,7 @@ fn deliver_plain_message(
     };
     match decision {
         Delivery::Sessions(indices) => to_sessions(shard, &envelope, &indices, &bytes, replies),
-        Delivery::Error(_) if offline => store_offline(shard, &user, &bytes, &mut fx.records),
+        Delivery::Error(_) if offline => store_offline(shard, &user, &bytes, false, &mut fx.records, &mut fx.undo),
         Delivery::Error(condition) => replies.extend(bounce(&envelope, condition)),
         Delivery::Ignore | Delivery::Server => {}
     }

@@ -67,6 +67,13 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         let handle = LocalExecutorBuilder::new(placement).name(&format!("shard-{k}")).io_memory(shared.config.io_memory_bytes).spawn(
             move || async move {
                 let shard = Rc::new(RefCell::new(Shard::new(k, shared.clone(), opened)));
+                // A change that cannot be stored is undone in memory (storage::Undo).
+                let weak = Rc::downgrade(&shard);
+                shard.borrow().partition.on_failure(Box::new(move |undo| {
+                    if let Some(shard) = weak.upgrade() {
+                        im::undo(&shard, undo);
+                    }
+                }));
                 run_shard(shard, inbox).await;
             },
         )?;
@@ -127,14 +134,14 @@ async fn run_shard(shard: ShardRef, inbox: async_channel::Receiver<ShardMessage>
             ShardMessage::AuthFailure(address, account) => connection::handle_auth_failure(&shard, address, &account),
             ShardMessage::Ban(address, until) => shard.borrow_mut().ban(address, until),
             ShardMessage::Admin(request, reply) => {
-                let (records, answer) = shard.borrow_mut().admin(&request);
+                let (records, undo, answer) = shard.borrow_mut().admin(&request);
                 if records.is_empty() {
                     let _ = reply.send(answer);
                     continue;
                 }
                 // The write is queued now (in order) and waited for in its own task: the inbox
                 // keeps delivering stanzas while the disk commits.
-                let durable = shard.borrow().partition.submit(records.clone());
+                let durable = shard.borrow().partition.submit(records.clone(), undo);
                 let shard = shard.clone();
                 glommio::spawn_local(async move {
                     let answer = match durable.await.unwrap_or_else(|_| Err("writer stopped".into())) {

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use confab_core::archive::ArchivedMessage;
 use confab_core::framer::{parse_element, Stanza};
 use confab_core::jid::{BareJid, FullJid, Jid};
-use confab_core::muc::{self, AffiliationEntry, Out, Output, Room, RoomArchiveQuery, RoomConfig, Settings};
+use confab_core::muc::{self, AffiliationEntry, Out, Output, Room, RoomArchiveQuery, RoomConfig, RoomSnapshot, Settings};
 use confab_core::records::{ItemKind, Record};
 use confab_core::routing::{self, iq_result, StanzaKind};
 
 use crate::im::{self, Effects};
 use crate::shard::{self, error_envelope, offer, Envelope, Outgoing, SessionMessage, Shard, ShardMessage, ShardRef, Shared};
-use crate::storage::StoredItem;
+use crate::storage::{StoredItem, Undo};
 
 /// The rooms homed on one shard.
 pub struct Rooms {
@@ -220,7 +220,7 @@ pub fn deliver(shard: &ShardRef, envelope: Envelope) -> Outgoing {
                     _ => Output::default(),
                 };
                 drop(guard);
-                return carry_out(shard, &room_jid, output);
+                return carry_out(shard, &room_jid, output, None);
             }
         };
         let settings = state.rooms.settings.clone();
@@ -242,23 +242,49 @@ pub fn deliver(shard: &ShardRef, envelope: Envelope) -> Outgoing {
                     output.out.push(Out::Session { to: from.clone(), bytes, leaves: stanza.name == "presence" });
                 }
                 drop(guard);
-                return carry_out(shard, &room_jid, output);
+                return carry_out(shard, &room_jid, output, None);
             }
         }
+        let writable = state.partition.is_writable();
         let Some(room) = state.rooms.rooms.get_mut(room_jid.as_str()) else { return Vec::new() };
+        // A change to what a persistent room stores is undone if it cannot be stored; while the
+        // store cannot write, it is refused before anything changes.
+        let snapshot = Room::may_change_stored_state(&stanza).then(|| room.snapshot());
+        if snapshot.is_some() && room.config.persistent && !writable {
+            let mut output = Output::default();
+            if let Some(bytes) = muc::no_such_room(&stanza, room_jid.as_str(), nick.as_deref(), &from, "resource-constraint") {
+                output.out.push(Out::Session { to: from.clone(), bytes, leaves: false });
+            }
+            drop(guard);
+            return carry_out(shard, &room_jid, output, None);
+        }
         let output = room.handle(&from, nick.as_deref(), &stanza, now_ms, &settings);
         if output.destroyed {
             state.rooms.rooms.remove(room_jid.as_str());
         }
-        output
+        (output, snapshot)
     };
-    carry_out(shard, &room_jid, output)
+    let (output, snapshot) = output;
+    carry_out(shard, &room_jid, output, snapshot)
+}
+
+/// Puts a room's persistent state back after a change that could not be stored (the
+/// partition's failure hook). A room destroyed by that change comes back, empty.
+pub fn restore(shard: &mut Shard, snapshot: muc::RoomSnapshot) {
+    let name = snapshot.jid.as_str().to_owned();
+    match shard.rooms.rooms.get_mut(&name) {
+        Some(room) => room.restore_snapshot(snapshot),
+        None => {
+            let RoomSnapshot { jid, config, affiliations, locked } = snapshot;
+            shard.rooms.rooms.insert(name, Room::restore(jid, config, affiliations, Vec::new(), 0, locked));
+        }
+    }
 }
 
 /// Stores what the room changed and sends what it said. A change other than an archive
 /// append (configuration, affiliation, subject) is acknowledged only once durable: the whole
 /// output then waits for the commit.
-fn carry_out(shard: &ShardRef, room: &BareJid, output: Output) -> Outgoing {
+fn carry_out(shard: &ShardRef, room: &BareJid, output: Output, snapshot: Option<muc::RoomSnapshot>) -> Outgoing {
     let Output { out, records, archive_query, .. } = output;
     if let Some(query) = archive_query {
         run_archive_query(shard.clone(), room.clone(), query);
@@ -267,7 +293,8 @@ fn carry_out(shard: &ShardRef, room: &BareJid, output: Output) -> Outgoing {
         return route(shard, room, out);
     }
     let acknowledges = records.iter().any(|r| !matches!(r, Record::ArchiveAppend { .. }));
-    let durable = shard.borrow().partition.submit(records);
+    let undo = snapshot.map(|snapshot| Undo::Room(Box::new(snapshot))).into_iter().collect();
+    let durable = shard.borrow().partition.submit(records, undo);
     if !acknowledges {
         // A groupchat message never waits for its archive write (as for 1:1 chat).
         drop(durable);
@@ -282,8 +309,8 @@ fn carry_out(shard: &ShardRef, room: &BareJid, output: Output) -> Outgoing {
                     shard::dispatch_now(&shard, envelope);
                 }
             }
-            // Nothing is announced as done; the requester's iq goes unanswered, and memory
-            // stays as the store will be after a retry.
+            // Nothing is announced as done, and the room was put back as it was (the undo);
+            // the requester's iq goes unanswered.
             Err(error) => tracing::error!(%room, %error, "room change not stored"),
         }
     })

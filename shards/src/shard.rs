@@ -25,7 +25,7 @@ use glommio::channels::local_channel::LocalSender;
 use crate::config::Config;
 use crate::connection::{Detached, Migrant};
 use crate::im::UserData;
-use crate::storage::{OpenedPartition, Partition};
+use crate::storage::{OpenedPartition, Partition, Undo};
 use crate::tls::TlsContext;
 use confab_core::throttle::AuthThrottle;
 
@@ -257,7 +257,7 @@ pub type Outgoing = Vec<Envelope>;
 
 impl Shard {
     pub fn new(id: usize, shared: Arc<Shared>, opened: OpenedPartition) -> Shard {
-        let OpenedPartition { database, accounts, items, archive_last, room_archives } = opened;
+        let OpenedPartition { database, path, accounts, items, archive_last, room_archives } = opened;
         let shared_count = shared.shard_count();
         let throttle = Rc::new(RefCell::new(AuthThrottle::new(shared.config.security.throttle())));
         let accounts: HashMap<String, Account> = accounts.into_iter().map(|a| (a.user.clone(), a)).collect();
@@ -273,7 +273,7 @@ impl Shard {
             users: UserData::load(items, archive_last),
             accounts,
             sessions: HashMap::new(),
-            partition: Rc::new(Partition::new(database)),
+            partition: Rc::new(Partition::new(database, path)),
             rooms,
             detached: HashMap::new(),
             caps: HashMap::new(),
@@ -396,20 +396,23 @@ impl Shard {
 
     /// Handles an admin request for accounts homed here. Storage writes happen in the caller
     /// (they are async); this returns the record to write, if any, and the reply.
-    pub fn admin(&mut self, request: &AdminRequest) -> (Vec<Record>, AdminReply) {
+    pub fn admin(&mut self, request: &AdminRequest) -> (Vec<Record>, Vec<Undo>, AdminReply) {
         let changing = request.changes_account();
         if let Some(user) = changing {
             // One change per account at a time: a second would be decided on state the first
             // has not applied yet (until `admin_settled`).
             if self.accounts_changing.contains(user) {
-                return (Vec::new(), AdminReply::Failed(format!("another change to {user} is in progress; retry")));
+                return (Vec::new(), Vec::new(), AdminReply::Failed(format!("another change to {user} is in progress; retry")));
             }
         }
-        let (records, reply) = self.admin_decide(request);
+        if changing.is_some() && !self.partition.is_writable() {
+            return (Vec::new(), Vec::new(), AdminReply::Failed("the store cannot write now; try again".into()));
+        }
+        let (records, undo, reply) = self.admin_decide(request);
         if let (Some(user), false) = (changing, records.is_empty()) {
             self.accounts_changing.insert(user.to_owned());
         }
-        (records, reply)
+        (records, undo, reply)
     }
 
     /// The account change of `request` is durable and applied (or failed).
@@ -419,34 +422,38 @@ impl Shard {
         }
     }
 
-    fn admin_decide(&mut self, request: &AdminRequest) -> (Vec<Record>, AdminReply) {
+    fn admin_decide(&mut self, request: &AdminRequest) -> (Vec<Record>, Vec<Undo>, AdminReply) {
         let (record, reply) = match request {
             AdminRequest::RosterPut(user, item) => {
                 if !self.accounts.contains_key(user) {
-                    return (Vec::new(), AdminReply::NoSuchAccount);
+                    return (Vec::new(), Vec::new(), AdminReply::NoSuchAccount);
                 }
-                return (crate::im::admin_roster_put(self, user, item.clone()), AdminReply::Done);
+                if !self.partition.is_writable() {
+                    return (Vec::new(), Vec::new(), AdminReply::Failed("the store cannot write now; try again".into()));
+                }
+                let (records, undo) = crate::im::admin_roster_put(self, user, item.clone());
+                return (records, undo, AdminReply::Done);
             }
-            AdminRequest::ListedRooms => return (Vec::new(), AdminReply::Rooms(crate::muc::listed_rooms(self))),
+            AdminRequest::ListedRooms => return (Vec::new(), Vec::new(), AdminReply::Rooms(crate::muc::listed_rooms(self))),
             AdminRequest::Roster(user) => {
                 if !self.accounts.contains_key(user) {
-                    return (Vec::new(), AdminReply::NoSuchAccount);
+                    return (Vec::new(), Vec::new(), AdminReply::NoSuchAccount);
                 }
                 let items = self.users.get(user).map(|d| d.roster.values().filter(|i| !i.hidden).cloned().collect()).unwrap_or_default();
-                return (Vec::new(), AdminReply::Roster(items));
+                return (Vec::new(), Vec::new(), AdminReply::Roster(items));
             }
             AdminRequest::Register(account) => {
                 if self.accounts.contains_key(&account.user) {
-                    return (Vec::new(), AdminReply::AlreadyExists);
+                    return (Vec::new(), Vec::new(), AdminReply::AlreadyExists);
                 }
                 // A new account starts empty: anything a former account of the same name left
                 // behind (a write that raced its deletion) goes first.
                 let clean = Record::AccountDelete { user: account.user.clone() };
-                return (vec![clean, Record::AccountPut(account.clone())], AdminReply::Done);
+                return (vec![clean, Record::AccountPut(account.clone())], Vec::new(), AdminReply::Done);
             }
             other => self.account_admin(other),
         };
-        (record.into_iter().collect(), reply)
+        (record.into_iter().collect(), Vec::new(), reply)
     }
 
     fn account_admin(&mut self, request: &AdminRequest) -> (Option<Record>, AdminReply) {

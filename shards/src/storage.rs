@@ -6,7 +6,7 @@
 //! replay. Writes run on glommio's blocking thread pool, batched (group commit), never on the
 //! shard's event loop. This module does not decide what to store; shards do.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -60,8 +60,29 @@ pub enum StorageError {
     Read(String),
 }
 
-/// A record waiting for the next group commit, with whom to tell when it is durable.
-type PendingRecord = (Record, Option<oneshot::Sender<Result<(), String>>>);
+/// What to put back in memory when a change never became durable (a failed commit). A change
+/// is decided in memory first and written after; if the write fails, memory must return to
+/// what the store holds, or the two drift apart: the shard applies these in reverse order.
+#[derive(Debug)]
+pub enum Undo {
+    /// A user's item as it was before the change (`None`: it did not exist).
+    Item { user: String, kind: ItemKind, key: String, value: Option<Vec<u8>> },
+    /// A message accepted for offline storage that was never stored: its sender is told.
+    Offline { bytes: Vec<u8> },
+    /// A room's persistent state as it was before the change.
+    Room(Box<confab_core::muc::RoomSnapshot>),
+}
+
+/// A record waiting for the next group commit: whom to tell when it is durable, and what to
+/// undo in memory if it never is (both on a submission's last record).
+struct PendingRecord {
+    record: Record,
+    reply: Option<oneshot::Sender<Result<(), String>>>,
+    undo: Vec<Undo>,
+}
+
+/// Who puts memory back when changes failed (the shard, which owns the memory).
+type FailureHook = Box<dyn Fn(Vec<Undo>)>;
 
 /// One stored item of a user's state, as read at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +96,8 @@ pub struct StoredItem {
 /// An opened partition with the accounts and user state read from it.
 pub struct OpenedPartition {
     pub database: Arc<Database>,
+    /// The file, for reopening after an I/O error.
+    pub path: PathBuf,
     pub accounts: Vec<Account>,
     pub items: Vec<StoredItem>,
     /// The newest archive id of each account that has an archive (ids are never reused).
@@ -84,32 +107,77 @@ pub struct OpenedPartition {
 }
 
 /// One shard's partition, owned by that shard's thread.
+///
+/// Store faults: a commit that fails (disk full, an I/O error) fails its batch and every
+/// record queued behind it — they were decided on top of it — and each submitter hears so;
+/// memory is put back through the undo data (`Undo`, handed to the failure hook), so memory
+/// and disk never stay apart. The partition then stops taking writes (`is_writable` is false:
+/// callers refuse what needs one, and a submission fails at once) while a recovery loop
+/// reopens the database (redb refuses every write after an I/O error until reopened) and
+/// probes it with a real write, backing off from `RECOVERY_BACKOFF_MIN_MS` to
+/// `RECOVERY_BACKOFF_MAX_MS`; when a probe succeeds, writes resume without a restart.
 pub struct Partition {
-    database: Arc<Database>,
-    pending: Rc<RefCell<Vec<PendingRecord>>>,
-    writer_running: Rc<RefCell<bool>>,
-    /// Records submitted so far, and committed so far (in submission order).
-    submitted: std::cell::Cell<u64>,
-    committed: Rc<std::cell::Cell<u64>>,
+    path: PathBuf,
+    /// `None` only while the recovery loop reopens it.
+    database: Rc<RefCell<Option<Arc<Database>>>>,
+    pending: Rc<RefCell<std::collections::VecDeque<PendingRecord>>>,
+    writer_running: Rc<Cell<bool>>,
+    /// Records submitted so far, and settled (committed or failed) so far, in submission
+    /// order.
+    submitted: Cell<u64>,
+    committed: Rc<Cell<u64>>,
+    writable: Rc<Cell<bool>>,
+    /// Undo data of failed submissions not yet handed to the hook, oldest first.
+    undone: Rc<RefCell<Vec<Undo>>>,
+    hook: Rc<RefCell<Option<FailureHook>>>,
 }
 
-impl Partition {
-    /// Writes `record` durably (group commit with whatever else is pending). Resolves once
-    /// the transaction that holds it has committed.
-    pub async fn apply(&self, record: Record) -> Result<(), StorageError> {
-        self.apply_all(vec![record]).await
-    }
+/// First wait of the recovery loop after a failed commit, doubled after each failed probe up
+/// to `RECOVERY_BACKOFF_MAX_MS`.
+pub const RECOVERY_BACKOFF_MIN_MS: u64 = 100;
+pub const RECOVERY_BACKOFF_MAX_MS: u64 = 5_000;
 
-    /// Writes `records` durably, in order; resolves once the last one has committed.
-    pub async fn apply_all(&self, records: Vec<Record>) -> Result<(), StorageError> {
-        match self.submit(records).await {
-            Ok(result) => result.map_err(StorageError::Write),
-            Err(_) => Err(StorageError::Write("writer stopped".into())),
+/// Bytes the recovery probe writes (and deletes): enough to need fresh pages, so a probe on a
+/// full disk fails like a real write would.
+const PROBE_BYTES: usize = 256 * 1024;
+
+/// Milliseconds the recovery loop waits for readers to release the database before reopening.
+const REOPEN_WAIT_MS_MAX: u64 = 5_000;
+
+impl Partition {
+    pub fn new(database: Arc<Database>, path: PathBuf) -> Partition {
+        Partition {
+            path,
+            database: Rc::new(RefCell::new(Some(database))),
+            pending: Rc::new(RefCell::new(std::collections::VecDeque::new())),
+            writer_running: Rc::new(Cell::new(false)),
+            submitted: Cell::new(0),
+            committed: Rc::new(Cell::new(0)),
+            writable: Rc::new(Cell::new(true)),
+            undone: Rc::new(RefCell::new(Vec::new())),
+            hook: Rc::new(RefCell::new(None)),
         }
     }
 
-    /// Resolves once every record submitted before the call is committed (readable from the
-    /// store): a reader of the disk, such as an archive query, sees what the shard wrote.
+    /// Installs what puts memory back after failed changes (see `Undo`).
+    pub fn on_failure(&self, hook: FailureHook) {
+        *self.hook.borrow_mut() = Some(hook);
+    }
+
+    /// False while the store cannot write (after a failed commit, until a probe succeeds):
+    /// callers refuse what needs a write instead of accepting it.
+    pub fn is_writable(&self) -> bool {
+        self.writable.get()
+    }
+
+    /// The database, unless it is being reopened.
+    fn database(&self) -> Option<Arc<Database>> {
+        self.database.borrow().clone()
+    }
+
+    /// Resolves once every record submitted before the call is settled (readable from the
+    /// store, or failed): a reader of the disk, such as an archive query, sees what the shard
+    /// wrote.
     pub async fn settled(&self) {
         // Only what was submitted before now: later writes do not hold the reader up.
         let target = self.submitted.get();
@@ -130,96 +198,246 @@ impl Partition {
 
     /// Queues `records` for the next group commit now (so writes keep the order of calls,
     /// even from code that cannot wait) and returns what resolves when the last is durable.
-    pub fn submit(&self, records: Vec<Record>) -> oneshot::Receiver<Result<(), String>> {
+    /// `undo` puts memory back if they never are (the submission fails as a whole).
+    pub fn submit(&self, records: Vec<Record>, undo: Vec<Undo>) -> oneshot::Receiver<Result<(), String>> {
         let (reply, done) = oneshot::channel();
         let count = records.len();
         if count == 0 {
             let _ = reply.send(Ok(()));
             return done;
         }
+        if !self.writable.get() {
+            // Nothing can be written now: fail at once, and put memory back (later, from a
+            // task of its own: the caller may hold the shard).
+            let _ = reply.send(Err("the store cannot write now".into()));
+            self.undone.borrow_mut().extend(undo);
+            self.schedule_undo();
+            return done;
+        }
         self.submitted.set(self.submitted.get() + count as u64);
         {
             let mut pending = self.pending.borrow_mut();
             let mut reply = Some(reply);
+            let mut undo = Some(undo);
             for (n, record) in records.into_iter().enumerate() {
-                pending.push((record, if n + 1 == count { reply.take() } else { None }));
+                let last = n + 1 == count;
+                pending.push_back(PendingRecord {
+                    record,
+                    reply: if last { reply.take() } else { None },
+                    undo: if last { undo.take().unwrap_or_default() } else { Vec::new() },
+                });
             }
         }
-        let start_writer = !std::mem::replace(&mut *self.writer_running.borrow_mut(), true);
-        if start_writer {
-            let database = self.database.clone();
-            let pending = self.pending.clone();
-            let running = self.writer_running.clone();
-            let committed = self.committed.clone();
-            glommio::spawn_local(async move {
-                // Since when archive appends have been committed without a sync, if they have.
-                let mut unsynced_since: Option<std::time::Instant> = None;
-                loop {
-                    // A few archive appends alone wait a moment for company: a transaction
-                    // costs far more than a record, and nothing waits on these.
-                    let small_archive_batch = {
-                        let queue = pending.borrow();
-                        !queue.is_empty()
-                            && queue.len() < ARCHIVE_BATCH_RECORDS_MIN
-                            && queue.iter().all(|(record, _)| matches!(record, Record::ArchiveAppend { .. }))
-                    };
-                    if small_archive_batch {
+        if !self.writer_running.replace(true) {
+            glommio::spawn_local(Writer::from(self).run()).detach();
+        }
+        done
+    }
+
+    /// Hands queued undo data to the hook from a task of its own.
+    fn schedule_undo(&self) {
+        let undone = self.undone.clone();
+        let hook = self.hook.clone();
+        glommio::spawn_local(async move { hand_back(&undone, &hook) }).detach();
+    }
+}
+
+/// Gives the failed changes' undo data to the hook, newest first (so a key changed twice ends
+/// as it was before the first change).
+fn hand_back(undone: &RefCell<Vec<Undo>>, hook: &RefCell<Option<FailureHook>>) {
+    let mut undo = std::mem::take(&mut *undone.borrow_mut());
+    if undo.is_empty() {
+        return;
+    }
+    undo.reverse();
+    match hook.borrow().as_ref() {
+        Some(hook) => hook(undo),
+        None => tracing::error!(changes = undo.len(), "failed changes with nobody to put memory back"),
+    }
+}
+
+/// The partition's writer task: group commits in submission order, and the recovery loop.
+struct Writer {
+    path: PathBuf,
+    database: Rc<RefCell<Option<Arc<Database>>>>,
+    pending: Rc<RefCell<std::collections::VecDeque<PendingRecord>>>,
+    running: Rc<Cell<bool>>,
+    committed: Rc<Cell<u64>>,
+    writable: Rc<Cell<bool>>,
+    undone: Rc<RefCell<Vec<Undo>>>,
+    hook: Rc<RefCell<Option<FailureHook>>>,
+}
+
+impl From<&Partition> for Writer {
+    fn from(partition: &Partition) -> Writer {
+        Writer {
+            path: partition.path.clone(),
+            database: partition.database.clone(),
+            pending: partition.pending.clone(),
+            running: partition.writer_running.clone(),
+            committed: partition.committed.clone(),
+            writable: partition.writable.clone(),
+            undone: partition.undone.clone(),
+            hook: partition.hook.clone(),
+        }
+    }
+}
+
+impl Writer {
+    async fn run(self) {
+        // Since when archive appends have been committed without a sync, if they have.
+        let mut unsynced_since: Option<std::time::Instant> = None;
+        loop {
+            // A few archive appends alone wait a moment for company: a transaction costs far
+            // more than a record, and nothing waits on these.
+            let small_archive_batch = {
+                let queue = self.pending.borrow();
+                !queue.is_empty()
+                    && queue.len() < ARCHIVE_BATCH_RECORDS_MIN
+                    && queue.iter().all(|pending| matches!(pending.record, Record::ArchiveAppend { .. }))
+            };
+            if small_archive_batch {
+                glommio::timer::sleep(std::time::Duration::from_millis(ARCHIVE_BATCH_WAIT_MS)).await;
+            }
+            let batch: Vec<PendingRecord> = {
+                let mut queue = self.pending.borrow_mut();
+                let take = queue.len().min(COMMIT_BATCH_RECORDS_MAX);
+                queue.drain(..take).collect()
+            };
+            if batch.is_empty() {
+                if let Some(since) = unsynced_since {
+                    // Nothing else waits: sync what is outstanding once the interval is up,
+                    // but keep taking new records meanwhile (a reader may wait on them).
+                    let deadline = since + std::time::Duration::from_millis(ARCHIVE_SYNC_INTERVAL_MS);
+                    if std::time::Instant::now() < deadline {
                         glommio::timer::sleep(std::time::Duration::from_millis(ARCHIVE_BATCH_WAIT_MS)).await;
+                        continue;
                     }
-                    let batch: Vec<_> = {
-                        let mut queue = pending.borrow_mut();
-                        let take = queue.len().min(COMMIT_BATCH_RECORDS_MAX);
-                        queue.drain(..take).collect()
+                    let database = self.database.borrow().clone();
+                    let synced = match database {
+                        Some(database) => glommio::executor().spawn_blocking(move || commit_with(&database, &[], true)).await,
+                        None => Err(StorageError::Write("store unavailable".into())),
                     };
-                    if batch.is_empty() {
-                        if let Some(since) = unsynced_since {
-                            // Nothing else waits: sync what is outstanding once the interval is
-                            // up, but keep taking new records meanwhile (a reader may wait on them).
-                            let deadline = since + std::time::Duration::from_millis(ARCHIVE_SYNC_INTERVAL_MS);
-                            if std::time::Instant::now() < deadline {
-                                glommio::timer::sleep(std::time::Duration::from_millis(ARCHIVE_BATCH_WAIT_MS)).await;
-                                continue;
-                            }
-                            let database = database.clone();
-                            let synced = glommio::executor().spawn_blocking(move || commit_with(&database, &[], true)).await;
-                            if let Err(error) = synced {
-                                tracing::error!(%error, "store sync failed");
-                            }
-                            unsynced_since = None;
-                            continue;
-                        }
-                        *running.borrow_mut() = false;
-                        break;
+                    unsynced_since = None;
+                    if let Err(error) = synced {
+                        // The unsynced appends may be lost to a crash; nothing was acknowledged
+                        // on them. The store is suspect: recover before the next write.
+                        tracing::error!(%error, "store sync failed");
+                        self.writable.set(false);
+                        self.recover().await;
                     }
-                    // Archive appends alone are committed without a sync (nothing waits on
-                    // them, and most batches under chat load are only those); anything else,
-                    // or an unsynced stretch older than the interval, syncs the lot.
-                    let only_archive = batch.iter().all(|(record, _)| matches!(record, Record::ArchiveAppend { .. }));
-                    let overdue = unsynced_since.is_some_and(|since| since.elapsed().as_millis() >= u128::from(ARCHIVE_SYNC_INTERVAL_MS));
-                    let sync = !only_archive || overdue;
-                    let (records, replies): (Vec<Record>, Vec<_>) = batch.into_iter().unzip();
-                    let count = records.len() as u64;
-                    let database = database.clone();
-                    let result =
-                        glommio::executor().spawn_blocking(move || commit_with(&database, &records, sync).map_err(|e| e.to_string())).await;
-                    committed.set(committed.get() + count);
+                    continue;
+                }
+                self.running.set(false);
+                break;
+            }
+            // Archive appends alone are committed without a sync (nothing waits on them, and
+            // most batches under chat load are only those); anything else, or an unsynced
+            // stretch older than the interval, syncs the lot.
+            let only_archive = batch.iter().all(|pending| matches!(pending.record, Record::ArchiveAppend { .. }));
+            let overdue = unsynced_since.is_some_and(|since| since.elapsed().as_millis() >= u128::from(ARCHIVE_SYNC_INTERVAL_MS));
+            let sync = !only_archive || overdue;
+            let records: Vec<Record> = batch.iter().map(|pending| pending.record.clone()).collect();
+            let database = self.database.borrow().clone();
+            let result = match database {
+                Some(database) => {
+                    glommio::executor().spawn_blocking(move || commit_with(&database, &records, sync).map_err(|e| e.to_string())).await
+                }
+                None => Err("store unavailable".to_owned()),
+            };
+            match result {
+                Ok(()) => {
+                    self.committed.set(self.committed.get() + batch.len() as u64);
                     unsynced_since = match (sync, unsynced_since) {
                         (true, _) => None,
                         (false, None) => Some(std::time::Instant::now()),
                         (false, since) => since,
                     };
-                    if let Err(error) = &result {
-                        tracing::error!(%error, "store write failed");
-                    }
-                    for reply in replies.into_iter().flatten() {
-                        let _ = reply.send(result.clone());
+                    for pending in batch {
+                        if let Some(reply) = pending.reply {
+                            let _ = reply.send(Ok(()));
+                        }
                     }
                 }
-            })
-            .detach();
+                Err(error) => {
+                    tracing::error!(%error, "store write failed; the changes are undone and writes refused until the store recovers");
+                    self.writable.set(false);
+                    // Everything queued behind the batch was decided on top of it: it fails too.
+                    let mut failed = batch;
+                    failed.extend(self.pending.borrow_mut().drain(..));
+                    self.committed.set(self.committed.get() + failed.len() as u64);
+                    for pending in failed {
+                        if let Some(reply) = pending.reply {
+                            let _ = reply.send(Err(error.clone()));
+                        }
+                        self.undone.borrow_mut().extend(pending.undo);
+                    }
+                    // No await since the failure: nothing was decided on top of it meanwhile.
+                    hand_back(&self.undone, &self.hook);
+                    unsynced_since = None;
+                    self.recover().await;
+                }
+            }
         }
-        done
     }
+
+    /// Reopens the database and probes it with a real write until one succeeds, backing off;
+    /// then writes are taken again.
+    async fn recover(&self) {
+        let mut backoff = RECOVERY_BACKOFF_MIN_MS;
+        loop {
+            glommio::timer::sleep(std::time::Duration::from_millis(backoff)).await;
+            backoff = (backoff * 2).min(RECOVERY_BACKOFF_MAX_MS);
+            // redb refuses every write after an I/O error until the database is reopened, and
+            // a reopen needs the last reader gone.
+            let old = self.database.borrow_mut().take();
+            if let Some(old) = old {
+                let mut waited = 0;
+                while Arc::strong_count(&old) > 1 && waited < REOPEN_WAIT_MS_MAX {
+                    glommio::timer::sleep(std::time::Duration::from_millis(1)).await;
+                    waited += 1;
+                }
+                if Arc::strong_count(&old) > 1 {
+                    *self.database.borrow_mut() = Some(old);
+                    continue;
+                }
+                // Dropping a redb database writes: off the shard's thread.
+                glommio::executor().spawn_blocking(move || drop(old)).await;
+            }
+            let path = self.path.clone();
+            let reopened = glommio::executor()
+                .spawn_blocking(move || open_database(&path).and_then(|database| probe(&database).map(|_| database)))
+                .await;
+            match reopened {
+                Ok(database) => {
+                    *self.database.borrow_mut() = Some(Arc::new(database));
+                    self.writable.set(true);
+                    tracing::warn!(path = %self.path.display(), "store writable again");
+                    return;
+                }
+                Err(error) => tracing::warn!(%error, next_try_ms = backoff, "store still cannot write"),
+            }
+        }
+    }
+}
+
+/// A real write (and its removal), synced: succeeds only where a change would.
+fn probe(database: &Database) -> Result<(), StorageError> {
+    const PROBE: TableDefinition<&str, &[u8]> = TableDefinition::new("probe");
+    let write = |e: &dyn std::fmt::Display| StorageError::Write(e.to_string());
+    let filler = vec![0x5a; PROBE_BYTES];
+    for value in [Some(filler.as_slice()), None] {
+        let txn = database.begin_write().map_err(|e| write(&e))?;
+        {
+            let mut table = txn.open_table(PROBE).map_err(|e| write(&e))?;
+            match value {
+                Some(value) => table.insert("probe", value).map(|_| ()).map_err(|e| write(&e))?,
+                None => table.remove("probe").map(|_| ()).map_err(|e| write(&e))?,
+            }
+        }
+        txn.commit().map_err(|e| write(&e))?;
+    }
+    Ok(())
 }
 
 /// Opens (creating if needed) the partitions for `shards` shards, moving accounts whose home
@@ -319,7 +537,7 @@ pub fn open_partitions(data_dir: &Path, shards: usize, home: impl Fn(&str) -> us
         std::fs::remove_file(&path).map_err(|e| StorageError::Open { path: path.clone(), message: e.to_string() })?;
     }
     let mut opened = Vec::with_capacity(shards);
-    for (database, accounts) in databases.into_iter().zip(loaded) {
+    for (k, (database, accounts)) in databases.into_iter().zip(loaded).enumerate() {
         let items = read_items(&database)?;
         let mut archive_last = Vec::new();
         for account in &accounts {
@@ -344,7 +562,14 @@ pub fn open_partitions(data_dir: &Path, shards: usize, home: impl Fn(&str) -> us
             recent.reverse();
             room_archives.push(crate::muc::RoomArchive { room: room.to_owned(), last, recent });
         }
-        opened.push(OpenedPartition { database: Arc::new(database), accounts, items, archive_last, room_archives });
+        opened.push(OpenedPartition {
+            database: Arc::new(database),
+            path: partition_path(data_dir, k),
+            accounts,
+            items,
+            archive_last,
+            room_archives,
+        });
     }
     std::fs::write(&layout_file, shards.to_string())
         .map_err(|e| StorageError::Open { path: layout_file.clone(), message: e.to_string() })?;
@@ -395,18 +620,6 @@ fn copy_archive(database: &Database, user: &str, messages: &[(u64, Vec<u8>)]) ->
     txn.commit().map_err(|e| write(&e))
 }
 
-impl Partition {
-    pub fn new(database: Arc<Database>) -> Partition {
-        Partition {
-            database,
-            pending: Rc::new(RefCell::new(Vec::new())),
-            writer_running: Rc::new(RefCell::new(false)),
-            submitted: std::cell::Cell::new(0),
-            committed: Rc::new(std::cell::Cell::new(0)),
-        }
-    }
-}
-
 /// One row of the archive table as redb hands it out.
 type ArchiveEntry<'a> = (redb::AccessGuard<'a, (&'static str, u64)>, redb::AccessGuard<'a, &'static [u8]>);
 
@@ -430,7 +643,7 @@ impl Partition {
     pub async fn archive_page(&self, user: &str, query: ArchiveQuery) -> Result<Result<ArchivePage, &'static str>, StorageError> {
         // The archive as the shard last wrote it: appends still queued or committing first.
         self.settled().await;
-        let database = self.database.clone();
+        let Some(database) = self.database() else { return Err(StorageError::Read("store unavailable".into())) };
         let user = user.to_owned();
         glommio::executor().spawn_blocking(move || query_archive(&database, &user, &query)).await
     }

@@ -12,4 +12,5 @@ mod login;
 mod muc;
 mod routing;
 mod slixmpp;
+mod storage;
 mod support;

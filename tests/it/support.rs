@@ -27,7 +27,11 @@ pub struct Server {
     pub c2s: u16,
     pub c2s_tls: u16,
     pub http: u16,
+    /// The test's directory: configuration and log.
     pub data_dir: PathBuf,
+    /// The server's `data_dir`: store, certificate, secret (the test's directory unless a test
+    /// puts it elsewhere, e.g. on a small file system).
+    pub store_dir: PathBuf,
 }
 
 /// First port handed to servers: below the kernel's ephemeral range (32768–60999), so a
@@ -68,10 +72,16 @@ impl Server {
 
     /// Starts with extra TOML appended to the generated configuration (top-level keys first).
     pub fn start_with(extra: &str) -> Server {
+        Server::start_storing_in(extra, None)
+    }
+
+    /// Like `start_with`, with the server's `data_dir` at `store_dir` when given.
+    pub fn start_storing_in(extra: &str, store_dir: Option<PathBuf>) -> Server {
         let (c2s, c2s_tls, http) = (free_port(), free_port(), free_port());
         let data_dir = std::env::temp_dir().join(format!("confab-it-{}-{}", std::process::id(), c2s));
         let _ = std::fs::remove_dir_all(&data_dir);
         std::fs::create_dir_all(&data_dir).expect("data dir");
+        let store_dir = store_dir.unwrap_or_else(|| data_dir.clone());
         let (top, sections) = match extra.find('[') {
             Some(i) => (&extra[..i], &extra[i..]),
             None => (extra, ""),
@@ -80,12 +90,12 @@ impl Server {
         let shards = if top.contains("shards") { "" } else { "shards = 2\n" };
         let config = format!(
             "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n{shards}{top}\n[listen]\nc2s = \"127.0.0.1:{c2s}\"\nc2s_tls = \"127.0.0.1:{c2s_tls}\"\nhttp = \"127.0.0.1:{http}\"\n{sections}\n",
-            data_dir.display()
+            store_dir.display()
         );
         let config_path = data_dir.join("confab.toml");
         std::fs::write(&config_path, config).expect("write config");
         let child = Server::spawn(&data_dir);
-        let mut server = Server { child, c2s, c2s_tls, http, data_dir };
+        let mut server = Server { child, c2s, c2s_tls, http, data_dir, store_dir };
         server.wait_ready();
         server
     }
@@ -189,7 +199,7 @@ impl Server {
     }
 
     pub fn ca(&self) -> CertificateDer<'static> {
-        CertificateDer::from_pem_file(self.data_dir.join("cert.pem")).expect("generated certificate")
+        CertificateDer::from_pem_file(self.store_dir.join("cert.pem")).expect("generated certificate")
     }
 }
 
