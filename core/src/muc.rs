@@ -907,6 +907,7 @@ impl Room {
         }
         let archived = self.logging() && body.is_some();
         let id = if archived {
+            // Above the run's floor from the start (the runtime sets it at load and creation).
             self.archive_last += 1;
             Some(self.archive_last)
         } else {

@@ -947,6 +947,7 @@ fn send_unavailable(shard: &Shard, user: &BareJid, contact: &BareJid, fx: &mut E
 
 /// Carbons (XEP-0280 §5) and the sender's archive (XEP-0313) for a message to a local user.
 fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to: &Jid, now_ms: u64, fx: &mut Effects) {
+    let floor = shard.shared.id_floor;
     if !might_be_interesting(stanza.kind.as_deref(), stanza.bytes()) {
         return;
     }
@@ -970,7 +971,8 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
         let in_roster = data.roster.get(to_bare.as_str()).is_some_and(|i| !i.hidden);
         if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) && shard.partition.is_writable() {
             let kept = shard.shared.config.limits.archive_messages;
-            fx.records.extend(archive_append(data, &user, to_bare.as_str(), now_ms, stanza.with_from(me.as_str()), kept));
+            let id = next_archive_id(data, floor);
+            fx.records.extend(archive_append(data, &user, to_bare.as_str(), id, now_ms, stanza.with_from(me.as_str()), kept));
         }
         return;
     }
@@ -994,7 +996,8 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
         let in_roster = data.roster.get(to_bare.as_str()).is_some_and(|i| !i.hidden);
         if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) && shard.partition.is_writable() {
             let kept = shard.shared.config.limits.archive_messages;
-            fx.records.extend(archive_append(data, &user, to_bare.as_str(), now_ms, canonical, kept));
+            let id = next_archive_id(data, floor);
+            fx.records.extend(archive_append(data, &user, to_bare.as_str(), id, now_ms, canonical, kept));
         }
     }
 }
@@ -1060,14 +1063,22 @@ fn offline_has_room(data: &UserData, bytes: usize, count_max: usize) -> bool {
     data.offline.len() < count_max && held + bytes <= confab_core::limits::OFFLINE_BYTES_MAX
 }
 
-/// The record that archives a message under the user's next id; none for a message larger
-/// than `ARCHIVED_MESSAGE_BYTES_MAX` (delivered, not archived).
-fn archive_append(data: &mut UserData, user: &str, with: &str, now_ms: u64, bytes: Vec<u8>, kept: u64) -> Option<Record> {
+/// The id the user's next archived message gets: one more than the last, and never below the
+/// floor this run started with (`storage::advance_id_floor`), so it differs from every id of
+/// an earlier run, even one a crash lost from the store before its commit (appends commit
+/// unsynced). Ids are XEP-0359 stanza-ids too: they must never repeat.
+fn next_archive_id(data: &UserData, floor: u64) -> u64 {
+    data.archive_last.saturating_add(1).max(floor)
+}
+
+/// The record that archives a message under `id` (from `next_archive_id`); none for a message
+/// larger than `ARCHIVED_MESSAGE_BYTES_MAX` (delivered, not archived).
+fn archive_append(data: &mut UserData, user: &str, with: &str, id: u64, now_ms: u64, bytes: Vec<u8>, kept: u64) -> Option<Record> {
     if bytes.len() > confab_core::limits::ARCHIVED_MESSAGE_BYTES_MAX {
         return None;
     }
-    data.archive_last += 1;
-    let message = ArchivedMessage { id: data.archive_last, stamp_ms: now_ms, with: with.to_owned(), bytes };
+    data.archive_last = id;
+    let message = ArchivedMessage { id, stamp_ms: now_ms, with: with.to_owned(), bytes };
     Some(Record::ArchiveAppend { user: user.to_owned(), id: message.id, kept, message: message.encode() })
 }
 
@@ -2000,6 +2011,7 @@ fn send_last_items(shard: &Shard, owner: &BareJid, contact: &BareJid, interest: 
 }
 
 fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut Effects, replies: &mut Vec<Envelope>) {
+    let floor = shard.shared.id_floor;
     let to_bare = envelope.to.bare();
     let user = to_bare.local().unwrap_or_default().to_owned();
     if let Some(interest) = &envelope.interest {
@@ -2066,16 +2078,17 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
         && writable
         && envelope.bytes.len() + STANZA_ID_BYTES_MAX <= confab_core::limits::ARCHIVED_MESSAGE_BYTES_MAX
         && archive::should_archive(&data.preferences, from_bare.as_str(), in_roster);
+    let now = now_ms();
+    let id = next_archive_id(data, floor);
     if archive {
         // XEP-0359 §3: our stanza-id, which the archive and the recipient share.
-        let id = data.archive_last + 1;
         element.children.push(Node::Element(
             Element::new("stanza-id", STANZA_ID_NAMESPACE).with_attribute("id", &id.to_string()).with_attribute("by", to_bare.as_str()),
         ));
     }
     let bytes = element.to_xml().into_bytes();
     if archive {
-        fx.records.extend(archive_append(data, &user, from_bare.as_str(), now_ms(), bytes.clone(), kept));
+        fx.records.extend(archive_append(data, &user, from_bare.as_str(), id, now, bytes.clone(), kept));
     }
     match decision {
         Delivery::Sessions(indices) => {
@@ -2111,6 +2124,7 @@ fn deliver_plain_message(
     fx: &mut Effects,
     replies: &mut Vec<Envelope>,
 ) {
+    let floor = shard.shared.id_floor;
     let to_bare = envelope.to.bare();
     let from_bare = envelope.from.bare();
     let user = to_bare.local().unwrap_or_default().to_owned();
@@ -2132,8 +2146,10 @@ fn deliver_plain_message(
         && envelope.bytes.len() + STANZA_ID_BYTES_MAX <= confab_core::limits::ARCHIVED_MESSAGE_BYTES_MAX
         && archive::should_archive(&data.preferences, from_bare.as_str(), in_roster);
     let bytes = if archive {
-        let bytes = with_stanza_id(&envelope.bytes, data.archive_last + 1, to_bare.as_str());
-        fx.records.extend(archive_append(data, &user, from_bare.as_str(), now_ms(), bytes.clone(), kept));
+        let now = now_ms();
+        let id = next_archive_id(data, floor);
+        let bytes = with_stanza_id(&envelope.bytes, id, to_bare.as_str());
+        fx.records.extend(archive_append(data, &user, from_bare.as_str(), id, now, bytes.clone(), kept));
         bytes
     } else {
         envelope.bytes.clone()

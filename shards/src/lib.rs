@@ -57,7 +57,8 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     stream.registration = config.registration.enabled;
     let (senders, receivers): (Vec<_>, Vec<_>) = (0..shards).map(|_| async_channel::bounded(SHARD_INBOX_MESSAGES_MAX)).unzip();
     let hashes = hashing::HashPool::start(config.security.hash_threads)?;
-    let shared = Arc::new(Shared { config, stream, tls, inboxes: senders, started: Instant::now(), hashes });
+    let id_floor = storage::advance_id_floor(&config.data_dir, im::now_ms())?;
+    let shared = Arc::new(Shared { config, stream, tls, inboxes: senders, started: Instant::now(), hashes, id_floor });
 
     let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let mut handles = Vec::with_capacity(shards);

@@ -32,6 +32,7 @@ pub struct Rooms {
 }
 
 /// A persistent room's archive as found at start-up: its newest id and its last messages.
+#[derive(Debug, Clone)]
 pub struct RoomArchive {
     pub room: String,
     pub last: u64,
@@ -40,7 +41,9 @@ pub struct RoomArchive {
 
 impl Rooms {
     /// Rebuilds the persistent rooms from their stored items (owners named by a bare JID).
-    pub fn load(items: Vec<StoredItem>, archives: Vec<RoomArchive>, settings: Settings) -> Rooms {
+    /// Rebuilds the stored rooms; their archive ids continue above `id_floor`
+    /// (`storage::advance_id_floor`).
+    pub fn load(items: Vec<StoredItem>, archives: Vec<RoomArchive>, settings: Settings, id_floor: u64) -> Rooms {
         let mut configs: BTreeMap<String, RoomConfig> = BTreeMap::new();
         let mut affiliations: BTreeMap<String, BTreeMap<String, AffiliationEntry>> = BTreeMap::new();
         for item in items {
@@ -66,7 +69,7 @@ impl Rooms {
             };
             let archive = archives.remove(&name);
             let (last, recent) = archive.map(|a| (a.last, a.recent)).unwrap_or_default();
-            let room = Room::restore(jid, config, affiliations.remove(&name).unwrap_or_default(), recent, last, false);
+            let room = Room::restore(jid, config, affiliations.remove(&name).unwrap_or_default(), recent, last.max(id_floor - 1), false);
             rooms.insert(name, room);
         }
         Rooms { rooms, settings }
@@ -232,7 +235,10 @@ pub fn deliver(shard: &ShardRef, envelope: Envelope) -> Outgoing {
                 "resource-constraint"
             } else {
                 // §10.1.1: the first to enter creates the room and owns it.
-                state.rooms.rooms.insert(room_jid.as_str().to_owned(), Room::create(room_jid.clone(), &from.bare(), &settings, now_ms));
+                let mut room = Room::create(room_jid.clone(), &from.bare(), &settings, now_ms);
+                // Never below the run's id floor: a reborn room reuses no stanza-id.
+                room.archive_last = room.archive_last.max(state.shared.id_floor - 1);
+                state.rooms.rooms.insert(room_jid.as_str().to_owned(), room);
                 ""
             };
             if !condition.is_empty() {
@@ -503,11 +509,14 @@ mod tests {
             },
         ];
         let archives = vec![RoomArchive { room: room.clone(), last: 7, recent: Vec::new() }];
-        let rooms = Rooms::load(items, archives, settings);
+        let rooms = Rooms::load(items.clone(), archives.clone(), settings.clone(), 1);
         assert_eq!(rooms.rooms.len(), 1, "a room is its configuration; stray affiliations are not rooms");
         let loaded = &rooms.rooms[&room];
         assert_eq!(loaded.config, config);
         assert_eq!(loaded.archive_last, 7);
+        // A later run's floor: the room's next id is above it, whatever the store kept.
+        let later = Rooms::load(items, archives, settings, 1 << 40);
+        assert_eq!(later.rooms[&room].archive_last, (1 << 40) - 1);
         assert_eq!(loaded.affiliation_of(&BareJid::new(Some("a"), "example").expect("jid")), muc::Affiliation::Owner);
         assert!(!loaded.locked);
     }

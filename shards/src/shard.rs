@@ -38,6 +38,9 @@ pub struct Shared {
     pub started: Instant,
     /// Where passwords are hashed, off the shards and off the store's threads.
     pub hashes: crate::hashing::HashPool,
+    /// The least archive id (and stanza-id) of this run, above every id of earlier runs
+    /// (`storage::advance_id_floor`).
+    pub id_floor: u64,
 }
 
 impl Shared {
@@ -263,7 +266,7 @@ impl Shard {
         let accounts: HashMap<String, Account> = accounts.into_iter().map(|a| (a.user.clone(), a)).collect();
         // Rooms are owners named by a bare JID; accounts by a local part.
         let (room_items, mut items): (Vec<_>, Vec<_>) = items.into_iter().partition(|item| item.user.contains('@'));
-        let rooms = crate::muc::Rooms::load(room_items, room_archives, shared.config.muc.settings());
+        let rooms = crate::muc::Rooms::load(room_items, room_archives, shared.config.muc.settings(), shared.id_floor);
         // State whose account is gone (a write that raced the deletion) is not loaded; the
         // next registration of that name clears it from disk.
         items.retain(|item| accounts.contains_key(&item.user));

@@ -24,6 +24,9 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
 const ITEMS: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new("items");
 /// Message archives (XEP-0313): (user, archive id) → rkyv bytes of `ArchivedMessage`.
 const ARCHIVE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("archive");
+/// Messages in each archive, kept with every append so the archive's bound costs one
+/// removal, whatever the gaps between ids (ids are time-based, `archive::next_id`).
+const ARCHIVE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("archive-counts");
 
 /// Records kept in each partition's log. Older ones are trimmed in the same transaction that
 /// appends, so the log (kept for replication catch-up) has a fixed worst-case size.
@@ -440,6 +443,35 @@ fn probe(database: &Database) -> Result<(), StorageError> {
     Ok(())
 }
 
+/// The file that keeps the archive id floor (`advance_id_floor`).
+const ID_FLOOR_FILE: &str = "id-floor";
+
+/// Moves the archive id floor `ID_FLOOR_STEP` past the previous run's (or to the clock in
+/// microseconds, if that is higher, so ids stay roughly time-like), keeps it durably, and
+/// returns it. Every owner's archive ids (and stanza-ids) this run count up from at least the
+/// floor, and no owner gets `ID_FLOOR_STEP` ids in one run, so they exceed every id of earlier
+/// runs — even ids a crash lost from the store before their commit — whatever the clock did.
+/// Runs at start-up, before any shard serves.
+pub fn advance_id_floor(data_dir: &Path, now_ms: u64) -> Result<u64, StorageError> {
+    use std::io::Write as _;
+    let path = data_dir.join(ID_FLOOR_FILE);
+    let error = |e: std::io::Error| StorageError::Open { path: path.clone(), message: e.to_string() };
+    let stored = std::fs::read_to_string(&path).ok().and_then(|text| text.trim().parse::<u64>().ok()).unwrap_or(0);
+    let floor = now_ms.saturating_mul(1000).max(stored.saturating_add(ID_FLOOR_STEP));
+    let staged = data_dir.join(format!("{ID_FLOOR_FILE}.new"));
+    let mut file = std::fs::File::create(&staged).map_err(error)?;
+    file.write_all(floor.to_string().as_bytes()).map_err(error)?;
+    file.sync_all().map_err(error)?;
+    std::fs::rename(&staged, &path).map_err(error)?;
+    std::fs::File::open(data_dir).and_then(|dir| dir.sync_all()).map_err(error)?;
+    Ok(floor)
+}
+
+/// How far each start moves the id floor above the previous one at least: more ids than one
+/// owner can get in a run (2^40: a million a second for twelve days), and 2^24 starts before
+/// ids run out.
+pub const ID_FLOOR_STEP: u64 = 1 << 40;
+
 /// Opens (creating if needed) the partitions for `shards` shards, moving accounts whose home
 /// shard changed since the last start (a different `shards` setting), and returns each
 /// partition's database with its accounts loaded. Runs at start-up, before any shard serves.
@@ -616,6 +648,8 @@ fn copy_archive(database: &Database, user: &str, messages: &[(u64, Vec<u8>)]) ->
         for (id, bytes) in messages {
             archive.insert((user, *id), bytes.as_slice()).map_err(|e| write(&e))?;
         }
+        let count = archive.range((user, 0u64)..=(user, u64::MAX)).map_err(|e| write(&e))?.count() as u64;
+        txn.open_table(ARCHIVE_COUNTS).map_err(|e| write(&e))?.insert(user, count).map_err(|e| write(&e))?;
     }
     txn.commit().map_err(|e| write(&e))
 }
@@ -810,6 +844,7 @@ fn open_database(path: &Path) -> Result<Database, StorageError> {
         txn.open_table(LOG).map_err(|e| StorageError::Open { path: path.into(), message: e.to_string() })?;
         txn.open_table(ITEMS).map_err(|e| StorageError::Open { path: path.into(), message: e.to_string() })?;
         txn.open_table(ARCHIVE).map_err(|e| StorageError::Open { path: path.into(), message: e.to_string() })?;
+        txn.open_table(ARCHIVE_COUNTS).map_err(|e| StorageError::Open { path: path.into(), message: e.to_string() })?;
     }
     txn.commit().map_err(|e| StorageError::Open { path: path.into(), message: e.to_string() })?;
     Ok(database)
@@ -850,6 +885,7 @@ fn commit_with(database: &Database, records: &[Record], sync: bool) -> Result<()
         let mut accounts = txn.open_table(ACCOUNTS).map_err(|e| write(&e))?;
         let mut items = txn.open_table(ITEMS).map_err(|e| write(&e))?;
         let mut archive = txn.open_table(ARCHIVE).map_err(|e| write(&e))?;
+        let mut counts = txn.open_table(ARCHIVE_COUNTS).map_err(|e| write(&e))?;
         let first = match log.last().map_err(|e| write(&e))? {
             Some((seq, _)) => seq.value() + 1,
             None => 1,
@@ -869,6 +905,7 @@ fn commit_with(database: &Database, records: &[Record], sync: bool) -> Result<()
                     let user = user.as_str();
                     items.retain_in((user, 0u8, "")..=(user, u8::MAX, "\u{10ffff}"), |_, _| false).map_err(|e| write(&e))?;
                     archive.retain_in((user, 0u64)..=(user, u64::MAX), |_, _| false).map_err(|e| write(&e))?;
+                    counts.remove(user).map_err(|e| write(&e))?;
                 }
                 Record::ItemPut { user, kind, key, value } => {
                     items.insert((user.as_str(), kind.code(), key.as_str()), value.as_slice()).map_err(|e| write(&e))?;
@@ -877,10 +914,28 @@ fn commit_with(database: &Database, records: &[Record], sync: bool) -> Result<()
                     items.remove((user.as_str(), kind.code(), key.as_str())).map_err(|e| write(&e))?;
                 }
                 Record::ArchiveAppend { user, id, kept, message } => {
-                    archive.insert((user.as_str(), *id), message.as_slice()).map_err(|e| write(&e))?;
-                    if *id > *kept {
-                        archive.remove((user.as_str(), id - kept)).map_err(|e| write(&e))?;
+                    let user = user.as_str();
+                    let known = counts.get(user).map_err(|e| write(&e))?.map(|count| count.value());
+                    let replaced = archive.insert((user, *id), message.as_slice()).map_err(|e| write(&e))?.is_some();
+                    // An archive from before the counts were kept is counted once.
+                    let mut count = match known {
+                        Some(count) => count + u64::from(!replaced),
+                        None => archive.range((user, 0u64)..=(user, u64::MAX)).map_err(|e| write(&e))?.count() as u64,
+                    };
+                    // The bound: the oldest messages go (usually one).
+                    while count > *kept {
+                        let oldest = archive
+                            .range((user, 0u64)..=(user, u64::MAX))
+                            .map_err(|e| write(&e))?
+                            .next()
+                            .transpose()
+                            .map_err(|e| write(&e))?
+                            .map(|(key, _)| key.value().1);
+                        let Some(oldest) = oldest else { break };
+                        archive.remove((user, oldest)).map_err(|e| write(&e))?;
+                        count -= 1;
                     }
+                    counts.insert(user, count).map_err(|e| write(&e))?;
                 }
             }
         }
@@ -991,6 +1046,44 @@ mod tests {
         assert_eq!(oldest.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [5, 6]);
         assert!(read_archive(database, "b", 0, u64::MAX, 100, false).expect("read").is_empty());
         drop(partitions);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Ids jump at each start (the id floor): the bound counts messages, not ids.
+    #[test]
+    fn the_archive_bound_counts_messages_whatever_the_gaps_between_ids() {
+        let dir = scratch_dir("archive-gaps");
+        let partitions = open_partitions(&dir, 1, |_| 0).expect("open");
+        let database = &partitions[0].database;
+        let ids = [1u64, 2, 3, 1 << 40, (1 << 40) + 1, 2 << 40, (2 << 40) + 1];
+        for id in ids {
+            commit(database, &[Record::ArchiveAppend { user: "a".into(), id, kept: 4, message: vec![1] }]).expect("append");
+        }
+        let kept: Vec<u64> = read_archive(database, "a", 0, u64::MAX, 100, false).expect("read").into_iter().map(|(id, _)| id).collect();
+        assert_eq!(kept, ids[3..].to_vec(), "the four newest stay");
+        // A replayed append (the same id again) neither duplicates nor miscounts.
+        commit(database, &[Record::ArchiveAppend { user: "a".into(), id: (2 << 40) + 1, kept: 4, message: vec![2] }]).expect("replay");
+        assert_eq!(read_archive(database, "a", 0, u64::MAX, 100, false).expect("read").len(), 4);
+        // Deleting the account forgets its count with its archive.
+        commit(database, &[Record::AccountDelete { user: "a".into() }]).expect("delete");
+        commit(database, &[Record::ArchiveAppend { user: "a".into(), id: 9, kept: 4, message: vec![3] }]).expect("append");
+        assert_eq!(read_archive(database, "a", 0, u64::MAX, 100, false).expect("read"), vec![(9, vec![3])]);
+        drop(partitions);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_id_floor_only_grows_and_survives_restarts() {
+        let dir = scratch_dir("id-floor");
+        std::fs::create_dir_all(&dir).expect("dir");
+        let first = advance_id_floor(&dir, 1_000).expect("first");
+        assert_eq!(first, ID_FLOOR_STEP.max(1_000_000));
+        // A clock that went back still gets a higher floor.
+        let second = advance_id_floor(&dir, 1).expect("second");
+        assert_eq!(second, first + ID_FLOOR_STEP);
+        // A clock far ahead gives its microseconds.
+        let third = advance_id_floor(&dir, 10_000_000_000).expect("third");
+        assert_eq!(third, 10_000_000_000_000);
         let _ = std::fs::remove_dir_all(&dir);
     }
 
