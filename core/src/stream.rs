@@ -104,6 +104,9 @@ pub enum Action {
     /// XEP-0077 §3.1: create this account (the password is not stored: derive SCRAM secrets)
     /// and answer the iq `id` with a result or an error.
     Register { id: String, user: BareJid, password: String },
+    /// A stanza from the bound client was handled by the stream itself (answered with an
+    /// error, not routed): it counts as received for XEP-0198 acknowledgements.
+    StanzaHandled,
     /// Close the connection once everything queued has been written.
     Close,
 }
@@ -570,9 +573,22 @@ impl C2sStream {
                 // RFC 6120 §8.1.2.1 / §4.9.3.9: a `from` other than the client's own full or
                 // bare JID is a spoofing attempt; we close with <invalid-from/> rather than
                 // silently rewrite, so it is visible to the client and in the logs.
+                // JIDs compare after RFC 7622 preparation: `Alice@Example.COM` is ours too.
                 if let (Some(from), Some(bound)) = (stanza.from.as_deref(), &self.bound) {
-                    if from != bound.as_str() && from != bound.bare_str() {
+                    let ours = |from: &str| from == bound.as_str() || from == bound.bare_str();
+                    if !ours(from) && !crate::jid::Jid::parse(from).is_ok_and(|jid| ours(jid.as_str())) {
                         self.fail(StreamError::new("invalid-from"), config, entropy, out);
+                        return None;
+                    }
+                }
+                if stanza.name == "iq" {
+                    if let Some(text) = iq_violation(&stanza) {
+                        // RFC 6120 §8.2.3 and §8.3.3.1: answered here, never routed; an error is
+                        // never answered with an error (§8.3.1).
+                        if stanza.kind.as_deref() != Some("error") {
+                            out.push(Action::Send(iq_bad_request(&stanza, text)));
+                        }
+                        out.push(Action::StanzaHandled);
                         return None;
                     }
                 }
@@ -894,6 +910,40 @@ impl StreamConfig {
     }
 }
 
+/// RFC 6120 §8.2.3 (with §8.1.3 and §8.1.4): an iq has an id and one of the four types; a
+/// get or set carries exactly one payload element, a result none or one. Returns what is
+/// wrong, if anything.
+fn iq_violation(stanza: &Stanza<'_>) -> Option<&'static str> {
+    if stanza.id.is_none() {
+        return Some("an iq needs an id");
+    }
+    match (stanza.kind.as_deref(), stanza.children()) {
+        (Some("get" | "set"), 1) | (Some("result"), 0 | 1) | (Some("error"), _) => None,
+        (Some("get" | "set"), _) => Some("an iq get or set carries exactly one payload element"),
+        (Some("result"), _) => Some("an iq result carries at most one payload element"),
+        _ => Some("an iq type is get, set, result or error"),
+    }
+}
+
+/// The `bad-request` error for an iq that breaks §8.2.3: from the entity it was addressed to
+/// when that is a JID (RFC 6120 §8.3.1 swaps the addresses), else from the server itself.
+fn iq_bad_request(stanza: &Stanza<'_>, text: &str) -> Vec<u8> {
+    let to = stanza.to.as_deref().and_then(|to| crate::jid::Jid::parse(to).ok());
+    let mut xml = String::with_capacity(256);
+    xml.push_str("<iq type='error' id='");
+    xml.push_str(&escape_attribute(stanza.id.as_deref().unwrap_or("")));
+    xml.push('\'');
+    if let Some(to) = &to {
+        xml.push_str(" from='");
+        xml.push_str(&escape_attribute(to.as_str()));
+        xml.push('\'');
+    }
+    xml.push_str("><error type='modify'><bad-request xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'/><text xmlns='urn:ietf:params:xml:ns:xmpp-stanzas'>");
+    xml.push_str(&escape_text(text));
+    xml.push_str("</text></error></iq>");
+    xml.into_bytes()
+}
+
 /// RFC 6120 §6.4.2: the payload is base64; "=" is an explicitly empty response and an empty
 /// element means "no initial response". Bad base64 is `incorrect-encoding` (§6.5.3).
 fn decode_sasl_payload(text: &str) -> Result<Option<Vec<u8>>, SaslFailure> {
@@ -1116,6 +1166,40 @@ mod tests {
             assert!(sent.contains("<invalid-from"), "{sent}");
             assert_eq!(actions, vec![Action::Close]);
         }
+    }
+
+    #[test]
+    fn iq_rules_and_normalised_from_once_bound() {
+        let (mut h, _) = scram_login(ClientBinding::NotSupported, "SCRAM-SHA-256", "pencil");
+        h.feed(HEADER);
+        let (_, actions) =
+            h.feed("<iq type='set' id='b1'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>Phone</resource></bind></iq>");
+        let [Action::Bind { jid, id }] = &actions[..] else { panic!("{actions:?}") };
+        let mut out = Vec::new();
+        h.stream.bind_result(Ok(jid.clone()), id, &mut out);
+        for bad in [
+            "<iq type='get' to='bob@localhost'/>",
+            "<iq type='get' id='x' to='bob@localhost'/>",
+            "<iq type='set' id='x'><a xmlns='u:a'/><b xmlns='u:b'/></iq>",
+            "<iq type='result' id='x'><a xmlns='u:a'/><b xmlns='u:b'/></iq>",
+            "<iq type='weird' id='x'><a xmlns='u:a'/></iq>",
+        ] {
+            let (sent, actions) = h.feed(bad);
+            assert!(sent.contains("<bad-request"), "{bad}: {sent}");
+            assert_eq!(actions, vec![Action::StanzaHandled], "{bad}: not routed, counted");
+        }
+        let (sent, _) = h.feed("<iq type='get' id='y' to='bob@localhost/x'/>");
+        assert!(sent.starts_with("<iq type='error' id='y' from='bob@localhost/x'>"), "addresses swapped: {sent}");
+        let (sent, actions) = h.feed("<iq type='error'/>");
+        assert!(sent.is_empty() && actions == vec![Action::StanzaHandled], "an error is never answered: {sent}");
+        for fine in ["<iq type='result' id='r'/>", "<iq type='get' id='g'><ping xmlns='urn:xmpp:ping'/></iq>"] {
+            let (sent, routed) = h.feed(fine);
+            assert!(sent.is_empty() && routed.len() == 1, "{fine}: {sent} {routed:?}");
+        }
+        let (sent, routed) = h.feed("<message from='ALICE@LocalHost/Phone' to='bob@localhost'><body>x</body></message>");
+        assert!(sent.is_empty() && routed.len() == 1, "the bound JID in capitals is the bound JID: {sent}");
+        let (sent, _) = h.feed("<message from='alice@localhost/phone' to='bob@localhost'><body>x</body></message>");
+        assert!(sent.contains("<invalid-from"), "the resource is case-sensitive: {sent}");
     }
 
     #[test]

@@ -998,6 +998,11 @@ impl Connection {
                         let _ = shared.inboxes[counter].send(ShardMessage::AuthFailure(address, account)).await;
                     }
                 }
+                Action::StanzaHandled => {
+                    if let Some(sm) = self.sm.as_mut() {
+                        sm.received_stanza();
+                    }
+                }
                 Action::AuthAbandoned(_) => {
                     // Dropping the attempt settles it as abandoned.
                     self.attempt = None;

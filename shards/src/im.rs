@@ -295,8 +295,10 @@ pub fn from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, undirec
         Some(Ok(to)) => Some(to),
         None => None,
         Some(Err(_)) => {
-            // RFC 6120 §8.3.3.8 jid-malformed.
-            if let Some(error) = error_envelope(&Jid::Bare(me.bare()), &from, kind, stanza_type, id, "jid-malformed") {
+            // RFC 6120 §8.3.3.8 jid-malformed, from the server that found it: the addresses
+            // cannot be swapped when one is malformed (§8.3.1).
+            let Ok(server) = Jid::parse(&domain) else { return fx };
+            if let Some(error) = error_envelope(&server, &from, kind, stanza_type, id, "jid-malformed") {
                 fx.reply.push(error.bytes);
             }
             return fx;

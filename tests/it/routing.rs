@@ -109,3 +109,79 @@ fn server_iqs() {
     lee.send("<iq type='get' id='ping2'><ping xmlns='urn:xmpp:ping'/></iq>");
     assert!(lee.expect("id='ping2'").contains("type='result'"));
 }
+
+/// What leaves the server is well-formed XML on the recipient's stream: a prefix the sender
+/// declared on its own stream header only is declared on the forwarded copy (the test client's
+/// framer checks namespace well-formedness and would reject it otherwise), and `]]>` in
+/// character data is refused at the door.
+#[test]
+fn forwarded_stanzas_are_well_formed_for_their_recipient() {
+    let server = Server::start();
+    let users = users_on_shards("wf", &[0, 1]);
+    for user in &users {
+        server.register(user, "pw");
+    }
+    let mut receiver = Client::login(&server, &users[1], "pw", "r");
+    let mut sender = Client::authenticated(&server, &users[0], "pw");
+    sender.send(
+        "<stream:stream to='localhost' xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' \
+         xmlns:ex='urn:example:ext' version='1.0'>",
+    );
+    sender.expect("<stream:features");
+    sender.send("<iq type='set' id='b'><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'><resource>p</resource></bind></iq>");
+    sender.expect("id='b'");
+    sender.send(&format!("<message to='{}@localhost' type='chat'><body>prefixed</body><ex:data ex:v='1'>x</ex:data></message>", users[1]));
+    let got = receiver.expect("prefixed");
+    assert!(got.contains("xmlns:ex='urn:example:ext'") && got.contains("<ex:data ex:v='1'>"), "{got}");
+
+    let mut bad = Client::login(&server, &users[0], "pw", "bad");
+    bad.send(&format!("<message to='{}@localhost' type='chat'><body>a ]]> b</body></message>", users[1]));
+    let seen = bad.read_to_close().join("");
+    assert!(seen.contains("<not-well-formed xmlns='urn:ietf:params:xml:ns:xmpp-streams'/>"), "{seen}");
+    let barrier = receiver.iq("after", "<iq type='get' id='after'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert!(barrier.contains("type='result'"), "{barrier}");
+    assert!(receiver.collect_for(std::time::Duration::from_millis(200)).iter().all(|s| !s.contains("a ]]> b")));
+}
+
+/// RFC 6120 §8.2.3: an iq has an id and a known type; get and set carry exactly one payload,
+/// result at most one; anything else is answered with bad-request and not routed. A `from`
+/// that is the bound JID in another case is the bound JID (RFC 7622). An error the server
+/// generates about a malformed address comes from the server (§8.3.1).
+#[test]
+fn iq_rules_normalised_from_and_the_origin_of_server_errors() {
+    let server = Server::start();
+    let users = users_on_shards("iqr", &[0, 1]);
+    for user in &users {
+        server.register(user, "pw");
+    }
+    let mut a = Client::login(&server, &users[0], "pw", "Phone");
+    let mut b = Client::login(&server, &users[1], "pw", "r");
+    let peer = format!("{}@localhost/r", users[1]);
+    let cases = [
+        ("t1", format!("<iq type='fetch' id='t1' to='{peer}'><ping xmlns='urn:xmpp:ping'/></iq>")),
+        ("t2", format!("<iq type='get' id='t2' to='{peer}'><ping xmlns='urn:xmpp:ping'/><ping xmlns='urn:xmpp:ping'/></iq>")),
+        ("t3", format!("<iq type='set' id='t3' to='{peer}'/>")),
+        ("t4", format!("<iq type='result' id='t4' to='{peer}'><a xmlns='urn:x'/><b xmlns='urn:x'/></iq>")),
+        ("t5", "<iq id='t5'><ping xmlns='urn:xmpp:ping'/></iq>".to_owned()),
+    ];
+    for (id, iq) in cases {
+        let answer = a.iq(id, &iq);
+        assert!(answer.contains("type='error'") && answer.contains("<bad-request"), "{id}: {answer}");
+    }
+    a.send("<iq type='get'><ping xmlns='urn:xmpp:ping'/></iq>");
+    let answer = a.expect("id=''");
+    assert!(answer.contains("<bad-request"), "an iq without an id: {answer}");
+    // None of them reached b.
+    let barrier = b.iq("bb", "<iq type='get' id='bb'><ping xmlns='urn:xmpp:ping'/></iq>");
+    assert!(barrier.contains("type='result'"));
+    assert!(b.collect_for(std::time::Duration::from_millis(200)).iter().all(|s| !s.contains("id='t")), "nothing was routed");
+
+    // The bound JID with its local and domain parts in capitals is still the bound JID.
+    let shouting = format!("{}@LOCALHOST/Phone", users[0].to_uppercase());
+    let answer = a.iq("f1", &format!("<iq type='get' id='f1' from='{shouting}'><ping xmlns='urn:xmpp:ping'/></iq>"));
+    assert!(answer.contains("type='result'"), "{answer}");
+
+    a.send("<message to='a@b@c' id='m1'><body>x</body></message>");
+    let error = a.expect("id='m1'");
+    assert!(error.contains("from='localhost'") && error.contains("<jid-malformed"), "{error}");
+}
