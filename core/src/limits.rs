@@ -56,6 +56,29 @@ pub const READ_CHUNK_BYTES: usize = 16 * 1024;
 /// makes the server buffer without bound.
 pub const SESSION_INBOX_STANZAS_MAX: usize = 1024;
 
+/// Bytes of stanzas that may wait in one session's inbox (config key
+/// `limits.session_inbox_bytes`): what a client that reads slowly or not at all can pin,
+/// whatever the size of what is sent to it. At least one stanza of `STANZA_BYTES_MAX`.
+pub const SESSION_INBOX_BYTES_MAX: usize = 1024 * 1024;
+
+/// Milliseconds a connection may be unable to write while its inbox refuses stanzas (config
+/// key `limits.stalled_reader_timeout_ms`); then it is closed, and what it never acknowledged
+/// goes where XEP-0198 §5 says (resumption, another resource, offline storage).
+pub const STALLED_READER_TIMEOUT_MS: u64 = 30_000;
+
+/// Bytes of stored state one account may keep, all kinds together (config key
+/// `limits.account_bytes`): held in memory on the home shard, so it bounds what one account
+/// costs; each kind has its own bound too (roster items, PEP bytes, offline bytes…).
+pub const ACCOUNT_BYTES_MAX: usize = 2 * 1024 * 1024;
+
+/// Bytes of presence held for an inactive client (XEP-0352) before they are flushed anyway.
+pub const CSI_HELD_BYTES_MAX: usize = 256 * 1024;
+
+/// Bytes of private XML (XEP-0049) one account may keep.
+pub const PRIVATE_BYTES_MAX: usize = 256 * 1024;
+
+const _: () = assert!(SESSION_INBOX_BYTES_MAX >= STANZA_BYTES_MAX);
+
 /// Messages that may wait in one shard's inbox from other shards and the admin thread.
 pub const SHARD_INBOX_MESSAGES_MAX: usize = 8192;
 

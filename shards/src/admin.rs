@@ -29,6 +29,7 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("connected_users_number", &[]),
     ("add_rosteritem", &["localuser", "localhost", "user", "host", "nick", "group", "subs"]),
     ("get_roster", &["user", "host"]),
+    ("counters", &[]),
     ("status", &[]),
 ];
 
@@ -182,6 +183,22 @@ pub async fn call(command: &str, args: &serde_json::Map<String, Value>, shared: 
             }
             // ejabberd 23.01 (API v0) wraps integer results in their name.
             (200, json!({"num_sessions": total}))
+        }
+        "counters" => {
+            // What the shards dropped, by reason, summed (see counters.rs).
+            let mut totals: serde_json::Map<String, Value> = serde_json::Map::new();
+            for shard in 0..shared.shard_count() {
+                match ask_async(shared, shard, AdminRequest::Counters).await {
+                    AdminReply::Counters(values) => {
+                        for (name, value) in values {
+                            let sum = totals.get(name).and_then(Value::as_u64).unwrap_or(0) + value;
+                            totals.insert(name.to_owned(), json!(sum));
+                        }
+                    }
+                    other => return failed(other),
+                }
+            }
+            (200, Value::Object(totals))
         }
         "status" => (
             200,

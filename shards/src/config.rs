@@ -157,6 +157,15 @@ pub struct Limits {
     pub archive_messages: u64,
     /// Seconds a dropped session with stream management may be resumed (XEP-0198 §5).
     pub resume_timeout_s: u32,
+    /// Bytes of stanzas waiting for one session's connection; past it senders are refused
+    /// (`resource-constraint`) or their copies counted as dropped.
+    pub session_inbox_bytes: usize,
+    /// Milliseconds a connection may be unable to write while its inbox refuses stanzas before
+    /// it is closed (its unacknowledged stanzas then go where XEP-0198 §5 says).
+    pub stalled_reader_timeout_ms: u64,
+    /// Bytes of stored state one account may keep (roster, vCard, private XML, PEP, offline
+    /// messages, …), all in memory on its home shard.
+    pub account_bytes: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -273,6 +282,9 @@ impl Default for Limits {
             offline_messages: limits::OFFLINE_MESSAGES_MAX,
             archive_messages: limits::ARCHIVE_MESSAGES_MAX,
             resume_timeout_s: limits::RESUME_TIMEOUT_S,
+            session_inbox_bytes: limits::SESSION_INBOX_BYTES_MAX,
+            stalled_reader_timeout_ms: limits::STALLED_READER_TIMEOUT_MS,
+            account_bytes: limits::ACCOUNT_BYTES_MAX,
         }
     }
 }
@@ -349,7 +361,10 @@ impl Config {
             return Err(ConfigError::Invalid { key: "tls.key", message: "tls.cert and tls.key go together".into() });
         }
         let l = &self.limits;
-        let checks: [(&'static str, bool, &str); 8] = [
+        let checks: [(&'static str, bool, &str); 11] = [
+            ("limits.session_inbox_bytes", l.session_inbox_bytes >= l.stanza_bytes, "must be at least limits.stanza_bytes"),
+            ("limits.stalled_reader_timeout_ms", l.stalled_reader_timeout_ms >= 100, "must be at least 100"),
+            ("limits.account_bytes", l.account_bytes >= 64 * 1024, "must be at least 65536"),
             (
                 "limits.stanza_bytes_preauth",
                 (512..=l.stanza_bytes).contains(&l.stanza_bytes_preauth),

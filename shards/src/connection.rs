@@ -15,6 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use crate::inbox::{inbox, InboxReceiver};
 use confab_core::framer::{Frame, Framer};
 use confab_core::jid::{BareJid, FullJid};
 use confab_core::limits::READ_CHUNK_BYTES;
@@ -25,7 +26,6 @@ use confab_core::stream::{Action, C2sStream, Entropy, StreamError, CSI_NAMESPACE
 use confab_core::throttle::{AuthThrottle, Refusal};
 use futures_channel::oneshot;
 use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
-use glommio::channels::local_channel::{self, LocalReceiver};
 use glommio::net::TcpStream;
 use rand::distr::{Alphanumeric, SampleString as _};
 use rustls::ServerConnection;
@@ -185,7 +185,7 @@ struct Connection {
     deadline: Instant,
     shard: ShardRef,
     id: u64,
-    inbox: Option<LocalReceiver<SessionMessage>>,
+    inbox: Option<InboxReceiver>,
     /// Plaintext waiting to be written.
     output: Vec<u8>,
     actions: Vec<Action>,
@@ -248,7 +248,7 @@ pub struct Detached {
     jid: FullJid,
     connection: u64,
     sm: Box<StreamManagement>,
-    inbox: LocalReceiver<SessionMessage>,
+    inbox: InboxReceiver,
 }
 
 /// What a connection is made of before it has a session: the same whether it was accepted
@@ -352,7 +352,7 @@ impl Connection {
                     // Drain what else is waiting so one write carries a batch.
                     for _ in 0..INBOX_BATCH_MAX {
                         let Some(inbox) = self.inbox.as_ref() else { break };
-                        let Some(Some(message)) = futures_lite::future::block_on(futures_lite::future::poll_once(inbox.recv())) else {
+                        let Some(message) = inbox.try_recv() else {
                             break;
                         };
                         if !self.session_message(message) {
@@ -460,10 +460,11 @@ impl Connection {
 
     /// Writes pending plaintext (through TLS when active) and any TLS records rustls queued.
     async fn flush(&mut self) -> io::Result<()> {
+        let stalled_after = Duration::from_millis(self.shard.borrow().shared.config.limits.stalled_reader_timeout_ms);
         match self.tls.as_deref_mut() {
             None => {
                 if !self.output.is_empty() {
-                    self.socket.write_all(&self.output).await?;
+                    write_watched(&mut self.socket, &self.output, self.inbox.as_ref(), stalled_after).await?;
                 }
             }
             Some(tls) => {
@@ -479,7 +480,7 @@ impl Connection {
                         while tls.wants_write() {
                             tls.write_tls(&mut wire)?;
                         }
-                        self.socket.write_all(&wire).await?;
+                        write_watched(&mut self.socket, &wire, self.inbox.as_ref(), stalled_after).await?;
                     }
                     if offset >= self.output.len() {
                         break;
@@ -859,7 +860,7 @@ impl Connection {
         .detach();
     }
 
-    fn end_session(&mut self, jid: &FullJid, unacked: Vec<Vec<u8>>, inbox: Option<LocalReceiver<SessionMessage>>) {
+    fn end_session(&mut self, jid: &FullJid, unacked: Vec<Vec<u8>>, inbox: Option<InboxReceiver>) {
         end_session(&self.shard, jid, self.id, unacked, inbox);
     }
 
@@ -1008,10 +1009,8 @@ impl Connection {
                     self.attempt = None;
                 }
                 Action::Bind { jid, id } => {
-                    // Unbounded in type, bounded in use (`shard::offer` checks the length):
-                    // glommio's bounded channel preallocates its whole capacity, which would
-                    // cost every idle session tens of KiB.
-                    let (sender, receiver) = local_channel::new_unbounded();
+                    // Bounded in stanzas and bytes (see inbox.rs).
+                    let (sender, receiver) = inbox(shared.config.limits.session_inbox_bytes);
                     let result = self.shard.borrow_mut().bind(&jid, self.id, sender);
                     match result {
                         Ok(replaced) => {
@@ -1119,7 +1118,10 @@ impl Connection {
         match message {
             SessionMessage::Stanza(bytes) => {
                 if self.inactive {
-                    if bytes.starts_with(b"<presence") && self.held.len() < confab_core::limits::CSI_HELD_STANZAS_MAX {
+                    let held_bytes: usize = self.held.iter().map(Vec::len).sum();
+                    let fits = self.held.len() < confab_core::limits::CSI_HELD_STANZAS_MAX
+                        && held_bytes + bytes.len() <= confab_core::limits::CSI_HELD_BYTES_MAX;
+                    if bytes.starts_with(b"<presence") && fits {
                         // XEP-0352 §5: presence can wait while the client is inactive.
                         self.held.push(bytes);
                         return true;
@@ -1183,7 +1185,7 @@ impl Connection {
 
 /// Ends a session: leaves the table, announces the departure, and redelivers stanzas the
 /// client never acknowledged or never got.
-fn end_session(shard: &ShardRef, jid: &FullJid, connection: u64, mut unacked: Vec<Vec<u8>>, inbox: Option<LocalReceiver<SessionMessage>>) {
+fn end_session(shard: &ShardRef, jid: &FullJid, connection: u64, mut unacked: Vec<Vec<u8>>, inbox: Option<InboxReceiver>) {
     let effects = im::session_ended(&mut shard.borrow_mut(), jid, connection, im::now_ms());
     im::store(&shard.borrow(), effects.records, effects.undo);
     for envelope in effects.envelopes {
@@ -1191,7 +1193,7 @@ fn end_session(shard: &ShardRef, jid: &FullJid, connection: u64, mut unacked: Ve
     }
     if let Some(inbox) = inbox {
         // Bounded: the inbox holds at most SESSION_INBOX_STANZAS_MAX stanzas.
-        while let Some(Some(message)) = futures_lite::future::block_on(futures_lite::future::poll_once(inbox.recv())) {
+        while let Some(message) = inbox.try_recv() {
             match message {
                 SessionMessage::Stanza(bytes) => unacked.push(bytes),
                 SessionMessage::Batch(stanzas) => unacked.extend(stanzas),
@@ -1226,6 +1228,26 @@ pub fn handle_auth_failure(shard: &ShardRef, address: std::net::IpAddr, account:
         }
     }
 }
+
+/// Writes `bytes` to the client, unless the client stops reading for good: when the session's
+/// inbox has refused stanzas for `stalled_after` while this write could not finish, the write
+/// fails (`limits.stalled_reader_timeout_ms`) and the connection ends as lost — what the client
+/// never acknowledged then goes where XEP-0198 §5 says. The check runs only while a write is
+/// blocked: a write that completes at once never starts its timer.
+async fn write_watched(socket: &mut TcpStream, bytes: &[u8], inbox: Option<&InboxReceiver>, stalled_after: Duration) -> io::Result<()> {
+    let stalled = async {
+        loop {
+            glommio::timer::sleep(STALL_CHECK_INTERVAL.min(stalled_after)).await;
+            if inbox.and_then(InboxReceiver::stalled_for).is_some_and(|stalled| stalled >= stalled_after) {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading while its inbox was full"));
+            }
+        }
+    };
+    futures_lite::future::or(socket.write_all(bytes), stalled).await
+}
+
+/// How often a blocked write checks whether its client has stalled.
+const STALL_CHECK_INTERVAL: Duration = Duration::from_millis(1000);
 
 thread_local! {
     static READ_BUFFERS: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };

@@ -31,7 +31,8 @@ use confab_core::stream::REGISTER_NAMESPACE;
 use confab_core::xml::{escape_attribute, Element, Node};
 use rand::distr::{Alphanumeric, SampleString as _};
 
-use crate::shard::{error_envelope, offer, Envelope, Interest, Outgoing, SessionMessage, Shard, ShardRef};
+use crate::counters::Counter;
+use crate::shard::{error_envelope, offer, offer_or_count, Envelope, Interest, Outgoing, SessionMessage, Shard, ShardRef};
 use crate::storage::{StoredItem, Undo};
 
 /// XEP-0054 vCard namespace.
@@ -182,6 +183,33 @@ impl UserData {
             ItemKind::RoomConfig | ItemKind::RoomAffiliation => {}
         }
         Ok(())
+    }
+
+    /// Bytes of stored state this user holds (about what the store holds for it), checked
+    /// against `limits.account_bytes` where state grows. A walk over the user's items: only
+    /// changes that grow state pay it.
+    pub fn stored_bytes(&self) -> usize {
+        const ENTRY_OVERHEAD_BYTES: usize = 32;
+        let roster: usize = self
+            .roster
+            .values()
+            .map(|item| {
+                item.jid.len()
+                    + item.name.as_ref().map_or(0, String::len)
+                    + item.groups.iter().map(String::len).sum::<usize>()
+                    + ENTRY_OVERHEAD_BYTES
+            })
+            .sum();
+        let blocklist: usize = self.blocklist.iter().map(|jid| jid.len() + ENTRY_OVERHEAD_BYTES).sum();
+        let private: usize = self.private.iter().map(|(key, xml)| key.len() + xml.len()).sum();
+        let pep: usize = self
+            .pep
+            .values()
+            .flat_map(|node| node.items.iter())
+            .map(|item| item.id.len() + item.payload.len() + ENTRY_OVERHEAD_BYTES)
+            .sum();
+        let offline: usize = self.offline.values().map(Vec::len).sum();
+        roster + blocklist + private + pep + offline + self.vcard.as_ref().map_or(0, String::len)
     }
 
     /// Is `address` blocked (XEP-0191 §3.5 with XEP-0016 §2.1 matching)?
@@ -575,7 +603,13 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
     if let Some(data) = shard.users.get(&user).filter(|_| initial) {
         // XEP-0191 §3.3: nothing from a JID blocked since it asked.
         for item in data.roster.values().filter(|item| item.pending_in && !data.is_blocked(&item.jid)) {
-            let _ = offer(sender, SessionMessage::Stanza(presence_bytes("subscribe", &item.jid, bare.as_str())));
+            // Refused: the request stays pending and comes again at the next initial presence.
+            offer_or_count(
+                shard,
+                sender,
+                SessionMessage::Stanza(presence_bytes("subscribe", &item.jid, bare.as_str())),
+                Counter::PresenceInboxFull,
+            );
         }
     }
     // XEP-0160 §3: offline messages go to the first resource that is available with a
@@ -594,7 +628,7 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
                 // All at once, past the inbox's soft bound: their number is bounded by the
                 // offline limits, and stopping halfway would strand the rest until the next
                 // presence while newer messages overtake them.
-                if !blocked && sender.try_send(SessionMessage::Stanza(message.clone())).is_err() {
+                if !blocked && !sender.force(SessionMessage::Stanza(message.clone())) {
                     break;
                 }
                 delivered.push(*sequence);
@@ -723,7 +757,12 @@ fn send_own_last_items(shard: &Shard, me: &FullJid, nodes: &[String]) {
             .filter(|n| n.config.send_last_published_item != pep::SendLastPublishedItem::Never)
             .and_then(|n| n.last_item())
         {
-            let _ = offer(&session.sender, SessionMessage::Stanza(pep::last_item_event(owner.as_str(), me.as_str(), name, item)));
+            offer_or_count(
+                shard,
+                &session.sender,
+                SessionMessage::Stanza(pep::last_item_event(owner.as_str(), me.as_str(), name, item)),
+                Counter::PepInboxFull,
+            );
         }
     }
 }
@@ -732,7 +771,7 @@ fn send_own_last_items(shard: &Shard, me: &FullJid, nodes: &[String]) {
 fn deliver_to_own_available(shard: &Shard, bare: &BareJid, bytes: &[u8]) {
     if let Some(sessions) = shard.sessions.get(bare) {
         for session in sessions.iter().filter(|s| s.available) {
-            let _ = offer(&session.sender, SessionMessage::Stanza(bytes.to_vec()));
+            offer_or_count(shard, &session.sender, SessionMessage::Stanza(bytes.to_vec()), Counter::PresenceInboxFull);
         }
     }
 }
@@ -749,7 +788,10 @@ fn unavailable_broadcast(shard: &mut Shard, me: &FullJid, bytes: Vec<u8>, fx: &m
     let directed = std::mem::take(&mut session.directed);
     let rooms = std::mem::take(&mut session.rooms);
     // The session itself sees its own unavailable presence too (§4.5.2 includes it).
-    let _ = offer(&session.sender, SessionMessage::Stanza(bytes.clone()));
+    let offered = offer(&session.sender, SessionMessage::Stanza(bytes.clone()));
+    if !offered {
+        shard.counters.count(Counter::PresenceInboxFull);
+    }
     crate::muc::leave_rooms(me, rooms, &mut fx.envelopes);
     if !was_available {
         return;
@@ -923,7 +965,12 @@ fn push_roster(shard: &Shard, user: &BareJid, version: u64, item: &Element) {
     let version = version.to_string();
     for session in sessions.iter().filter(|s| s.interested) {
         let to = format!("{}/{}", user.as_str(), session.resource);
-        let _ = offer(&session.sender, SessionMessage::Stanza(roster::push_iq(&token(), &to, Some(&version), item)));
+        offer_or_count(
+            shard,
+            &session.sender,
+            SessionMessage::Stanza(roster::push_iq(&token(), &to, Some(&version), item)),
+            Counter::PushInboxFull,
+        );
     }
 }
 
@@ -971,10 +1018,14 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
         // The common case needs no tree: the bytes as routed are the bytes archived.
         let data = shard.users.entry(user.clone()).or_default();
         let in_roster = data.roster.get(to_bare.as_str()).is_some_and(|i| !i.hidden);
-        if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) && shard.partition.is_writable() {
-            let kept = shard.shared.config.limits.archive_messages;
-            let id = next_archive_id(data, floor);
-            fx.records.extend(archive_append(data, &user, to_bare.as_str(), id, now_ms, stanza.with_from(me.as_str()), kept));
+        if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) {
+            if shard.partition.is_writable() {
+                let kept = shard.shared.config.limits.archive_messages;
+                let id = next_archive_id(data, floor);
+                fx.records.extend(archive_append(data, &user, to_bare.as_str(), id, now_ms, stanza.with_from(me.as_str()), kept));
+            } else {
+                shard.counters.count(Counter::ArchiveSkipped);
+            }
         }
         return;
     }
@@ -986,9 +1037,11 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
             for index in carbon_targets {
                 let session = &sessions[index];
                 let full = format!("{}/{}", bare.as_str(), session.resource);
-                let _ = offer(
+                offer_or_count(
+                    shard,
                     &session.sender,
                     SessionMessage::Stanza(carbons::wrap(carbons::Direction::Sent, bare.as_str(), &full, &canonical)),
+                    Counter::CarbonInboxFull,
                 );
             }
         }
@@ -996,10 +1049,14 @@ fn message_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, to:
     if archive && archive::is_archivable(&element) {
         let data = shard.users.entry(user.clone()).or_default();
         let in_roster = data.roster.get(to_bare.as_str()).is_some_and(|i| !i.hidden);
-        if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) && shard.partition.is_writable() {
-            let kept = shard.shared.config.limits.archive_messages;
-            let id = next_archive_id(data, floor);
-            fx.records.extend(archive_append(data, &user, to_bare.as_str(), id, now_ms, canonical, kept));
+        if archive::should_archive(&data.preferences, to_bare.as_str(), in_roster) {
+            if shard.partition.is_writable() {
+                let kept = shard.shared.config.limits.archive_messages;
+                let id = next_archive_id(data, floor);
+                fx.records.extend(archive_append(data, &user, to_bare.as_str(), id, now_ms, canonical, kept));
+            } else {
+                shard.counters.count(Counter::ArchiveSkipped);
+            }
         }
     }
 }
@@ -1060,9 +1117,9 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// XEP-0160 §4: room for one more offline message of `bytes`, by count and by bytes.
-fn offline_has_room(data: &UserData, bytes: usize, count_max: usize) -> bool {
+fn offline_has_room(data: &UserData, bytes: usize, count_max: usize, account_bytes: usize) -> bool {
     let held: usize = data.offline.values().map(Vec::len).sum();
-    data.offline.len() < count_max && held + bytes <= confab_core::limits::OFFLINE_BYTES_MAX
+    data.offline.len() < count_max && held + bytes <= confab_core::limits::OFFLINE_BYTES_MAX && data.stored_bytes() + bytes <= account_bytes
 }
 
 /// The id the user's next archived message gets: one more than the last, and never below the
@@ -1164,9 +1221,18 @@ fn own_iq(
                 fx.reply.push(error("not-acceptable"));
                 return;
             }
+            let account_bytes = shard.shared.config.limits.account_bytes;
             let data = shard.users.entry(user.clone()).or_default();
             let new_keys = children.iter().filter(|c| !data.private.contains_key(&format!("{} {}", c.namespace, c.name))).count();
-            if data.private.len() + new_keys > confab_core::limits::PRIVATE_ITEMS_MAX {
+            // Bounded in entries and in bytes (what the fragments would take once replaced).
+            let replaced: usize =
+                children.iter().filter_map(|c| data.private.get(&format!("{} {}", c.namespace, c.name))).map(String::len).sum();
+            let incoming: usize = children.iter().map(|c| c.to_xml().len()).sum();
+            let held: usize = data.private.values().map(String::len).sum();
+            if data.private.len() + new_keys > confab_core::limits::PRIVATE_ITEMS_MAX
+                || held - replaced + incoming > confab_core::limits::PRIVATE_BYTES_MAX
+                || data.stored_bytes() - replaced + incoming > account_bytes
+            {
                 fx.reply.push(error("resource-constraint"));
                 return;
             }
@@ -1195,7 +1261,13 @@ fn own_iq(
         }
         ("set", "vCard", VCARD_NAMESPACE) => {
             let xml = payload.to_xml();
+            let account_bytes = shard.shared.config.limits.account_bytes;
             let data = shard.users.entry(user.clone()).or_default();
+            if data.stored_bytes() - data.vcard.as_ref().map_or(0, String::len) + xml.len() > account_bytes {
+                // limits.account_bytes: the account keeps what it has.
+                fx.reply.push(error("resource-constraint"));
+                return;
+            }
             fx.undo.push(before(data, &user, ItemKind::Vcard, ""));
             fx.records.push(Record::ItemPut {
                 user: user.clone(),
@@ -1317,6 +1389,7 @@ fn parse_fragment(xml: &str) -> Option<Element> {
 
 /// RFC 6121 §2.3–2.5: roster set (add, update, remove).
 fn roster_set(shard: &mut Shard, me: &FullJid, user: &str, id: &str, query: &Element, fx: &mut Effects) {
+    let account_bytes = shard.shared.config.limits.account_bytes;
     let bare = me.bare();
     let error = |condition: &str| error_reply(StanzaKind::Iq, Some(id), None, Some(me.as_str()), condition);
     let roster_max = shard.shared.config.limits.roster_items;
@@ -1331,7 +1404,8 @@ fn roster_set(shard: &mut Shard, me: &FullJid, user: &str, id: &str, query: &Ele
     let (contact, element, removed) = match set {
         RosterSet::Update { jid, name, groups } => {
             let existing = data.roster.get(jid.as_str()).cloned();
-            if existing.is_none() && data.roster.len() >= roster_max {
+            let adding = jid.as_str().len() + name.as_ref().map_or(0, String::len) + groups.iter().map(String::len).sum::<usize>();
+            if existing.is_none() && data.roster.len() >= roster_max || data.stored_bytes() + adding > account_bytes {
                 fx.reply.push(error("resource-constraint"));
                 return;
             }
@@ -1388,6 +1462,7 @@ fn roster_set(shard: &mut Shard, me: &FullJid, user: &str, id: &str, query: &Ele
 
 /// XEP-0191 §3.2–3.4.
 fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, request: BlockingRequest, fx: &mut Effects) {
+    let account_bytes = shard.shared.config.limits.account_bytes;
     let bare = me.bare();
     let data = shard.users.entry(user.to_owned()).or_default();
     let (block, jids) = match request {
@@ -1401,7 +1476,8 @@ fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, reque
         }
         BlockingRequest::Block(jids) => {
             let new: Vec<String> = jids.into_iter().filter(|j| !data.blocklist.contains(j)).collect();
-            if data.blocklist.len() + new.len() > blocking::BLOCKLIST_ITEMS_MAX {
+            let adding: usize = new.iter().map(String::len).sum();
+            if data.blocklist.len() + new.len() > blocking::BLOCKLIST_ITEMS_MAX || data.stored_bytes() + adding > account_bytes {
                 fx.reply.push(error_reply(StanzaKind::Iq, Some(id), None, Some(me.as_str()), "resource-constraint"));
                 return;
             }
@@ -1434,7 +1510,12 @@ fn blocking_request(shard: &mut Shard, me: &FullJid, user: &str, id: &str, reque
     if let Some(sessions) = shard.sessions.get(&bare) {
         for session in sessions.iter().filter(|s| s.blocklist_interested) {
             let to = format!("{}/{}", bare.as_str(), session.resource);
-            let _ = offer(&session.sender, SessionMessage::Stanza(blocking::push_iq(&token(), &to, block, &jids)));
+            offer_or_count(
+                shard,
+                &session.sender,
+                SessionMessage::Stanza(blocking::push_iq(&token(), &to, block, &jids)),
+                Counter::PushInboxFull,
+            );
         }
     }
     // §3.3: blocked contacts that could see us (subscribers, or sent directed presence)
@@ -1484,6 +1565,7 @@ pub fn admin_roster_put(shard: &mut Shard, user: &str, item: RosterItem) -> (Vec
 /// XEP-0163 / XEP-0060 requests of the owner on its own PEP service.
 #[allow(clippy::too_many_arguments)]
 fn pep_request(shard: &mut Shard, me: &FullJid, user: &str, stanza_type: &str, id: &str, payload: &Element, now_ms: u64, fx: &mut Effects) {
+    let account_bytes = shard.shared.config.limits.account_bytes;
     let owner = me.bare();
     let fail = |error: PubsubError| pep::error_iq(id, None, me.as_str(), &error);
     let request = match pep::parse_request(stanza_type, payload) {
@@ -1514,7 +1596,7 @@ fn pep_request(shard: &mut Shard, me: &FullJid, user: &str, stanza_type: &str, i
             }
             let payload_bytes = payload.to_xml().len();
             let total: usize = data.pep.values().flat_map(|n| n.items.iter()).map(|i| i.payload.len()).sum();
-            if total + payload_bytes > confab_core::limits::PEP_USER_BYTES_MAX {
+            if total + payload_bytes > confab_core::limits::PEP_USER_BYTES_MAX || data.stored_bytes() + payload_bytes > account_bytes {
                 if created {
                     data.pep.remove(&node);
                 }
@@ -1609,7 +1691,7 @@ fn notify_node(shard: &Shard, owner: &BareJid, node: &str, config: &pep::NodeCon
     if let Some(sessions) = shard.sessions.get(owner) {
         for session in sessions.iter().filter(|s| s.available && s.notify.iter().any(|n| n == node)) {
             let full = format!("{}/{}", owner.as_str(), session.resource);
-            let _ = offer(&session.sender, SessionMessage::Stanza(build(&full)));
+            offer_or_count(shard, &session.sender, SessionMessage::Stanza(build(&full)), Counter::PepInboxFull);
         }
     }
     let Some(data) = owner.local().and_then(|user| shard.users.get(user)) else { return };
@@ -1709,12 +1791,14 @@ pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) -> Ve
     let name = user.local().unwrap_or_default().to_owned();
     let exists = shard.accounts.contains_key(&name);
     let offline_max = shard.shared.config.limits.offline_messages;
+    let account_bytes = shard.shared.config.limits.account_bytes;
     for bytes in stanzas {
         let kind = if bytes.starts_with(b"<message") {
             StanzaKind::Message
         } else if bytes.starts_with(b"<iq") {
             StanzaKind::Iq
         } else {
+            shard.counters.count(Counter::StaleAfterSessionEnd);
             continue;
         };
         let Ok(element) = parse_element(&bytes) else { continue };
@@ -1729,10 +1813,14 @@ pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) -> Ve
         if kind == StanzaKind::Iq {
             if matches!(element.attribute("type"), Some("get") | Some("set")) {
                 bounces.extend(bounce("service-unavailable"));
+            } else {
+                shard.counters.count(Counter::StaleAfterSessionEnd);
             }
             continue;
         }
         if !archive::is_archivable(&element) {
+            // Chat states, receipts, carbons, archive results: stale once the session is gone.
+            shard.counters.count(Counter::StaleAfterSessionEnd);
             continue;
         }
         if !exists {
@@ -1755,7 +1843,7 @@ pub fn redeliver(shard: &mut Shard, user: &BareJid, stanzas: Vec<Vec<u8>>) -> Ve
             continue;
         }
         let data = shard.users.entry(name.clone()).or_default();
-        if !offline_has_room(data, bytes.len(), offline_max) {
+        if !offline_has_room(data, bytes.len(), offline_max, account_bytes) {
             bounces.extend(bounce("service-unavailable"));
             continue;
         }
@@ -1801,7 +1889,7 @@ pub fn deliver(shard: &mut Shard, envelope: Envelope) -> Outgoing {
     replies
 }
 
-fn bounce(envelope: &Envelope, condition: &'static str) -> Option<Envelope> {
+pub(crate) fn bounce(envelope: &Envelope, condition: &'static str) -> Option<Envelope> {
     error_envelope(&envelope.to, &envelope.from, envelope.kind, envelope.stanza_type.as_deref(), envelope.id.as_deref(), condition)
 }
 
@@ -1868,9 +1956,20 @@ fn verdict(shard: &Shard, envelope: &Envelope, exists: bool) -> Delivery {
 fn to_sessions(shard: &Shard, envelope: &Envelope, indices: &[usize], bytes: &[u8], replies: &mut Vec<Envelope>) {
     let Some(sessions) = shard.sessions.get(&envelope.to.bare()) else { return };
     let mut accepted = false;
+    let mut refused = 0;
     for index in indices {
         let Some(session) = sessions.get(*index) else { continue };
-        accepted |= offer(&session.sender, SessionMessage::Stanza(bytes.to_vec()));
+        if offer(&session.sender, SessionMessage::Stanza(bytes.to_vec())) {
+            accepted = true;
+        } else {
+            refused += 1;
+        }
+    }
+    if accepted {
+        // Another of the user's sessions took it.
+        for _ in 0..refused {
+            shard.counters.count(Counter::SessionInboxFull);
+        }
     }
     if !accepted && !indices.is_empty() {
         // RFC 6120 §8.3.3.18: no recipient session can take more right now.
@@ -1958,7 +2057,8 @@ fn inbound_subscription(
     let data = shard.users.entry(user.to_owned()).or_default();
     let current = data.roster.get(contact.as_str());
     if current.is_none() && data.roster.len() >= roster_max {
-        tracing::debug!(user, "subscription request dropped: roster full");
+        // The user's roster is full (`limits.roster_items`): the contact is told.
+        fx.envelopes.extend(bounce(&envelope, "resource-constraint"));
         return;
     }
     let effect = roster::inbound(current, contact.as_str(), kind);
@@ -2020,7 +2120,7 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
         // A PEP notification (XEP-0163 §4.3.1): only to sessions that asked for the node.
         if let Some(sessions) = shard.sessions.get(&to_bare) {
             for session in sessions.iter().filter(|s| s.available && s.notify.iter().any(|n| interest.nodes.contains(n))) {
-                let _ = offer(&session.sender, SessionMessage::Stanza(envelope.bytes.clone()));
+                offer_or_count(shard, &session.sender, SessionMessage::Stanza(envelope.bytes.clone()), Counter::PepInboxFull);
             }
         }
         return;
@@ -2058,6 +2158,7 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
     let archivable = content && from_bare != to_bare;
     let kept = shard.shared.config.limits.archive_messages;
     let offline_max = shard.shared.config.limits.offline_messages;
+    let account_bytes = shard.shared.config.limits.account_bytes;
     let writable = shard.partition.is_writable();
     if (archivable || offline) && shard.partition.is_congested() || offline && content && !shard.partition.is_writable() {
         replies.extend(bounce(&envelope, "resource-constraint"));
@@ -2068,7 +2169,7 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
         return;
     }
     let data = shard.users.entry(user.clone()).or_default();
-    if offline && !offline_has_room(data, envelope.bytes.len(), offline_max) {
+    if offline && !offline_has_room(data, envelope.bytes.len(), offline_max, account_bytes) {
         // XEP-0160 §4: storage full.
         replies.extend(bounce(&envelope, "service-unavailable"));
         return;
@@ -2076,10 +2177,13 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
     let in_roster = data.roster.get(from_bare.as_str()).is_some_and(|i| !i.hidden);
     // While the store cannot write, live chat goes on unarchived (and without a stanza-id
     // that would name nothing).
-    let archive = archivable
-        && writable
+    let wanted = archivable
         && envelope.bytes.len() + STANZA_ID_BYTES_MAX <= confab_core::limits::ARCHIVED_MESSAGE_BYTES_MAX
         && archive::should_archive(&data.preferences, from_bare.as_str(), in_roster);
+    let archive = wanted && writable;
+    if wanted && !writable {
+        shard.counters.count(Counter::ArchiveSkipped);
+    }
     let now = now_ms();
     let id = next_archive_id(data, floor);
     if archive {
@@ -2101,9 +2205,11 @@ fn deliver_message(shard: &mut Shard, envelope: Envelope, exists: bool, fx: &mut
                     for (index, session) in sessions.iter().enumerate() {
                         if session.carbons && session.available && !indices.contains(&index) {
                             let full = format!("{}/{}", to_bare.as_str(), session.resource);
-                            let _ = offer(
+                            offer_or_count(
+                                shard,
                                 &session.sender,
                                 SessionMessage::Stanza(carbons::wrap(carbons::Direction::Received, to_bare.as_str(), &full, &bytes)),
+                                Counter::CarbonInboxFull,
                             );
                         }
                     }
@@ -2137,16 +2243,20 @@ fn deliver_plain_message(
     }
     let kept = shard.shared.config.limits.archive_messages;
     let offline_max = shard.shared.config.limits.offline_messages;
+    let account_bytes = shard.shared.config.limits.account_bytes;
     let data = shard.users.entry(user.clone()).or_default();
-    if offline && !offline_has_room(data, envelope.bytes.len(), offline_max) {
+    if offline && !offline_has_room(data, envelope.bytes.len(), offline_max, account_bytes) {
         replies.extend(bounce(&envelope, "service-unavailable"));
         return;
     }
     let in_roster = data.roster.get(from_bare.as_str()).is_some_and(|i| !i.hidden);
-    let archive = from_bare != to_bare
-        && writable
+    let wanted = from_bare != to_bare
         && envelope.bytes.len() + STANZA_ID_BYTES_MAX <= confab_core::limits::ARCHIVED_MESSAGE_BYTES_MAX
         && archive::should_archive(&data.preferences, from_bare.as_str(), in_roster);
+    let archive = wanted && writable;
+    if wanted && !writable {
+        shard.counters.count(Counter::ArchiveSkipped);
+    }
     let bytes = if archive {
         let now = now_ms();
         let id = next_archive_id(data, floor);

@@ -7,9 +7,11 @@
 pub mod admin;
 pub mod config;
 pub mod connection;
+pub mod counters;
 pub mod hashing;
 pub mod http;
 pub mod im;
+pub mod inbox;
 pub mod muc;
 pub mod shard;
 pub mod storage;

@@ -21,6 +21,7 @@ use confab_core::muc::{self, AffiliationEntry, Out, Output, Room, RoomArchiveQue
 use confab_core::records::{ItemKind, Record};
 use confab_core::routing::{self, iq_result, StanzaKind};
 
+use crate::counters::Counter;
 use crate::im::{self, Effects};
 use crate::shard::{self, error_envelope, offer, Envelope, Outgoing, SessionMessage, Shard, ShardMessage, ShardRef, Shared};
 use crate::storage::{StoredItem, Undo};
@@ -223,7 +224,7 @@ pub fn deliver(shard: &ShardRef, envelope: Envelope) -> Outgoing {
                     _ => Output::default(),
                 };
                 drop(guard);
-                return carry_out(shard, &room_jid, output, None);
+                return carry_out(shard, &room_jid, output, None, None);
             }
         };
         let settings = state.rooms.settings.clone();
@@ -248,7 +249,7 @@ pub fn deliver(shard: &ShardRef, envelope: Envelope) -> Outgoing {
                     output.out.push(Out::Session { to: from.clone(), bytes, leaves: stanza.name == "presence" });
                 }
                 drop(guard);
-                return carry_out(shard, &room_jid, output, None);
+                return carry_out(shard, &room_jid, output, None, None);
             }
         }
         let writable = state.partition.is_writable();
@@ -262,7 +263,7 @@ pub fn deliver(shard: &ShardRef, envelope: Envelope) -> Outgoing {
                 output.out.push(Out::Session { to: from.clone(), bytes, leaves: false });
             }
             drop(guard);
-            return carry_out(shard, &room_jid, output, None);
+            return carry_out(shard, &room_jid, output, None, None);
         }
         let output = room.handle(&from, nick.as_deref(), &stanza, now_ms, &settings);
         if output.destroyed {
@@ -271,7 +272,9 @@ pub fn deliver(shard: &ShardRef, envelope: Envelope) -> Outgoing {
         (output, snapshot)
     };
     let (output, snapshot) = output;
-    carry_out(shard, &room_jid, output, snapshot)
+    // If the room's change cannot be stored, the requester hears so (RFC 6120 §8.3.3.6).
+    let failed = snapshot.is_some().then(|| im::bounce(&envelope, "internal-server-error")).flatten();
+    carry_out(shard, &room_jid, output, snapshot, failed)
 }
 
 /// Puts a room's persistent state back after a change that could not be stored (the
@@ -290,7 +293,7 @@ pub fn restore(shard: &mut Shard, snapshot: muc::RoomSnapshot) {
 /// Stores what the room changed and sends what it said. A change other than an archive
 /// append (configuration, affiliation, subject) is acknowledged only once durable: the whole
 /// output then waits for the commit.
-fn carry_out(shard: &ShardRef, room: &BareJid, output: Output, snapshot: Option<muc::RoomSnapshot>) -> Outgoing {
+fn carry_out(shard: &ShardRef, room: &BareJid, output: Output, snapshot: Option<muc::RoomSnapshot>, failed: Option<Envelope>) -> Outgoing {
     let Output { out, records, archive_query, .. } = output;
     if let Some(query) = archive_query {
         run_archive_query(shard.clone(), room.clone(), query);
@@ -315,9 +318,14 @@ fn carry_out(shard: &ShardRef, room: &BareJid, output: Output, snapshot: Option<
                     shard::dispatch_now(&shard, envelope);
                 }
             }
-            // Nothing is announced as done, and the room was put back as it was (the undo);
-            // the requester's iq goes unanswered.
-            Err(error) => tracing::error!(%room, %error, "room change not stored"),
+            // Nothing is announced as done, the room was put back as it was (the undo), and
+            // the requester is told.
+            Err(error) => {
+                tracing::error!(%room, %error, "room change not stored");
+                if let Some(envelope) = failed {
+                    shard::dispatch_now(&shard, envelope);
+                }
+            }
         }
     })
     .detach();
@@ -449,7 +457,9 @@ fn hand_over(shard: &mut Shard, room: &BareJid, to: &FullJid, mut stanzas: Vec<V
         _ => SessionMessage::Batch(stanzas),
     };
     if !offer(&session.sender, message) {
-        tracing::debug!(%to, %room, "session inbox full, room stanzas dropped");
+        // The others got it; this occupant's client reads too slowly (and is closed if it
+        // stops reading for good, `limits.stalled_reader_timeout_ms`).
+        shard.counters.count(Counter::RoomInboxFull);
     }
 }
 

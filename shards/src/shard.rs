@@ -20,11 +20,12 @@ use confab_core::records::{Account, Record};
 use confab_core::routing::{self, StanzaKind};
 use confab_core::stream::{StreamConfig, StreamError};
 use futures_channel::oneshot;
-use glommio::channels::local_channel::LocalSender;
 
 use crate::config::Config;
 use crate::connection::{Detached, Migrant};
+use crate::counters::{Counter, Counters};
 use crate::im::UserData;
+use crate::inbox::InboxSender;
 use crate::storage::{OpenedPartition, Partition, Undo};
 use crate::tls::TlsContext;
 use confab_core::throttle::AuthThrottle;
@@ -126,6 +127,8 @@ pub enum AdminRequest {
     Roster(String),
     /// The public rooms homed on the shard (XEP-0045 §6.3 disco#items of the service).
     ListedRooms,
+    /// What the shard dropped, by reason (`counters`).
+    Counters,
 }
 
 impl AdminRequest {
@@ -140,7 +143,8 @@ impl AdminRequest {
             | AdminRequest::RegisteredUsers
             | AdminRequest::SessionCount
             | AdminRequest::Roster(_)
-            | AdminRequest::ListedRooms => None,
+            | AdminRequest::ListedRooms
+            | AdminRequest::Counters => None,
         }
     }
 }
@@ -155,6 +159,7 @@ pub enum AdminReply {
     Roster(Vec<confab_core::roster::RosterItem>),
     /// Rooms as (bare JID, name).
     Rooms(Vec<(String, String)>),
+    Counters(Vec<(&'static str, u64)>),
     Failed(String),
 }
 
@@ -174,7 +179,7 @@ pub(crate) struct Session {
     pub(crate) connection: u64,
     pub(crate) available: bool,
     pub(crate) priority: i8,
-    pub(crate) sender: LocalSender<SessionMessage>,
+    pub(crate) sender: InboxSender,
     /// The last available presence the session broadcast (RFC 6121 §4.2), `from` stamped;
     /// answered to probes from subscribers.
     pub(crate) presence: Option<Rc<[u8]>>,
@@ -199,7 +204,7 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn new(resource: &str, connection: u64, sender: LocalSender<SessionMessage>) -> Session {
+    fn new(resource: &str, connection: u64, sender: InboxSender) -> Session {
         Session {
             resource: resource.to_owned(),
             connection,
@@ -242,6 +247,8 @@ pub struct Shard {
     /// Who may try a password now (bans, locks, attempts in flight). Its own cell, so that an
     /// attempt's guard can settle it from a connection's drop without borrowing the shard.
     pub(crate) throttle: Rc<RefCell<AuthThrottle>>,
+    /// What this shard dropped, by reason.
+    pub(crate) counters: Counters,
     /// When each address last registered an account in band (XEP-0077), bounded.
     registrations: HashMap<IpAddr, Instant>,
     /// Accounts with an admin change waiting for its commit.
@@ -283,6 +290,7 @@ impl Shard {
             caps_pending: HashMap::new(),
             session_count: 0,
             throttle,
+            counters: Counters::default(),
             registrations: HashMap::new(),
             accounts_changing: std::collections::HashSet::new(),
             next_connection: (id as u64) << 48,
@@ -345,12 +353,7 @@ impl Shard {
     /// RFC 6120 §7.6–7.7: binds `jid` for a connection. A session already bound to the same
     /// full JID is replaced (the older one is closed with `<conflict/>`, §7.7.2.2).
     /// Returns the session it replaced, if any, whose departure the caller announces.
-    pub(crate) fn bind(
-        &mut self,
-        jid: &FullJid,
-        connection: u64,
-        sender: LocalSender<SessionMessage>,
-    ) -> Result<Option<Session>, &'static str> {
+    pub(crate) fn bind(&mut self, jid: &FullJid, connection: u64, sender: InboxSender) -> Result<Option<Session>, &'static str> {
         debug_assert_eq!(self.shared.home_of(&jid.bare()), self.id, "bind away from the home shard");
         let sessions_max = self.shared.config.limits.sessions_per_user;
         let sessions = self.sessions.entry(jid.bare()).or_default();
@@ -438,6 +441,7 @@ impl Shard {
                 return (records, undo, AdminReply::Done);
             }
             AdminRequest::ListedRooms => return (Vec::new(), Vec::new(), AdminReply::Rooms(crate::muc::listed_rooms(self))),
+            AdminRequest::Counters => return (Vec::new(), Vec::new(), AdminReply::Counters(self.counters.snapshot())),
             AdminRequest::Roster(user) => {
                 if !self.accounts.contains_key(user) {
                     return (Vec::new(), Vec::new(), AdminReply::NoSuchAccount);
@@ -480,7 +484,11 @@ impl Shard {
             }
             AdminRequest::RegisteredUsers => (None, AdminReply::Users(self.accounts.keys().cloned().collect())),
             AdminRequest::SessionCount => (None, AdminReply::Count(self.session_count)),
-            AdminRequest::Register(_) | AdminRequest::RosterPut(..) | AdminRequest::Roster(_) | AdminRequest::ListedRooms => {
+            AdminRequest::Register(_)
+            | AdminRequest::RosterPut(..)
+            | AdminRequest::Roster(_)
+            | AdminRequest::ListedRooms
+            | AdminRequest::Counters => {
                 unreachable!("handled by admin()")
             }
         }
@@ -512,15 +520,21 @@ impl Shard {
     }
 }
 
-/// Queues a message for a session unless its inbox already holds
-/// `SESSION_INBOX_STANZAS_MAX` messages (a kick always fits: it ends the session anyway). A
-/// batch takes one slot; a room bounds its size (occupants, history bytes).
-pub(crate) fn offer(sender: &LocalSender<SessionMessage>, message: SessionMessage) -> bool {
-    let full = sender.len() >= confab_core::limits::SESSION_INBOX_STANZAS_MAX;
-    if full && matches!(message, SessionMessage::Stanza(_) | SessionMessage::Batch(_)) {
-        return false;
+/// Queues a message for a session if its inbox has room in stanzas and bytes (a kick always
+/// fits: it ends the session anyway). A batch takes one slot; a room bounds its size
+/// (occupants, history bytes). See `inbox`.
+pub(crate) fn offer(sender: &InboxSender, message: SessionMessage) -> bool {
+    sender.offer(message)
+}
+
+/// `offer`, counting a refusal under `counter`: for stanzas whose loss is no error for anyone
+/// (copies, pushes, notifications, presence), which are counted instead of bounced.
+pub(crate) fn offer_or_count(shard: &Shard, sender: &InboxSender, message: SessionMessage, counter: Counter) -> bool {
+    let offered = sender.offer(message);
+    if !offered {
+        shard.counters.count(counter);
     }
-    sender.try_send(message).is_ok()
+    offered
 }
 
 /// Builds the error reply to a stanza that could not be delivered, unless the stanza was
@@ -564,7 +578,10 @@ pub fn dispatch_now(shard: &ShardRef, envelope: Envelope) {
     while let Some(envelope) = queue.pop() {
         rounds += 1;
         if rounds > DISPATCH_ENVELOPES_MAX {
-            tracing::warn!(left = queue.len() + 1, "dispatch stopped: too many replies from one delivery");
+            let shard = shard.borrow();
+            for _ in 0..=queue.len() {
+                shard.counters.count(Counter::DispatchLimit);
+            }
             break;
         }
         let (home, shared) = {
@@ -573,6 +590,7 @@ pub fn dispatch_now(shard: &ShardRef, envelope: Envelope) {
         };
         let room = crate::muc::is_service(&shared, &envelope.to);
         if envelope.to.local().is_none() || (envelope.to.domain() != shared.config.domain && !room) {
+            shard.borrow().counters.count(Counter::Unroutable);
             continue;
         }
         if home == shard.borrow().id {
@@ -596,13 +614,14 @@ pub const PEER_OVERFLOW_MESSAGES_MAX: usize = 16_384;
 /// the one task per peer that waits for room.
 pub fn send_to_peer(shard: &ShardRef, peer: usize, message: ShardMessage) {
     let inbox = {
-        let mut state = shard.borrow_mut();
+        let mut guard = shard.borrow_mut();
+        let state = &mut *guard;
         let inbox = state.shared.inboxes[peer].clone();
         let (queue, draining) = &mut state.overflow[peer];
         if *draining {
             // Behind what already waits, to keep the order.
             if queue.len() >= PEER_OVERFLOW_MESSAGES_MAX {
-                tracing::warn!(shard = peer, "peer inbox full and overflow at its bound, message dropped");
+                state.counters.count(Counter::PeerOverflow);
             } else {
                 queue.push_back(message);
             }
@@ -611,7 +630,7 @@ pub fn send_to_peer(shard: &ShardRef, peer: usize, message: ShardMessage) {
         match inbox.try_send(message) {
             Ok(()) => return,
             Err(async_channel::TrySendError::Closed(_)) => {
-                tracing::warn!(shard = peer, "peer inbox closed, message dropped");
+                state.counters.count(Counter::PeerClosed);
                 return;
             }
             Err(async_channel::TrySendError::Full(message)) => {

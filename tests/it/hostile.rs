@@ -175,3 +175,71 @@ fn silent_peers_time_out_and_whitespace_keeps_a_session_alive() {
     let seen = idle.read_to_close().join("");
     assert_condition(&seen, "connection-timeout");
 }
+
+/// The `#n#` markers of the test messages in `frames`.
+fn markers(frames: &[String]) -> std::collections::BTreeSet<usize> {
+    let mut found = std::collections::BTreeSet::new();
+    for frame in frames {
+        for piece in frame.split('#').skip(1).step_by(2) {
+            if let Ok(n) = piece.parse() {
+                found.insert(n);
+            }
+        }
+    }
+    found
+}
+
+/// A client that stops reading: its inbox is bounded in bytes, so senders are told
+/// (resource-constraint) instead of the server buffering without bound; after
+/// limits.stalled_reader_timeout_ms the server closes it, and what it never acknowledged goes
+/// to offline storage or back to its sender (XEP-0198 §5). Every message sent is accounted
+/// for: bounced, received before the close, or delivered at the next login.
+#[test]
+fn a_client_that_stops_reading_pins_bounded_memory_and_nothing_is_lost_silently() {
+    let server = Server::start_with("[limits]\nsession_inbox_bytes = 262144\nstalled_reader_timeout_ms = 1500\n");
+    server.register("hostile-sender", "pw");
+    server.register("sleeper", "pw");
+    let mut sleeper = Client::login(&server, "sleeper", "pw", "r");
+    sleeper.send("<enable xmlns='urn:xmpp:sm:3'/>");
+    sleeper.expect("<enabled");
+    let mut sender = Client::login(&server, "hostile-sender", "pw", "s");
+    let before = rss_kib(server.pid());
+    const SENT: usize = 500;
+    let filler = "x".repeat(32 * 1024);
+    for n in 0..SENT {
+        sender.send(&format!("<message to='sleeper@localhost' type='chat' id='m{n}'><body>#{n}# {filler}</body></message>"));
+    }
+    // The sleeper's session ends once the server notices it stopped reading.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while server.api("connected_users_number", serde_json::json!({})).1["num_sessions"] != 1 {
+        assert!(std::time::Instant::now() < deadline, "the stalled client was never closed:\n{}", server.log());
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let during = rss_kib(server.pid());
+    assert!(during.saturating_sub(before) < 64 * 1024, "RSS grew from {before} KiB to {during} KiB");
+    let received_before_close = markers(&sleeper.read_to_close());
+    let mut bounced: std::collections::BTreeSet<usize> = std::collections::BTreeSet::new();
+    for frame in sender.collect_for(std::time::Duration::from_secs(3)) {
+        if frame.contains("type='error'") {
+            if let Some(n) = frame.split("id='m").nth(1).and_then(|rest| rest.split('\'').next()).and_then(|n| n.parse().ok()) {
+                bounced.insert(n);
+            }
+        }
+    }
+    assert!(!bounced.is_empty(), "the byte bound refused something");
+    let mut again = Client::login(&server, "sleeper", "pw", "again");
+    let offline = markers(&again.collect_for(std::time::Duration::from_secs(2)));
+    let missing: Vec<usize> =
+        (0..SENT).filter(|n| !bounced.contains(n) && !received_before_close.contains(n) && !offline.contains(n)).collect();
+    assert!(
+        missing.is_empty(),
+        "lost without a trace: {missing:?} (bounced {}, received {}, offline {})",
+        bounced.len(),
+        received_before_close.len(),
+        offline.len()
+    );
+    eprintln!("bounced {}, received before the close {}, offline {}", bounced.len(), received_before_close.len(), offline.len());
+    let (status, counters) = server.api("counters", serde_json::json!({}));
+    assert_eq!(status, 200, "{counters}");
+    assert!(counters.get("dropped_session_inbox_full").is_some(), "{counters}");
+}

@@ -729,3 +729,37 @@ fn a_re_registered_account_starts_empty() {
     let vcard = u.iq("v2", "<iq type='get' id='v2'><vCard xmlns='vcard-temp'/></iq>");
     assert!(!vcard.contains("Old Uli"), "{vcard}");
 }
+
+/// limits.account_bytes bounds everything one account stores (held in memory on its home
+/// shard): past it a change that grows state is refused with resource-constraint, and an
+/// offline message bounces; the state the account had stays.
+#[test]
+fn stored_state_is_bounded_in_bytes_per_account() {
+    let server = Server::start_with("[limits]\naccount_bytes = 65536\n");
+    server.register("budget", "pw");
+    server.register("budget-friend", "pw");
+    let mut client = Client::login(&server, "budget", "pw", "r");
+    let small = "<iq type='set' id='v1'><vCard xmlns='vcard-temp'><FN>Small</FN></vCard></iq>";
+    assert!(client.iq("v1", small).contains("type='result'"));
+    let big = format!("<iq type='set' id='v2'><vCard xmlns='vcard-temp'><DESC>{}</DESC></vCard></iq>", "d".repeat(70 * 1024));
+    let answer = client.iq("v2", &big);
+    assert!(answer.contains("type='error'") && answer.contains("<resource-constraint"), "{answer}");
+    let vcard = client.iq("v3", "<iq type='get' id='v3'><vCard xmlns='vcard-temp'/></iq>");
+    assert!(vcard.contains("Small") && !vcard.contains("ddd"), "the vCard it had stays: {vcard}");
+    let private = format!(
+        "<iq type='set' id='p1'><query xmlns='jabber:iq:private'><x xmlns='urn:example:big'>{}</x></query></iq>",
+        "p".repeat(70 * 1024)
+    );
+    assert!(client.iq("p1", &private).contains("<resource-constraint"));
+    // An offline message that would not fit bounces to its sender.
+    drop(client);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while server.api("connected_users_number", serde_json::json!({})).1["num_sessions"] != 0 {
+        assert!(std::time::Instant::now() < deadline, "the session never ended");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let mut friend = Client::login(&server, "budget-friend", "pw", "r");
+    friend.send(&format!("<message to='budget@localhost' id='o1' type='chat'><body>{}</body></message>", "o".repeat(70 * 1024)));
+    let bounce = friend.expect("id='o1'");
+    assert!(bounce.contains("type='error'"), "{bounce}");
+}
