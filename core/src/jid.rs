@@ -313,19 +313,19 @@ impl From<FullJid> for Jid {
 /// check for those runs after width mapping, so a fullwidth `＠` cannot slip through.
 pub fn prepare_local(s: &str) -> Result<String, JidError> {
     check_input_length(s)?;
-    let prepared = UsernameCaseMapped::enforce(s).map_err(|_| JidError::InvalidLocal)?;
+    let prepared = stable::<UsernameCaseMapped>(s).ok_or(JidError::InvalidLocal)?;
     if prepared.chars().any(|c| LOCAL_FORBIDDEN_CHARS.contains(&c)) {
         return Err(JidError::InvalidLocal);
     }
-    check_prepared_length(prepared.into_owned())
+    check_prepared_length(prepared)
 }
 
 /// Prepares and enforces a resourcepart: the OpaqueString profile (RFC 8265 §4.2, required by
 /// RFC 7622 §3.4). Case and inner spaces are preserved; `/` and `@` are allowed.
 pub fn prepare_resource(s: &str) -> Result<String, JidError> {
     check_input_length(s)?;
-    let prepared = OpaqueString::enforce(s).map_err(|_| JidError::InvalidResource)?;
-    check_prepared_length(prepared.into_owned())
+    let prepared = stable::<OpaqueString>(s).ok_or(JidError::InvalidResource)?;
+    check_prepared_length(prepared)
 }
 
 /// Prepares a domainpart (RFC 7622 §3.2): maps the IDNA label separators to `.`, strips one
@@ -377,6 +377,12 @@ pub fn prepare_domain(s: &str) -> Result<String, JidError> {
         }
         prepared.push_str(&prepare_label(label)?);
     }
+    // Width mapping can make labels numeric (fullwidth digits): the result is then read as an
+    // address, like the same digits typed in ASCII would be (found by the jid fuzz target).
+    if prepared.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        let address: Ipv4Addr = prepared.parse().map_err(|_| JidError::InvalidDomain)?;
+        return Ok(address.to_string());
+    }
     check_prepared_length(prepared)
 }
 
@@ -414,15 +420,27 @@ fn check_prepared_length(prepared: String) -> Result<String, JidError> {
 }
 
 /// One DNS label of a domainpart, lowercased and checked (see [`prepare_domain`]).
+/// Enforces a PRECIS profile and requires the result to be stable: enforcing it again gives it
+/// back unchanged (RFC 8264 §7). Mapping can produce a code point the profile refuses in the
+/// output — NFC turns U+0387 GREEK ANO TELEIA into U+00B7 MIDDLE DOT, which is only valid in
+/// context (RFC 5892 Appendix A.3) — and such an address would not survive being read back.
+/// A string the profile left as it was needs no second pass.
+fn stable<P: PrecisFastInvocation>(input: &str) -> Option<String> {
+    let prepared = P::enforce(input).ok()?;
+    if prepared == input {
+        return Some(prepared.into_owned());
+    }
+    let prepared = prepared.into_owned();
+    let again = P::enforce(prepared.as_str()).ok()?;
+    (again == prepared).then_some(prepared)
+}
+
 fn prepare_label(label: &str) -> Result<String, JidError> {
     if label.is_empty() {
         return Err(JidError::InvalidDomain);
     }
-    let prepared = if label.is_ascii() {
-        label.to_ascii_lowercase()
-    } else {
-        UsernameCaseMapped::enforce(label).map_err(|_| JidError::InvalidDomain)?.into_owned()
-    };
+    let prepared =
+        if label.is_ascii() { label.to_ascii_lowercase() } else { stable::<UsernameCaseMapped>(label).ok_or(JidError::InvalidDomain)? };
     let ldh_or_non_ascii = prepared.chars().all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || c == '-');
     if !ldh_or_non_ascii || prepared.starts_with('-') || prepared.ends_with('-') || prepared.len() > DOMAIN_LABEL_BYTES_MAX {
         return Err(JidError::InvalidDomain);
@@ -441,6 +459,24 @@ mod tests {
 
     fn some(s: &str) -> Option<String> {
         Some(s.to_owned())
+    }
+
+    /// Found by the jid fuzz target: a resource whose preparation (NFC) produced U+00B7
+    /// MIDDLE DOT, which the profile then refuses, was accepted once and refused when read
+    /// back. Preparation must be stable, so it is refused at once.
+    #[test]
+    fn preparation_is_stable_or_refused() {
+        let found = "akp/r==\u{1ba}F+?\u{5ba}??\u{5ba}/=\u{387}$";
+        match Jid::parse(found) {
+            Ok(jid) => assert_eq!(Jid::parse(jid.as_str()).map(|again| again.as_str().to_owned()), Ok(jid.as_str().to_owned())),
+            Err(error) => assert_eq!(error, JidError::InvalidResource),
+        }
+        assert_eq!(prepare_resource("a\u{387}b"), Err(JidError::InvalidResource));
+        assert_eq!(prepare_resource("l\u{b7}l").as_deref(), Ok("l\u{b7}l"), "MIDDLE DOT in its context stays valid");
+        // Found by the same target: fullwidth digits map to an all-numeric domain, which must
+        // obey the same rule as ASCII digits (an IPv4 address or nothing).
+        assert_eq!(prepare_domain("\u{ff17}"), Err(JidError::InvalidDomain));
+        assert_eq!(prepare_domain("\u{ff11}\u{ff10}.0.0.1").as_deref(), Ok("10.0.0.1"));
     }
 
     #[test]
