@@ -30,6 +30,7 @@ pub const COMMANDS: &[(&str, &[&str])] = &[
     ("add_rosteritem", &["localuser", "localhost", "user", "host", "nick", "group", "subs"]),
     ("get_roster", &["user", "host"]),
     ("counters", &[]),
+    ("store_latency", &[]),
     ("status", &[]),
 ];
 
@@ -199,6 +200,32 @@ pub async fn call(command: &str, args: &serde_json::Map<String, Value>, shared: 
                 }
             }
             (200, Value::Object(totals))
+        }
+        "store_latency" => {
+            // Commit latency (submission to durable) since the last call, all shards merged.
+            let mut merged: Option<hdrhistogram::Histogram<u64>> = None;
+            for shard in 0..shared.shard_count() {
+                match ask_async(shared, shard, AdminRequest::StoreLatency).await {
+                    AdminReply::Latency(histogram) => match &mut merged {
+                        Some(merged) => {
+                            let _ = merged.add(&*histogram);
+                        }
+                        None => merged = Some(*histogram),
+                    },
+                    other => return failed(other),
+                }
+            }
+            let Some(h) = merged else { return (200, json!({"commits": 0})) };
+            (
+                200,
+                json!({
+                    "commits": h.len(),
+                    "p50_us": h.value_at_quantile(0.5),
+                    "p99_us": h.value_at_quantile(0.99),
+                    "p999_us": h.value_at_quantile(0.999),
+                    "max_us": h.max(),
+                }),
+            )
         }
         "status" => (
             200,

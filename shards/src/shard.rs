@@ -129,6 +129,8 @@ pub enum AdminRequest {
     ListedRooms,
     /// What the shard dropped, by reason (`counters`).
     Counters,
+    /// The store's commit latencies since the last ask (`store_latency`).
+    StoreLatency,
 }
 
 impl AdminRequest {
@@ -144,12 +146,13 @@ impl AdminRequest {
             | AdminRequest::SessionCount
             | AdminRequest::Roster(_)
             | AdminRequest::ListedRooms
-            | AdminRequest::Counters => None,
+            | AdminRequest::Counters
+            | AdminRequest::StoreLatency => None,
         }
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum AdminReply {
     Done,
     AlreadyExists,
@@ -160,6 +163,7 @@ pub enum AdminReply {
     /// Rooms as (bare JID, name).
     Rooms(Vec<(String, String)>),
     Counters(Vec<(&'static str, u64)>),
+    Latency(Box<hdrhistogram::Histogram<u64>>),
     Failed(String),
 }
 
@@ -442,6 +446,7 @@ impl Shard {
             }
             AdminRequest::ListedRooms => return (Vec::new(), Vec::new(), AdminReply::Rooms(crate::muc::listed_rooms(self))),
             AdminRequest::Counters => return (Vec::new(), Vec::new(), AdminReply::Counters(self.counters.snapshot())),
+            AdminRequest::StoreLatency => return (Vec::new(), Vec::new(), AdminReply::Latency(Box::new(self.partition.take_latencies()))),
             AdminRequest::Roster(user) => {
                 if !self.accounts.contains_key(user) {
                     return (Vec::new(), Vec::new(), AdminReply::NoSuchAccount);
@@ -488,7 +493,8 @@ impl Shard {
             | AdminRequest::RosterPut(..)
             | AdminRequest::Roster(_)
             | AdminRequest::ListedRooms
-            | AdminRequest::Counters => {
+            | AdminRequest::Counters
+            | AdminRequest::StoreLatency => {
                 unreachable!("handled by admin()")
             }
         }

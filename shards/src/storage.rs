@@ -82,7 +82,15 @@ struct PendingRecord {
     record: Record,
     reply: Option<oneshot::Sender<Result<(), String>>>,
     undo: Vec<Undo>,
+    /// When the submission this record ends was made (its last record only).
+    submitted_at: Option<std::time::Instant>,
 }
+
+/// Commit latencies recorded, in microseconds: up to a minute, three significant digits.
+const COMMIT_LATENCY_US_MAX: u64 = 60_000_000;
+
+/// A histogram of commit latencies (submission to durable), per partition, read (and reset)
+/// by the admin API's `store_latency`.
 
 /// Who puts memory back when changes failed (the shard, which owns the memory).
 type FailureHook = Box<dyn Fn(Vec<Undo>)>;
@@ -133,6 +141,8 @@ pub struct Partition {
     /// Undo data of failed submissions not yet handed to the hook, oldest first.
     undone: Rc<RefCell<Vec<Undo>>>,
     hook: Rc<RefCell<Option<FailureHook>>>,
+    /// Submission-to-commit latencies since the last `take_latencies`.
+    latencies: Rc<RefCell<hdrhistogram::Histogram<u64>>>,
 }
 
 /// First wait of the recovery loop after a failed commit, doubled after each failed probe up
@@ -159,7 +169,13 @@ impl Partition {
             writable: Rc::new(Cell::new(true)),
             undone: Rc::new(RefCell::new(Vec::new())),
             hook: Rc::new(RefCell::new(None)),
+            latencies: Rc::new(RefCell::new(new_latency_histogram())),
         }
+    }
+
+    /// The commit latencies (µs, from submission to durable) recorded since the last call.
+    pub fn take_latencies(&self) -> hdrhistogram::Histogram<u64> {
+        std::mem::replace(&mut *self.latencies.borrow_mut(), new_latency_histogram())
     }
 
     /// Installs what puts memory back after failed changes (see `Undo`).
@@ -228,6 +244,7 @@ impl Partition {
                     record,
                     reply: if last { reply.take() } else { None },
                     undo: if last { undo.take().unwrap_or_default() } else { Vec::new() },
+                    submitted_at: last.then(std::time::Instant::now),
                 });
             }
         }
@@ -269,6 +286,7 @@ struct Writer {
     writable: Rc<Cell<bool>>,
     undone: Rc<RefCell<Vec<Undo>>>,
     hook: Rc<RefCell<Option<FailureHook>>>,
+    latencies: Rc<RefCell<hdrhistogram::Histogram<u64>>>,
 }
 
 impl From<&Partition> for Writer {
@@ -282,8 +300,14 @@ impl From<&Partition> for Writer {
             writable: partition.writable.clone(),
             undone: partition.undone.clone(),
             hook: partition.hook.clone(),
+            latencies: partition.latencies.clone(),
         }
     }
+}
+
+fn new_latency_histogram() -> hdrhistogram::Histogram<u64> {
+    // Valid bounds (1 ≤ low, high ≥ 2 × low, 3 significant digits): creation cannot fail.
+    hdrhistogram::Histogram::new_with_bounds(1, COMMIT_LATENCY_US_MAX, 3).unwrap_or_else(|_| unreachable!("valid histogram bounds"))
 }
 
 impl Writer {
@@ -356,7 +380,12 @@ impl Writer {
                         (false, None) => Some(std::time::Instant::now()),
                         (false, since) => since,
                     };
+                    let mut latencies = self.latencies.borrow_mut();
                     for pending in batch {
+                        if let Some(submitted) = pending.submitted_at {
+                            let micros = u64::try_from(submitted.elapsed().as_micros()).unwrap_or(u64::MAX);
+                            latencies.saturating_record(micros.clamp(1, COMMIT_LATENCY_US_MAX));
+                        }
                         if let Some(reply) = pending.reply {
                             let _ = reply.send(Ok(()));
                         }
