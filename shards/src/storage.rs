@@ -86,11 +86,10 @@ struct PendingRecord {
     submitted_at: Option<std::time::Instant>,
 }
 
-/// Commit latencies recorded, in microseconds: up to a minute, three significant digits.
+/// The largest commit latency recorded, in microseconds (a minute; larger ones count as it).
+/// Latencies are kept per partition, submission to durable, three significant digits, and
+/// read (and reset) by the admin API's `store_latency`.
 const COMMIT_LATENCY_US_MAX: u64 = 60_000_000;
-
-/// A histogram of commit latencies (submission to durable), per partition, read (and reset)
-/// by the admin API's `store_latency`.
 
 /// Who puts memory back when changes failed (the shard, which owns the memory).
 type FailureHook = Box<dyn Fn(Vec<Undo>)>;
