@@ -56,7 +56,12 @@ pub fn free_port() -> u16 {
     panic!("no free port between {SERVER_PORTS_FIRST} and {SERVER_PORTS_LAST}");
 }
 
+/// The server binary: `CONFAB_BINARY` when set (to run these tests against another build, e.g.
+/// an older revision, to see which of them fail there), else this workspace's debug build.
 pub fn binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("CONFAB_BINARY") {
+        return PathBuf::from(path);
+    }
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
