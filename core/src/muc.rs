@@ -300,6 +300,9 @@ pub struct RoomSnapshot {
     pub config: RoomConfig,
     pub affiliations: BTreeMap<String, AffiliationEntry>,
     pub locked: bool,
+    /// The newest archive id when the snapshot was taken: a room brought back whole continues
+    /// above it (its archive is still stored), never reusing a stanza-id.
+    pub archive_last: u64,
 }
 
 /// Stanza error details for one reply.
@@ -384,7 +387,13 @@ impl Room {
     /// before a stanza that may change it: put back with `restore_snapshot` if the change
     /// cannot be stored.
     pub fn snapshot(&self) -> RoomSnapshot {
-        RoomSnapshot { jid: self.jid.clone(), config: self.config.clone(), affiliations: self.affiliations.clone(), locked: self.locked }
+        RoomSnapshot {
+            jid: self.jid.clone(),
+            config: self.config.clone(),
+            affiliations: self.affiliations.clone(),
+            locked: self.locked,
+            archive_last: self.archive_last,
+        }
     }
 
     /// Puts back the persistent state of `snapshot` (occupants and history stay as they are).

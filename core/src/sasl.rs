@@ -267,19 +267,19 @@ pub enum SaslFailure {
     /// RFC 6120 §6.5.1: the client aborted the exchange.
     #[error("aborted")]
     Aborted,
-    /// RFC 6120 §6.5.2: the base64 of the element text is invalid.
+    /// RFC 6120 §6.5.5: the base64 of the element text is invalid.
     #[error("incorrect-encoding")]
     IncorrectEncoding,
-    /// RFC 6120 §6.5.4: the authzid is not one this user may act as.
+    /// RFC 6120 §6.5.6: the authzid is not one this user may act as.
     #[error("invalid-authzid")]
     InvalidAuthzid,
-    /// RFC 6120 §6.5.5: the mechanism is not offered.
+    /// RFC 6120 §6.5.7: the mechanism is not offered.
     #[error("invalid-mechanism")]
     InvalidMechanism,
-    /// RFC 6120 §6.5.6: the message does not follow the mechanism's syntax or rules.
+    /// RFC 6120 §6.5.8: the message does not follow the mechanism's syntax or rules.
     #[error("malformed-request")]
     MalformedRequest,
-    /// RFC 6120 §6.5.7: policy requires a stronger mechanism.
+    /// RFC 6120 §6.5.9: policy requires a stronger mechanism.
     #[error("mechanism-too-weak")]
     MechanismTooWeak,
     /// RFC 6120 §6.5.10: the credentials are not accepted (also: downgrade detected, binding or

@@ -945,7 +945,7 @@ fn iq_bad_request(stanza: &Stanza<'_>, text: &str) -> Vec<u8> {
 }
 
 /// RFC 6120 §6.4.2: the payload is base64; "=" is an explicitly empty response and an empty
-/// element means "no initial response". Bad base64 is `incorrect-encoding` (§6.5.3).
+/// element means "no initial response". Bad base64 is `incorrect-encoding` (§6.5.5).
 fn decode_sasl_payload(text: &str) -> Result<Option<Vec<u8>>, SaslFailure> {
     let text = text.trim();
     match text {

@@ -18,8 +18,10 @@
 //! account's home shard, where its attempts run. Per-address failures are counted here for
 //! the attempts this shard ran (to refuse at once) and, across shards, by the address's
 //! counting shard (`address_failure`), which decides the address ban. So one address gets at
-//! most `shards × failed_accounts_per_address_max` accounts tried in a window before it is
-//! refused.
+//! most `shards × max(concurrent_per_address, failed_accounts_per_address_max)` accounts tried
+//! in a window before it is refused: before its first failure only the cap on attempts in
+//! flight applies (so honest logins from one busy address are never refused for each other),
+//! after it every attempt in flight counts.
 //! It does not know about sockets, SASL mechanisms or which shard counts which address.
 
 use std::collections::HashMap;
@@ -134,12 +136,17 @@ impl AuthThrottle {
         if entry.in_flight >= self.config.concurrent_per_address {
             return Err(Refusal::Busy);
         }
-        // Counted at the start here too: an attempt in flight for an account that has not
-        // failed yet may become one more failed account.
-        let failed_before = entry.failed.iter().any(|failed| failed == account);
-        let possible = entry.failed.len() + if failed_before { 0 } else { entry.in_flight as usize + 1 };
-        if possible > self.config.failed_accounts_per_address_max as usize {
+        let max = self.config.failed_accounts_per_address_max as usize;
+        if entry.failed.len() >= max {
             return Err(Refusal::AddressBanned);
+        }
+        // Counted at the start here too, once the address has a failure to its name: an
+        // attempt in flight for an account that has not failed yet may become one more failed
+        // account, so it waits (it is no failure of its own). An address without any failure
+        // — honest people behind one NAT logging in at once — meets only the cap above.
+        let failed_before = entry.failed.iter().any(|failed| failed == account);
+        if !entry.failed.is_empty() && !failed_before && entry.failed.len() + entry.in_flight as usize + 1 > max {
+            return Err(Refusal::Busy);
         }
         entry.in_flight += 1;
         if let Some(pair) = self.pairs.get_mut(&(address, account.to_owned())) {
@@ -186,7 +193,7 @@ impl AuthThrottle {
         pair.failures += 1;
         pair.since.get_or_insert(now);
         if pair.failures >= self.config.account_failures_max {
-            let until = now + window;
+            let until = now.saturating_add(window);
             pair.banned_until = Some(until);
             pair.failures = 0;
             pair.since = None;
@@ -212,7 +219,7 @@ impl AuthThrottle {
         if entry.reported.len() >= max as usize {
             entry.reported.clear();
             entry.reported_since = None;
-            return Some(now + window);
+            return Some(now.saturating_add(window));
         }
         None
     }
@@ -376,6 +383,30 @@ mod tests {
         assert!(throttle.is_banned(NAT, now));
         assert!(!throttle.still_allowed(NAT, "user1", now));
         assert!(!throttle.is_banned(NAT, until));
+    }
+
+    #[test]
+    fn honest_logins_at_once_from_one_address_are_not_refused_for_each_other() {
+        let mut throttle = AuthThrottle::new(ThrottleConfig { concurrent_per_address: 64, ..config() });
+        let now = 1_000_000;
+        // Thirty people behind one NAT start logging in at the same moment: no failure yet,
+        // so only the cap on attempts in flight applies (not the spray threshold of five).
+        for n in 0..30 {
+            assert_eq!(throttle.begin(NAT, &format!("person{n}"), now), Ok(()), "person {n}");
+        }
+        for n in 0..30 {
+            throttle.succeeded(NAT, &format!("person{n}"));
+        }
+        // Once the address has failures, attempts in flight count toward the spray threshold,
+        // and the ones past it wait (Busy), without any ban.
+        throttle.begin(NAT, "typo", now).expect("admitted");
+        throttle.failed(NAT, "typo", now);
+        for n in 0..4 {
+            assert_eq!(throttle.begin(NAT, &format!("next{n}"), now), Ok(()));
+        }
+        assert_eq!(throttle.begin(NAT, "next9", now), Err(Refusal::Busy));
+        assert_eq!(throttle.begin(NAT, "typo", now), Ok(()), "an account that failed already adds no new failed account");
+        assert!(!throttle.is_banned(NAT, now));
     }
 
     #[test]

@@ -390,7 +390,7 @@ impl Config {
             return Err(ConfigError::Invalid { key: "security.sasl_attempts", message: "must be at least 2 (RFC 6120 §6.4.5)".into() });
         }
         let s = &self.security;
-        let security_checks: [(&'static str, bool, &str); 4] = [
+        let security_checks: [(&'static str, bool, &str); 5] = [
             ("security.auth_failures_per_account", s.auth_failures_per_account >= 1, "must be at least 1"),
             (
                 "security.auth_failed_accounts_per_address",
@@ -399,6 +399,7 @@ impl Config {
             ),
             ("security.auth_concurrent_per_address", s.auth_concurrent_per_address >= 1, "must be at least 1"),
             ("security.hash_threads", s.hash_threads <= 256, "must be at most 256"),
+            ("security.ban_ms", (1_000..=30 * 24 * 3_600_000).contains(&s.ban_ms), "must be between 1000 and 30 days"),
         ];
         for (key, ok, message) in security_checks {
             if !ok {

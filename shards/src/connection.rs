@@ -619,8 +619,8 @@ impl Connection {
             let result = durable.await.unwrap_or_else(|_| Err("writer stopped".into()));
             if let Err(error) = result {
                 tracing::error!(%error, "store write failed; the client is told");
-                // RFC 6120 §8.3.3.6 internal-server-error; the memory state stays as the store
-                // will be after a retry, so no reply claims success.
+                // RFC 6120 §8.3.3.6 internal-server-error; memory was put back as it was (the
+                // undo), so no reply may claim success, whatever it answers.
                 if let Some(first) = reply.first().filter(|r| r.starts_with(b"<iq")) {
                     let id = confab_core::framer::parse_element(first).ok().and_then(|e| e.attribute("id").map(str::to_owned));
                     let to = self.stream.bound().map(|j| j.as_str().to_owned());
@@ -631,8 +631,8 @@ impl Connection {
                         to.as_deref(),
                         "internal-server-error",
                     ));
-                    return;
                 }
+                return;
             }
         }
         for stanza in reply {
@@ -1074,7 +1074,7 @@ impl Connection {
     }
 
     /// Answers an attempt that may not start: a banned address loses the stream; a locked
-    /// account or a busy address is told to try again later (RFC 6120 §6.5.12), and nothing
+    /// account or a busy address is told to try again later (RFC 6120 §6.5.11), and nothing
     /// counts as a wrong password.
     fn refuse_attempt(&mut self, refusal: Refusal, more: &mut Vec<Action>) {
         let shared = self.shard.borrow().shared.clone();
@@ -1229,21 +1229,31 @@ pub fn handle_auth_failure(shard: &ShardRef, address: std::net::IpAddr, account:
     }
 }
 
-/// Writes `bytes` to the client, unless the client stops reading for good: when the session's
-/// inbox has refused stanzas for `stalled_after` while this write could not finish, the write
-/// fails (`limits.stalled_reader_timeout_ms`) and the connection ends as lost — what the client
-/// never acknowledged then goes where XEP-0198 §5 says. The check runs only while a write is
-/// blocked: a write that completes at once never starts its timer.
-async fn write_watched(socket: &mut TcpStream, bytes: &[u8], inbox: Option<&InboxReceiver>, stalled_after: Duration) -> io::Result<()> {
-    let stalled = async {
-        loop {
-            glommio::timer::sleep(STALL_CHECK_INTERVAL.min(stalled_after)).await;
-            if inbox.and_then(InboxReceiver::stalled_for).is_some_and(|stalled| stalled >= stalled_after) {
-                return Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading while its inbox was full"));
+/// Writes `bytes` to the client, unless the client stops reading for good: when no byte could
+/// be written for `stalled_after` while the session's inbox refused stanzas for as long, the
+/// write fails (`limits.stalled_reader_timeout_ms`) and the connection ends as lost — what the
+/// client never acknowledged then goes where XEP-0198 §5 says. A client that reads slowly makes
+/// progress and is not cut off. The check runs only while a write is blocked: a write that
+/// completes at once never starts its timer.
+async fn write_watched(socket: &mut TcpStream, mut bytes: &[u8], inbox: Option<&InboxReceiver>, stalled_after: Duration) -> io::Result<()> {
+    while !bytes.is_empty() {
+        let blocked_since = Instant::now();
+        let stalled = async {
+            loop {
+                glommio::timer::sleep(STALL_CHECK_INTERVAL.min(stalled_after)).await;
+                let refusing = inbox.and_then(InboxReceiver::stalled_for).is_some_and(|stalled| stalled >= stalled_after);
+                if refusing && blocked_since.elapsed() >= stalled_after {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "the client stopped reading while its inbox was full"));
+                }
             }
+        };
+        let written = futures_lite::future::or(socket.write(bytes), stalled).await?;
+        if written == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
         }
-    };
-    futures_lite::future::or(socket.write_all(bytes), stalled).await
+        bytes = &bytes[written..];
+    }
+    Ok(())
 }
 
 /// How often a blocked write checks whether its client has stalled.

@@ -29,6 +29,9 @@ use tokio::sync::Semaphore;
 
 use crate::shard::Shared;
 
+/// Milliseconds an admin command may take (waiting for shards, hashing a password).
+pub const ADMIN_COMMAND_TIMEOUT_MS: u64 = 30_000;
+
 /// What every request handler needs.
 struct Http {
     shared: Arc<Shared>,
@@ -87,10 +90,13 @@ async fn serve(listener: tokio::net::TcpListener, http: Arc<Http>) {
                 let mut router = router.clone();
                 async move { tower_service::Service::call(&mut router, request.map(Body::new)).await }
             });
+            // One request per connection: a kept-alive idle connection would hold one of the
+            // admin.connections_max places for as long as its client liked.
             let connection = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(HTTP_HEAD_BYTES_MAX)
+                .keep_alive(false)
                 .serve_connection(TokioIo::new(stream), service);
             if let Err(error) = connection.await {
                 tracing::debug!(%peer, %error, "HTTP connection ended with an error");
@@ -104,7 +110,12 @@ async fn serve(listener: tokio::net::TcpListener, http: Arc<Http>) {
 async fn api(State(http): State<Arc<Http>>, request: Request) -> Response {
     let peer = request.extensions().get::<Peer>().map(|peer| peer.0);
     let headers = request.headers();
-    if !host_allowed(headers, &http.hosts) {
+    // RFC 9112 §3.2: exactly one Host, else 400; one that names another server, 421.
+    let mut host = headers.get_all(header::HOST).iter();
+    let (Some(host), None) = (host.next(), host.next()) else {
+        return error(StatusCode::BAD_REQUEST, 40, "One Host header is required");
+    };
+    if !host_allowed(host, &http.hosts) {
         return error(StatusCode::MISDIRECTED_REQUEST, 40, "Unknown Host");
     }
     if !authorized(headers, http.shared.config.admin.token.as_deref(), peer) {
@@ -133,7 +144,12 @@ async fn api(State(http): State<Arc<Http>>, request: Request) -> Response {
         return error(StatusCode::BAD_REQUEST, 31, "Body must be a JSON object");
     };
     tracing::info!(command, ?peer, "admin API call");
-    let (status, value) = crate::admin::call(&command, &args, &http.shared).await;
+    // A shard that does not answer must not hold the connection (and its place) for ever.
+    let answer =
+        tokio::time::timeout(Duration::from_millis(ADMIN_COMMAND_TIMEOUT_MS), crate::admin::call(&command, &args, &http.shared)).await;
+    let Ok((status, value)) = answer else {
+        return error(StatusCode::SERVICE_UNAVAILABLE, 1, "The server did not answer in time");
+    };
     json_response(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR), &value)
 }
 
@@ -153,12 +169,15 @@ fn json_response(status: StatusCode, value: &Value) -> Response {
 /// with and without the port), and the configured extra names.
 fn allowed_hosts(local: SocketAddr, domain: &str, extra: &[String]) -> Vec<String> {
     let port = local.port();
+    // A wildcard listen address (0.0.0.0, [::]) is no name of this server: a page on another
+    // site could reach it by that literal.
     let ip = match local {
-        SocketAddr::V4(v4) => v4.ip().to_string(),
-        SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+        _ if local.ip().is_unspecified() => None,
+        SocketAddr::V4(v4) => Some(v4.ip().to_string()),
+        SocketAddr::V6(v6) => Some(format!("[{}]", v6.ip())),
     };
     let mut hosts = Vec::new();
-    for name in [ip.as_str(), "localhost", domain].into_iter().chain(extra.iter().map(String::as_str)) {
+    for name in ip.iter().map(String::as_str).chain(["localhost", domain]).chain(extra.iter().map(String::as_str)) {
         let name = name.to_ascii_lowercase();
         if !name.contains(':') || name.ends_with(']') {
             hosts.push(format!("{name}:{port}"));
@@ -168,10 +187,8 @@ fn allowed_hosts(local: SocketAddr, domain: &str, extra: &[String]) -> Vec<Strin
     hosts
 }
 
-/// RFC 9112 §3.2: HTTP/1.1 requests carry exactly one `Host`; it must name this server.
-fn host_allowed(headers: &HeaderMap, hosts: &[String]) -> bool {
-    let mut values = headers.get_all(header::HOST).iter();
-    let (Some(host), None) = (values.next(), values.next()) else { return false };
+/// Does a request's `Host` name this server?
+fn host_allowed(host: &axum::http::HeaderValue, hosts: &[String]) -> bool {
     host.to_str().is_ok_and(|host| hosts.iter().any(|allowed| allowed.eq_ignore_ascii_case(host.trim())))
 }
 
@@ -207,20 +224,17 @@ mod tests {
     #[test]
     fn hosts_name_this_server_only() {
         let hosts = allowed_hosts("127.0.0.1:5280".parse().expect("address"), "example.com", &["chat.internal".into()]);
-        let headers = |host: &str| {
-            let mut headers = HeaderMap::new();
-            headers.insert(header::HOST, HeaderValue::from_str(host).expect("header"));
-            headers
-        };
+        let value = |host: &str| HeaderValue::from_str(host).expect("header");
         for good in ["127.0.0.1:5280", "127.0.0.1", "localhost:5280", "LOCALHOST", "example.com:5280", "chat.internal"] {
-            assert!(host_allowed(&headers(good), &hosts), "{good}");
+            assert!(host_allowed(&value(good), &hosts), "{good}");
         }
         for bad in ["evil.example", "127.0.0.1:80", "example.com.evil.example", ""] {
-            assert!(!host_allowed(&headers(bad), &hosts), "{bad}");
+            assert!(!host_allowed(&value(bad), &hosts), "{bad}");
         }
-        assert!(!host_allowed(&HeaderMap::new(), &hosts), "a missing Host is refused");
         let v6 = allowed_hosts("[::1]:5280".parse().expect("address"), "example.com", &[]);
         assert!(v6.contains(&"[::1]:5280".to_owned()) && v6.contains(&"[::1]".to_owned()), "{v6:?}");
+        let wildcard = allowed_hosts("0.0.0.0:5280".parse().expect("address"), "example.com", &[]);
+        assert!(!wildcard.iter().any(|host| host.starts_with("0.0.0.0")), "{wildcard:?}");
     }
 
     #[test]

@@ -1223,15 +1223,19 @@ fn own_iq(
             }
             let account_bytes = shard.shared.config.limits.account_bytes;
             let data = shard.users.entry(user.clone()).or_default();
-            let new_keys = children.iter().filter(|c| !data.private.contains_key(&format!("{} {}", c.namespace, c.name))).count();
-            // Bounded in entries and in bytes (what the fragments would take once replaced).
-            let replaced: usize =
-                children.iter().filter_map(|c| data.private.get(&format!("{} {}", c.namespace, c.name))).map(String::len).sum();
-            let incoming: usize = children.iter().map(|c| c.to_xml().len()).sum();
+            // Bounded in entries and in bytes, counted as the store would hold them once
+            // written: one fragment per key, the last of a repeated key winning.
+            let mut fragments: BTreeMap<String, usize> = BTreeMap::new();
+            for child in &children {
+                fragments.insert(format!("{} {}", child.namespace, child.name), child.to_xml().len());
+            }
+            let new_keys = fragments.keys().filter(|key| !data.private.contains_key(*key)).count();
+            let replaced: usize = fragments.keys().filter_map(|key| data.private.get(key)).map(String::len).sum();
+            let incoming: usize = fragments.values().sum();
             let held: usize = data.private.values().map(String::len).sum();
             if data.private.len() + new_keys > confab_core::limits::PRIVATE_ITEMS_MAX
-                || held - replaced + incoming > confab_core::limits::PRIVATE_BYTES_MAX
-                || data.stored_bytes() - replaced + incoming > account_bytes
+                || held.saturating_sub(replaced) + incoming > confab_core::limits::PRIVATE_BYTES_MAX
+                || data.stored_bytes().saturating_sub(replaced) + incoming > account_bytes
             {
                 fx.reply.push(error("resource-constraint"));
                 return;
@@ -1263,7 +1267,7 @@ fn own_iq(
             let xml = payload.to_xml();
             let account_bytes = shard.shared.config.limits.account_bytes;
             let data = shard.users.entry(user.clone()).or_default();
-            if data.stored_bytes() - data.vcard.as_ref().map_or(0, String::len) + xml.len() > account_bytes {
+            if data.stored_bytes().saturating_sub(data.vcard.as_ref().map_or(0, String::len)) + xml.len() > account_bytes {
                 // limits.account_bytes: the account keeps what it has.
                 fx.reply.push(error("resource-constraint"));
                 return;

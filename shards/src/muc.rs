@@ -284,8 +284,9 @@ pub fn restore(shard: &mut Shard, snapshot: muc::RoomSnapshot) {
     match shard.rooms.rooms.get_mut(&name) {
         Some(room) => room.restore_snapshot(snapshot),
         None => {
-            let RoomSnapshot { jid, config, affiliations, locked } = snapshot;
-            shard.rooms.rooms.insert(name, Room::restore(jid, config, affiliations, Vec::new(), 0, locked));
+            let RoomSnapshot { jid, config, affiliations, locked, archive_last } = snapshot;
+            let last = archive_last.max(shard.shared.id_floor - 1);
+            shard.rooms.rooms.insert(name, Room::restore(jid, config, affiliations, Vec::new(), last, locked));
         }
     }
 }

@@ -25,7 +25,8 @@ const ITEMS: TableDefinition<(&str, u8, &str), &[u8]> = TableDefinition::new("it
 /// Message archives (XEP-0313): (user, archive id) → rkyv bytes of `ArchivedMessage`.
 const ARCHIVE: TableDefinition<(&str, u64), &[u8]> = TableDefinition::new("archive");
 /// Messages in each archive, kept with every append so the archive's bound costs one
-/// removal, whatever the gaps between ids (ids are time-based, `archive::next_id`).
+/// removal, whatever the gaps between ids (each run's ids start above its floor,
+/// `advance_id_floor`).
 const ARCHIVE_COUNTS: TableDefinition<&str, u64> = TableDefinition::new("archive-counts");
 
 /// Records kept in each partition's log. Older ones are trimmed in the same transaction that
@@ -327,7 +328,7 @@ impl Writer {
             }
             let batch: Vec<PendingRecord> = {
                 let mut queue = self.pending.borrow_mut();
-                let take = queue.len().min(COMMIT_BATCH_RECORDS_MAX);
+                let take = batch_len(queue.iter().map(|pending| pending.reply.is_some()));
                 queue.drain(..take).collect()
             };
             if batch.is_empty() {
@@ -347,9 +348,12 @@ impl Writer {
                     unsynced_since = None;
                     if let Err(error) = synced {
                         // The unsynced appends may be lost to a crash; nothing was acknowledged
-                        // on them. The store is suspect: recover before the next write.
+                        // on them. The store is suspect: what was submitted meanwhile fails
+                        // (nobody may wait through the recovery), then it recovers.
                         tracing::error!(%error, "store sync failed");
                         self.writable.set(false);
+                        let queued: Vec<PendingRecord> = self.pending.borrow_mut().drain(..).collect();
+                        self.fail(queued, &error.to_string());
                         self.recover().await;
                     }
                     continue;
@@ -396,20 +400,25 @@ impl Writer {
                     // Everything queued behind the batch was decided on top of it: it fails too.
                     let mut failed = batch;
                     failed.extend(self.pending.borrow_mut().drain(..));
-                    self.committed.set(self.committed.get() + failed.len() as u64);
-                    for pending in failed {
-                        if let Some(reply) = pending.reply {
-                            let _ = reply.send(Err(error.clone()));
-                        }
-                        self.undone.borrow_mut().extend(pending.undo);
-                    }
-                    // No await since the failure: nothing was decided on top of it meanwhile.
-                    hand_back(&self.undone, &self.hook);
+                    self.fail(failed, &error);
                     unsynced_since = None;
                     self.recover().await;
                 }
             }
         }
+    }
+
+    /// Fails `records` (settled, their waiters told) and puts memory back at once: no await
+    /// since the failure, so nothing was decided on top of it meanwhile.
+    fn fail(&self, records: Vec<PendingRecord>, error: &str) {
+        self.committed.set(self.committed.get() + records.len() as u64);
+        for pending in records {
+            if let Some(reply) = pending.reply {
+                let _ = reply.send(Err(error.to_owned()));
+            }
+            self.undone.borrow_mut().extend(pending.undo);
+        }
+        hand_back(&self.undone, &self.hook);
     }
 
     /// Reopens the database and probes it with a real write until one succeeds, backing off;
@@ -442,6 +451,9 @@ impl Writer {
             match reopened {
                 Ok(database) => {
                     *self.database.borrow_mut() = Some(Arc::new(database));
+                    // Changes refused while down are put back before any new one is taken,
+                    // so no later change to the same key can be overwritten by an old undo.
+                    hand_back(&self.undone, &self.hook);
                     self.writable.set(true);
                     tracing::warn!(path = %self.path.display(), "store writable again");
                     return;
@@ -450,6 +462,23 @@ impl Writer {
             }
         }
     }
+}
+
+/// How many of the queued records the next transaction takes: up to
+/// `COMMIT_BATCH_RECORDS_MAX`, and whole submissions only (`ends` says, per queued record,
+/// whether it ends its submission): a submission split over two transactions could commit by
+/// half, and its undo would then put back what is stored.
+fn batch_len(ends: impl Iterator<Item = bool>) -> usize {
+    let mut take = 0;
+    for (n, end) in ends.enumerate() {
+        if end {
+            take = n + 1;
+            if take >= COMMIT_BATCH_RECORDS_MAX {
+                break;
+            }
+        }
+    }
+    take
 }
 
 /// A real write (and its removal), synced: succeeds only where a change would.
@@ -1075,6 +1104,19 @@ mod tests {
         assert!(read_archive(database, "b", 0, u64::MAX, 100, false).expect("read").is_empty());
         drop(partitions);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_batch_never_splits_a_submission() {
+        let ends = |pattern: &[bool]| batch_len(pattern.iter().copied());
+        assert_eq!(ends(&[]), 0);
+        assert_eq!(ends(&[false, true, true]), 3);
+        // A submission straddling the bound goes whole into the batch.
+        let mut straddling = vec![true; COMMIT_BATCH_RECORDS_MAX - 1];
+        straddling.extend([false, false, true, true]);
+        assert_eq!(ends(&straddling), COMMIT_BATCH_RECORDS_MAX + 2);
+        let exact = vec![true; COMMIT_BATCH_RECORDS_MAX + 5];
+        assert_eq!(ends(&exact), COMMIT_BATCH_RECORDS_MAX);
     }
 
     /// Ids jump at each start (the id floor): the bound counts messages, not ids.

@@ -751,6 +751,10 @@ fn stored_state_is_bounded_in_bytes_per_account() {
         "p".repeat(70 * 1024)
     );
     assert!(client.iq("p1", &private).contains("<resource-constraint"));
+    // One fragment named twice in a set is one fragment (the last wins), counted once.
+    let twice = "<iq type='set' id='p2'><query xmlns='jabber:iq:private'><x xmlns='urn:example:dup'>a</x><x xmlns='urn:example:dup'>b</x></query></iq>";
+    assert!(client.iq("p2", twice).contains("type='result'"));
+    assert!(client.iq("p3", twice.replace("p2", "p3").as_str()).contains("type='result'"), "replacing it again works");
     // An offline message that would not fit bounces to its sender.
     drop(client);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
