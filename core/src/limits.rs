@@ -91,9 +91,9 @@ pub const AUTH_FAILURES_PER_ACCOUNT: u32 = 5;
 /// people may share one NAT address; one person's typos count once.
 pub const AUTH_FAILED_ACCOUNTS_PER_ADDRESS: u32 = 20;
 
-/// Authentication attempts in flight at once from one address, per shard (config key
-/// `security.auth_concurrent_per_address`). Beyond, `temporary-auth-failure`: the client
-/// retries. An attempt is in flight from its credential lookup to its verdict, one round trip.
+/// Password checks (SASL PLAIN: the server hashes) in flight at once from one address, per
+/// shard (config key `security.auth_concurrent_per_address`). Beyond, `temporary-auth-failure`:
+/// the client retries. SCRAM attempts need no hashing and are not capped here.
 pub const AUTH_CONCURRENT_PER_ADDRESS: u32 = 64;
 
 /// How long failures are remembered and a lock or ban lasts, in milliseconds (config key

@@ -42,8 +42,9 @@ pub struct ThrottleConfig {
     /// address is refused (`security.auth_failed_accounts_per_address`): a password spray
     /// from one host. Repeated typos of one person count once.
     pub failed_accounts_per_address_max: u32,
-    /// Attempts from one address in flight at once on one shard
-    /// (`security.auth_concurrent_per_address`).
+    /// Attempts from one address that need the server to hash a password (SASL PLAIN), in
+    /// flight at once on one shard (`security.auth_concurrent_per_address`). SCRAM attempts
+    /// cost the server no hashing and are bounded by the rules on failures instead.
     pub concurrent_per_address: u32,
     /// How long failures are remembered, and how long a ban lasts, in milliseconds
     /// (`security.ban_ms`).
@@ -82,6 +83,8 @@ struct Address {
     failed: Vec<String>,
     since: Option<u64>,
     in_flight: u32,
+    /// Of those, the attempts whose password the server hashes.
+    hashing: u32,
     banned_until: Option<u64>,
     /// Accounts that failed on any shard, on the address's counting shard only (for the ban).
     reported: Vec<String>,
@@ -107,9 +110,10 @@ impl AuthThrottle {
     }
 
     /// An attempt to authenticate `account` from `address` wants to start (credentials are about
-    /// to be looked up or a password checked). On `Ok` the attempt is in flight and counts as a
-    /// failure until `succeeded`, `failed` or `abandoned` settles it.
-    pub fn begin(&mut self, address: IpAddr, account: &str, now: u64) -> Result<(), Refusal> {
+    /// to be looked up, or — `hashing` — a password hashed and checked). On `Ok` the attempt is
+    /// in flight and counts as a failure until `succeeded`, `failed` or `abandoned` settles it
+    /// (with the same `hashing`).
+    pub fn begin(&mut self, address: IpAddr, account: &str, hashing: bool, now: u64) -> Result<(), Refusal> {
         let window = self.config.window_ms;
         if self.is_banned(address, now) {
             return Err(Refusal::AddressBanned);
@@ -133,7 +137,7 @@ impl AuthThrottle {
         }
         let entry = self.addresses.entry(address).or_default();
         expire_set(&mut entry.failed, &mut entry.since, now, window);
-        if entry.in_flight >= self.config.concurrent_per_address {
+        if hashing && entry.hashing >= self.config.concurrent_per_address {
             return Err(Refusal::Busy);
         }
         let max = self.config.failed_accounts_per_address_max as usize;
@@ -149,6 +153,7 @@ impl AuthThrottle {
             return Err(Refusal::Busy);
         }
         entry.in_flight += 1;
+        entry.hashing += u32::from(hashing);
         if let Some(pair) = self.pairs.get_mut(&(address, account.to_owned())) {
             pair.in_flight += 1;
         }
@@ -163,8 +168,8 @@ impl AuthThrottle {
     }
 
     /// The attempt succeeded: it no longer counts, and the pair's earlier typos are forgiven.
-    pub fn succeeded(&mut self, address: IpAddr, account: &str) {
-        self.settle(address, account);
+    pub fn succeeded(&mut self, address: IpAddr, account: &str, hashing: bool) {
+        self.settle(address, account, hashing);
         if let Some(pair) = self.pairs.get_mut(&(address, account.to_owned())) {
             pair.failures = 0;
             pair.since = None;
@@ -173,15 +178,15 @@ impl AuthThrottle {
 
     /// The attempt ended without a verdict on the credentials (aborted, malformed, connection
     /// lost, refused at the final check): it no longer counts.
-    pub fn abandoned(&mut self, address: IpAddr, account: &str) {
-        self.settle(address, account);
+    pub fn abandoned(&mut self, address: IpAddr, account: &str, hashing: bool) {
+        self.settle(address, account, hashing);
     }
 
     /// A wrong password or proof. Returns the time until which the pair is now locked, if
     /// this failure locked it. The caller reports the failure to the address's counting shard
     /// (`address_failure`).
-    pub fn failed(&mut self, address: IpAddr, account: &str, now: u64) -> Option<u64> {
-        self.settle(address, account);
+    pub fn failed(&mut self, address: IpAddr, account: &str, hashing: bool, now: u64) -> Option<u64> {
+        self.settle(address, account, hashing);
         let window = self.config.window_ms;
         if let Some(entry) = self.addresses.get_mut(&address) {
             expire_set(&mut entry.failed, &mut entry.since, now, window);
@@ -235,9 +240,10 @@ impl AuthThrottle {
         self.addresses.len() + self.pairs.len()
     }
 
-    fn settle(&mut self, address: IpAddr, account: &str) {
+    fn settle(&mut self, address: IpAddr, account: &str, hashing: bool) {
         if let Some(entry) = self.addresses.get_mut(&address) {
             entry.in_flight = entry.in_flight.saturating_sub(1);
+            entry.hashing = entry.hashing.saturating_sub(u32::from(hashing));
         }
         if let Some(pair) = self.pairs.get_mut(&(address, account.to_owned())) {
             pair.in_flight = pair.in_flight.saturating_sub(1);
@@ -304,19 +310,19 @@ mod tests {
         let mut throttle = AuthThrottle::new(config());
         let now = 1_000_000;
         for attempt in 0..3 {
-            assert_eq!(throttle.begin(NAT, "alice", now), Ok(()));
-            let locked = throttle.failed(NAT, "alice", now);
+            assert_eq!(throttle.begin(NAT, "alice", false, now), Ok(()));
+            let locked = throttle.failed(NAT, "alice", false, now);
             assert_eq!(locked.is_some(), attempt == 2, "the third failure locks the pair");
         }
-        assert_eq!(throttle.begin(NAT, "alice", now), Err(Refusal::AccountLocked));
+        assert_eq!(throttle.begin(NAT, "alice", false, now), Err(Refusal::AccountLocked));
         // Everyone else behind the same address carries on, and alice from elsewhere too.
-        assert_eq!(throttle.begin(NAT, "bob", now), Ok(()));
-        throttle.succeeded(NAT, "bob");
-        assert_eq!(throttle.begin(OTHER, "alice", now), Ok(()));
-        throttle.succeeded(OTHER, "alice");
+        assert_eq!(throttle.begin(NAT, "bob", false, now), Ok(()));
+        throttle.succeeded(NAT, "bob", false);
+        assert_eq!(throttle.begin(OTHER, "alice", false, now), Ok(()));
+        throttle.succeeded(OTHER, "alice", false);
         assert!(!throttle.is_banned(NAT, now));
         // The lock ends with the window.
-        assert_eq!(throttle.begin(NAT, "alice", now + 61_000), Ok(()));
+        assert_eq!(throttle.begin(NAT, "alice", false, now + 61_000), Ok(()));
     }
 
     #[test]
@@ -327,14 +333,14 @@ mod tests {
         for n in 0..4 {
             let account = format!("user{n}");
             for _ in 0..2 {
-                throttle.begin(NAT, &account, now).expect("admitted");
-                assert_eq!(throttle.failed(NAT, &account, now), None);
+                throttle.begin(NAT, &account, false, now).expect("admitted");
+                assert_eq!(throttle.failed(NAT, &account, false, now), None);
                 assert_eq!(throttle.address_failure(NAT, &account, now), None);
             }
-            throttle.begin(NAT, &account, now).expect("admitted");
-            throttle.succeeded(NAT, &account);
+            throttle.begin(NAT, &account, false, now).expect("admitted");
+            throttle.succeeded(NAT, &account, false);
         }
-        assert_eq!(throttle.begin(NAT, "user9", now), Ok(()));
+        assert_eq!(throttle.begin(NAT, "user9", false, now), Ok(()));
         assert!(!throttle.is_banned(NAT, now));
     }
 
@@ -343,13 +349,13 @@ mod tests {
         let mut throttle = AuthThrottle::new(config());
         let now = 1_000_000;
         for _ in 0..2 {
-            throttle.begin(NAT, "alice", now).expect("admitted");
-            assert_eq!(throttle.failed(NAT, "alice", now), None);
+            throttle.begin(NAT, "alice", false, now).expect("admitted");
+            assert_eq!(throttle.failed(NAT, "alice", false, now), None);
         }
-        throttle.begin(NAT, "alice", now).expect("admitted");
-        throttle.succeeded(NAT, "alice");
-        throttle.begin(NAT, "alice", now).expect("admitted");
-        assert_eq!(throttle.failed(NAT, "alice", now), None, "counting starts again after a success");
+        throttle.begin(NAT, "alice", false, now).expect("admitted");
+        throttle.succeeded(NAT, "alice", false);
+        throttle.begin(NAT, "alice", false, now).expect("admitted");
+        assert_eq!(throttle.failed(NAT, "alice", false, now), None, "counting starts again after a success");
     }
 
     #[test]
@@ -359,11 +365,11 @@ mod tests {
         // Three guesses in flight at once for one account: the fourth is refused before any of
         // the three is verified.
         for _ in 0..3 {
-            assert_eq!(throttle.begin(NAT, "alice", now), Ok(()));
+            assert_eq!(throttle.begin(NAT, "alice", false, now), Ok(()));
         }
-        assert_eq!(throttle.begin(NAT, "alice", now), Err(Refusal::AccountLocked));
-        throttle.abandoned(NAT, "alice");
-        assert_eq!(throttle.begin(NAT, "alice", now), Ok(()), "an abandoned attempt frees its place");
+        assert_eq!(throttle.begin(NAT, "alice", false, now), Err(Refusal::AccountLocked));
+        throttle.abandoned(NAT, "alice", false);
+        assert_eq!(throttle.begin(NAT, "alice", false, now), Ok(()), "an abandoned attempt frees its place");
     }
 
     #[test]
@@ -373,11 +379,11 @@ mod tests {
         let mut ban = None;
         for n in 0..5 {
             let account = format!("user{n}");
-            throttle.begin(NAT, &account, now).expect("admitted");
-            assert_eq!(throttle.failed(NAT, &account, now), None);
+            throttle.begin(NAT, &account, false, now).expect("admitted");
+            assert_eq!(throttle.failed(NAT, &account, false, now), None);
             ban = throttle.address_failure(NAT, &account, now);
         }
-        assert_eq!(throttle.begin(NAT, "user9", now), Err(Refusal::AddressBanned), "refused locally at once");
+        assert_eq!(throttle.begin(NAT, "user9", false, now), Err(Refusal::AddressBanned), "refused locally at once");
         let until = ban.expect("the fifth failure bans the address");
         throttle.ban(NAT, until);
         assert!(throttle.is_banned(NAT, now));
@@ -390,47 +396,48 @@ mod tests {
         let mut throttle = AuthThrottle::new(ThrottleConfig { concurrent_per_address: 64, ..config() });
         let now = 1_000_000;
         // Thirty people behind one NAT start logging in at the same moment: no failure yet,
-        // so only the cap on attempts in flight applies (not the spray threshold of five).
+        // so nothing refuses them (not the spray threshold of five).
         for n in 0..30 {
-            assert_eq!(throttle.begin(NAT, &format!("person{n}"), now), Ok(()), "person {n}");
+            assert_eq!(throttle.begin(NAT, &format!("person{n}"), false, now), Ok(()), "person {n}");
         }
         for n in 0..30 {
-            throttle.succeeded(NAT, &format!("person{n}"));
+            throttle.succeeded(NAT, &format!("person{n}"), false);
         }
         // Once the address has failures, attempts in flight count toward the spray threshold,
         // and the ones past it wait (Busy), without any ban.
-        throttle.begin(NAT, "typo", now).expect("admitted");
-        throttle.failed(NAT, "typo", now);
+        throttle.begin(NAT, "typo", false, now).expect("admitted");
+        throttle.failed(NAT, "typo", false, now);
         for n in 0..4 {
-            assert_eq!(throttle.begin(NAT, &format!("next{n}"), now), Ok(()));
+            assert_eq!(throttle.begin(NAT, &format!("next{n}"), false, now), Ok(()));
         }
-        assert_eq!(throttle.begin(NAT, "next9", now), Err(Refusal::Busy));
-        assert_eq!(throttle.begin(NAT, "typo", now), Ok(()), "an account that failed already adds no new failed account");
+        assert_eq!(throttle.begin(NAT, "next9", false, now), Err(Refusal::Busy));
+        assert_eq!(throttle.begin(NAT, "typo", false, now), Ok(()), "an account that failed already adds no new failed account");
         assert!(!throttle.is_banned(NAT, now));
     }
 
     #[test]
-    fn attempts_in_flight_per_address_are_capped() {
+    fn password_hashing_in_flight_per_address_is_capped() {
         let mut throttle = AuthThrottle::new(ThrottleConfig { failed_accounts_per_address_max: 100, ..config() });
         let now = 1_000_000;
         for n in 0..4 {
-            assert_eq!(throttle.begin(NAT, &format!("u{n}"), now), Ok(()));
+            assert_eq!(throttle.begin(NAT, &format!("u{n}"), true, now), Ok(()));
         }
-        assert_eq!(throttle.begin(NAT, "u9", now), Err(Refusal::Busy));
-        assert_eq!(throttle.begin(OTHER, "u9", now), Ok(()));
-        throttle.succeeded(NAT, "u0");
-        assert_eq!(throttle.begin(NAT, "u9", now), Ok(()));
+        assert_eq!(throttle.begin(NAT, "u9", true, now), Err(Refusal::Busy));
+        assert_eq!(throttle.begin(NAT, "scram", false, now), Ok(()), "SCRAM costs the server no hashing");
+        assert_eq!(throttle.begin(OTHER, "u9", true, now), Ok(()));
+        throttle.succeeded(NAT, "u0", true);
+        assert_eq!(throttle.begin(NAT, "u9", true, now), Ok(()));
     }
 
     #[test]
     fn a_ban_while_in_flight_stops_the_final_step() {
         let mut throttle = AuthThrottle::new(config());
         let now = 1_000_000;
-        throttle.begin(NAT, "alice", now).expect("admitted");
+        throttle.begin(NAT, "alice", false, now).expect("admitted");
         assert!(throttle.still_allowed(NAT, "alice", now));
         throttle.ban(NAT, now + 10_000);
         assert!(!throttle.still_allowed(NAT, "alice", now));
-        throttle.abandoned(NAT, "alice");
+        throttle.abandoned(NAT, "alice", false);
     }
 
     #[test]
@@ -439,8 +446,8 @@ mod tests {
         let now = 1_000_000;
         for n in 0..(THROTTLE_ENTRIES_MAX + 10) {
             let address = IpAddr::V6(std::net::Ipv6Addr::from(n as u128));
-            if throttle.begin(address, "x", now).is_ok() {
-                throttle.succeeded(address, "x");
+            if throttle.begin(address, "x", false, now).is_ok() {
+                throttle.succeeded(address, "x", false);
             }
         }
         assert!(throttle.entries() <= 2 * THROTTLE_ENTRIES_MAX);

@@ -178,7 +178,7 @@ pub struct Security {
     /// Distinct accounts with a wrong password from one address before the address is banned:
     /// a password spray. One person's repeated typos count once.
     pub auth_failed_accounts_per_address: u32,
-    /// Authentication attempts from one address in flight at once, per shard; beyond, the
+    /// Password checks (SASL PLAIN) from one address in flight at once, per shard; beyond, the
     /// client is told `temporary-auth-failure` and retries.
     pub auth_concurrent_per_address: u32,
     /// Threads that hash passwords (PLAIN logins, new accounts and passwords), at a lower

@@ -218,26 +218,28 @@ struct Attempt {
     throttle: Rc<RefCell<AuthThrottle>>,
     address: IpAddr,
     account: String,
+    /// The server hashes this attempt's password (SASL PLAIN).
+    hashing: bool,
     settled: bool,
 }
 
 impl Attempt {
     fn succeeded(mut self) {
         self.settled = true;
-        self.throttle.borrow_mut().succeeded(self.address, &self.account);
+        self.throttle.borrow_mut().succeeded(self.address, &self.account, self.hashing);
     }
 
     /// A wrong password; returns until when the account is now locked for this address.
     fn failed(mut self, now: u64) -> Option<u64> {
         self.settled = true;
-        self.throttle.borrow_mut().failed(self.address, &self.account, now)
+        self.throttle.borrow_mut().failed(self.address, &self.account, self.hashing, now)
     }
 }
 
 impl Drop for Attempt {
     fn drop(&mut self) {
         if !self.settled {
-            self.throttle.borrow_mut().abandoned(self.address, &self.account);
+            self.throttle.borrow_mut().abandoned(self.address, &self.account, self.hashing);
         }
     }
 }
@@ -910,7 +912,8 @@ impl Connection {
                     self.actions = std::iter::once(action).chain(queue).collect();
                     return Ok(Flow::Migrate(home));
                 }
-                if let Err(refusal) = self.begin_attempt(user) {
+                let hashing = matches!(action, Action::VerifyPlain { .. });
+                if let Err(refusal) = self.begin_attempt(user, hashing) {
                     self.refuse_attempt(refusal, &mut more);
                     more.extend(queue);
                     queue = more;
@@ -1064,12 +1067,12 @@ impl Connection {
 
     /// Starts an authentication attempt for `user` from this connection's address (see
     /// `confab_core::throttle`): it counts as a failure until it is settled.
-    fn begin_attempt(&mut self, user: &BareJid) -> Result<(), Refusal> {
+    fn begin_attempt(&mut self, user: &BareJid, hashing: bool) -> Result<(), Refusal> {
         let address = self.peer.ip();
         let throttle = self.shard.borrow().throttle.clone();
         let now = self.shard.borrow().shared.monotonic_ms();
-        throttle.borrow_mut().begin(address, user.as_str(), now)?;
-        self.attempt = Some(Attempt { throttle, address, account: user.as_str().to_owned(), settled: false });
+        throttle.borrow_mut().begin(address, user.as_str(), hashing, now)?;
+        self.attempt = Some(Attempt { throttle, address, account: user.as_str().to_owned(), hashing, settled: false });
         Ok(())
     }
 

@@ -16,8 +16,10 @@ use futures_channel::oneshot;
 /// millisecond at 4096 iterations), so a full queue is under a second of work per thread.
 pub const HASH_QUEUE_JOBS_MAX: usize = 1024;
 
-/// The niceness of hashing threads (Linux: per thread). Higher is lower priority.
-pub const HASH_THREAD_NICE: i32 = 10;
+/// The niceness of hashing threads (Linux: per thread). Higher is lower priority; at 5 a
+/// hashing thread weighs a third of a shard thread when both want the CPU, so shards come
+/// first without starving logins.
+pub const HASH_THREAD_NICE: i32 = 5;
 
 type Job = Box<dyn FnOnce() + Send>;
 
