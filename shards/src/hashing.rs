@@ -1,14 +1,16 @@
 //! The password-hashing pool: every PBKDF2 derivation (a PLAIN login's check, the secrets of a
-//! new account or a new password) runs here, on a few dedicated threads at a lower scheduling
+//! new account or a new password) runs here, on a few dedicated threads at idle scheduling
 //! priority, behind a bounded queue.
 //!
 //! Why its own threads: a shard's event loop must never run PBKDF2 (milliseconds each), and
 //! glommio's blocking pool is where the store commits; sharing it let a login storm queue
 //! hundreds of hashes in front of a durable write. Here a storm fills this queue instead, and
 //! past `HASH_QUEUE_JOBS_MAX` new requests are refused at once (`temporary-auth-failure`, a
-//! busy admin API) rather than waiting without bound. The lowered priority (nice
-//! `HASH_THREAD_NICE`) lets shard threads and store commits take the CPU first when both
-//! want it. This module knows nothing about SASL or accounts: it runs closures.
+//! busy admin API) rather than waiting without bound. The idle priority (`SCHED_IDLE`) gives
+//! shard threads and store commits the CPU whenever they want it: under CPU pressure logins
+//! wait (and past the queue bound are refused), sessions and durable writes do not
+//! (`results/login-storm-2026-12-03`). This module knows nothing about SASL or accounts: it
+//! runs closures.
 
 use futures_channel::oneshot;
 
@@ -16,10 +18,9 @@ use futures_channel::oneshot;
 /// millisecond at 4096 iterations), so a full queue is under a second of work per thread.
 pub const HASH_QUEUE_JOBS_MAX: usize = 1024;
 
-/// The niceness of hashing threads (Linux: per thread). Higher is lower priority; at 5 a
-/// hashing thread weighs a third of a shard thread when both want the CPU, so shards come
-/// first without starving logins.
-pub const HASH_THREAD_NICE: i32 = 5;
+/// The niceness of hashing threads where `SCHED_IDLE` is refused (Linux: per thread): the
+/// lowest priority short of idle.
+pub const HASH_THREAD_NICE: i32 = 19;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -77,12 +78,18 @@ impl HashPool {
     }
 }
 
-/// Lowers the calling thread's scheduling priority (Linux applies `setpriority` to a thread
-/// id); elsewhere, or if refused, the thread keeps the default.
+/// Lowers the calling thread's scheduling priority: `SCHED_IDLE` (Linux, per thread), so a
+/// hashing thread runs only on CPU time no other thread of the machine wants; if that is
+/// refused, niceness `HASH_THREAD_NICE`; if that is refused too, the default.
 fn lower_priority() {
     #[allow(unsafe_code)]
-    // SAFETY: gettid and setpriority take no pointers; a failure only leaves the priority as it was.
+    // SAFETY: the parameter is a valid, initialised `sched_param` that outlives the call;
+    // gettid and setpriority take no pointers. A failure only leaves the priority as it was.
     let result = unsafe {
+        let param = libc::sched_param { sched_priority: 0 };
+        if libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) == 0 {
+            return;
+        }
         let thread = libc::syscall(libc::SYS_gettid) as libc::id_t;
         libc::setpriority(libc::PRIO_PROCESS, thread, HASH_THREAD_NICE)
     };
