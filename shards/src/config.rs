@@ -181,8 +181,8 @@ pub struct Security {
     /// Password checks (SASL PLAIN) from one address in flight at once, per shard; beyond, the
     /// client is told `temporary-auth-failure` and retries.
     pub auth_concurrent_per_address: u32,
-    /// Threads that hash passwords (PLAIN logins, new accounts and passwords), at a lower
-    /// priority than the shards; 0: one per shard.
+    /// Threads that hash passwords (PLAIN logins, new accounts and passwords), at idle CPU
+    /// priority (they run on what the shards and the store leave); 0: one per shard.
     pub hash_threads: usize,
     /// How long failures are remembered and a lock or ban lasts, in milliseconds.
     pub ban_ms: u64,
