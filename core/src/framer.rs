@@ -433,7 +433,7 @@ impl Framer {
                 let start = self.frame_start;
                 self.frame_start += len;
                 let frame = &self.buffer[start..start + len];
-                check_characters(frame)?;
+                let brackets = check_characters(frame)?;
                 match self.scanner.kind {
                     FrameKind::Declaration => check_declaration(frame)?,
                     FrameKind::Header => {
@@ -441,7 +441,9 @@ impl Framer {
                         return Ok(Some(Found::Open { start, len }));
                     }
                     FrameKind::Stanza => {
-                        check_character_data(frame)?;
+                        if brackets {
+                            check_character_data(frame)?;
+                        }
                         return Ok(Some(Found::Stanza { start, len }));
                     }
                     FrameKind::StreamEnd => {
@@ -1585,14 +1587,15 @@ fn is_xml_char(character: char) -> bool {
 }
 
 /// Checks a complete frame's characters: UTF-8 (RFC 6120 §11.6) and no C0 control character
-/// other than tab, line feed and carriage return (XML 1.0 §2.2).
+/// other than tab, line feed and carriage return (XML 1.0 §2.2). Returns whether the frame
+/// holds a `]`: only then can it hold `]]>` (`check_character_data`).
 // Kept out of the scanning loop, whose registers its vector constants would otherwise hold.
 #[inline(never)]
-fn check_characters(frame: &[u8]) -> Result<(), FramerError> {
+fn check_characters(frame: &[u8]) -> Result<bool, FramerError> {
     // One branch-free pass, which vectorises, collects the OR and the minimum of the bytes:
     // an ASCII-only frame is valid UTF-8 without further work, and one without bytes below
-    // 0x20 has no control character.
-    let (high, low) = byte_or_and_min(frame);
+    // 0x20 has no control character. It also notes whether a `]` occurs (for `]]>`).
+    let (high, low, brackets) = byte_summary(frame);
     if high >= 0x80 && std::str::from_utf8(frame).is_err() {
         return Err(FramerError::NotWellFormed("invalid UTF-8"));
     }
@@ -1600,7 +1603,7 @@ fn check_characters(frame: &[u8]) -> Result<(), FramerError> {
     if control {
         return Err(FramerError::NotWellFormed("control character not allowed in XML"));
     }
-    Ok(())
+    Ok(brackets)
 }
 
 /// XML 1.0 §2.4: character data cannot contain `]]>` (a strict parser on the recipient's side
@@ -1644,16 +1647,18 @@ fn check_character_data(frame: &[u8]) -> Result<(), FramerError> {
     Ok(())
 }
 
-/// The OR and the minimum of `bytes`.
+/// The OR and the minimum of `bytes`, and whether one is `]`.
 #[inline(always)]
-fn byte_or_and_min(bytes: &[u8]) -> (u8, u8) {
+fn byte_summary(bytes: &[u8]) -> (u8, u8, bool) {
     let mut high = 0;
     let mut low = u8::MAX;
+    let mut brackets = 0;
     for &byte in bytes {
         high |= byte;
         low = if byte < low { byte } else { low };
+        brackets |= u8::from(byte == b']');
     }
-    (high, low)
+    (high, low, brackets != 0)
 }
 
 /// Classifies non-whitespace text where no text is allowed: invalid UTF-8 or a control
