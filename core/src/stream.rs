@@ -1113,6 +1113,19 @@ mod tests {
         assert!(!sent.contains("starttls"));
     }
 
+    /// Answers a pending credential lookup with the credentials of "pencil", then sends the
+    /// client's proof for the challenge; returns what the server sent and asked for.
+    fn scram_proof(h: &mut Harness, client: &mut ScramClient, hash: ScramHash) -> (String, Vec<Action>) {
+        let mut out = Vec::new();
+        let credentials = ScramCredentials::derive(hash, "pencil", b"saltsalt", 16).expect("derive");
+        h.stream.credentials(Some(credentials), &h.config, &mut h.entropy, &mut out);
+        let Some(Action::Send(challenge)) = out.pop() else { panic!("no challenge") };
+        let challenge = String::from_utf8(challenge).expect("utf8");
+        let payload = challenge.split('>').nth(1).and_then(|s| s.split('<').next()).expect("payload");
+        let final_message = client.handle_server_first(&BASE64.decode(payload).expect("b64")).expect("server first");
+        h.feed(&format!("<response xmlns='{SASL_NAMESPACE}'>{}</response>", BASE64.encode(final_message)))
+    }
+
     fn scram_login(binding: ClientBinding, mechanism: &str, password: &str) -> (Harness, String) {
         let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));
         h.feed(HEADER);
@@ -1122,15 +1135,7 @@ mod tests {
         let (_, actions) = h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='{mechanism}'>{first}</auth>"));
         let user = BareJid::new(Some("alice"), "localhost").expect("jid");
         assert_eq!(actions, vec![Action::LookupCredentials { user, hash }]);
-        let mut out = Vec::new();
-        let credentials = ScramCredentials::derive(hash, "pencil", b"saltsalt", 16).expect("derive");
-        h.stream.credentials(Some(credentials), &h.config, &mut h.entropy, &mut out);
-        let Some(Action::Send(challenge)) = out.pop() else { panic!("no challenge") };
-        let challenge = String::from_utf8(challenge).expect("utf8");
-        let payload = challenge.split('>').nth(1).and_then(|s| s.split('<').next()).expect("payload");
-        let server_first = BASE64.decode(payload).expect("b64");
-        let final_message = BASE64.encode(client.handle_server_first(&server_first).expect("server first"));
-        let (sent, actions) = h.feed(&format!("<response xmlns='{SASL_NAMESPACE}'>{final_message}</response>"));
+        let (sent, actions) = scram_proof(&mut h, &mut client, hash);
         let mut all = sent;
         for action in actions {
             all.push_str(&format!("{action:?}"));
@@ -1269,14 +1274,7 @@ mod tests {
             let (_, actions) = h
                 .feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
             assert!(matches!(actions[..], [Action::LookupCredentials { .. }]), "{actions:?}");
-            let mut out = Vec::new();
-            let credentials = ScramCredentials::derive(ScramHash::Sha256, "pencil", b"saltsalt", 16).expect("derive");
-            h.stream.credentials(Some(credentials), &h.config, &mut h.entropy, &mut out);
-            let Some(Action::Send(challenge)) = out.pop() else { panic!("no challenge") };
-            let challenge = String::from_utf8(challenge).expect("utf8");
-            let payload = challenge.split('>').nth(1).and_then(|s| s.split('<').next()).expect("payload");
-            let final_message = client.handle_server_first(&BASE64.decode(payload).expect("b64")).expect("server first");
-            let (sent, actions) = h.feed(&format!("<response xmlns='{SASL_NAMESPACE}'>{}</response>", BASE64.encode(final_message)));
+            let (sent, actions) = scram_proof(&mut h, &mut client, ScramHash::Sha256);
             assert!(sent.contains("<not-authorized/>"), "{sent}");
             assert!(matches!(&actions[..], [Action::AuthFailed(user)] if user.as_str() == "alice@localhost"), "{actions:?}");
         }
@@ -1318,14 +1316,7 @@ mod tests {
         h.feed(HEADER);
         let mut client = ScramClient::new(ScramHash::Sha256, "alice", "pencil", ClientBinding::NotSupported, "n4");
         h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
-        let mut out = Vec::new();
-        let credentials = ScramCredentials::derive(ScramHash::Sha256, "pencil", b"saltsalt", 16).expect("derive");
-        h.stream.credentials(Some(credentials), &h.config, &mut h.entropy, &mut out);
-        let Some(Action::Send(challenge)) = out.pop() else { panic!("no challenge") };
-        let challenge = String::from_utf8(challenge).expect("utf8");
-        let payload = challenge.split('>').nth(1).and_then(|s| s.split('<').next()).expect("payload");
-        let final_message = client.handle_server_first(&BASE64.decode(payload).expect("b64")).expect("server first");
-        let (sent, actions) = h.feed(&format!("<response xmlns='{SASL_NAMESPACE}'>{}</response>", BASE64.encode(final_message)));
+        let (sent, actions) = scram_proof(&mut h, &mut client, ScramHash::Sha256);
         assert!(sent.contains("<temporary-auth-failure/>") && !sent.contains("<success"), "{sent}");
         assert!(matches!(&actions[..], [Action::ConfirmSuccess(_), Action::AuthAbandoned(_)]), "{actions:?}");
         assert!(!h.stream.is_authenticated());
