@@ -88,9 +88,10 @@ pub enum Action {
     /// credentials (PBKDF2, expensive). Answer with `C2sStream::plain_checked` or
     /// `C2sStream::attempt_refused`; settled like `LookupCredentials`.
     VerifyPlain { user: BareJid, password: String },
-    /// The SCRAM proof is right: may the attempt still succeed (no ban since it started)?
-    /// Answer with `C2sStream::success_confirmed`.
-    ConfirmSuccess(BareJid),
+    /// The SCRAM proof was checked: may its verdict still be given (no ban since the attempt
+    /// started)? Asked for a right and a wrong proof alike, so that a refusal tells nothing
+    /// about the password. Answer with `C2sStream::verdict_confirmed`.
+    ConfirmVerdict(BareJid),
     /// The attempt succeeded for this account.
     Authenticated(BareJid),
     /// The attempt failed on its credentials: a wrong password or proof (or an unknown user,
@@ -151,9 +152,9 @@ enum Phase {
     ScramAwaitingFinal(Box<ScramServer>, BareJid),
     /// Waiting for the runtime's `plain_checked` answer.
     PlainAwaitingCheck(BareJid),
-    /// The proof verified; waiting for the runtime's `success_confirmed` answer, with the
-    /// server-final message to send on success.
-    AwaitingConfirmation(BareJid, Vec<u8>),
+    /// The proof was checked; waiting for the runtime's `verdict_confirmed` answer, with the
+    /// server-final message to send if the proof was right (`None`: it was wrong).
+    AwaitingConfirmation(BareJid, Option<Vec<u8>>),
     /// Waiting for the runtime's `bind_result` answer.
     BindPending,
     /// Resource bound: stanzas flow to the router.
@@ -346,21 +347,27 @@ impl C2sStream {
         }
     }
 
-    /// The runtime's answer to `ConfirmSuccess`: `allowed` is false when the address or the
-    /// account was banned while the attempt was in flight; the attempt then fails without
-    /// counting as a wrong password.
-    pub fn success_confirmed(&mut self, allowed: bool, config: &StreamConfig, entropy: &mut dyn Entropy, out: &mut Vec<Action>) {
+    /// The runtime's answer to `ConfirmVerdict`: `allowed` is false when the address or the
+    /// account was banned while the attempt was in flight; the attempt then ends with
+    /// `temporary-auth-failure` whether the proof was right or wrong (no password oracle
+    /// behind a ban), and does not count as a wrong password.
+    pub fn verdict_confirmed(&mut self, allowed: bool, config: &StreamConfig, entropy: &mut dyn Entropy, out: &mut Vec<Action>) {
         let phase = std::mem::replace(&mut self.phase, Phase::Open);
         let Phase::AwaitingConfirmation(user, server_final) = phase else {
-            debug_assert!(false, "success_confirmed answered while nothing was asked");
+            debug_assert!(false, "verdict_confirmed answered while nothing was asked");
             self.phase = phase;
             return;
         };
-        if allowed {
-            self.sasl_success(user, Some(server_final), out);
-        } else {
-            out.push(Action::AuthAbandoned(user));
-            self.sasl_failure(SaslFailure::TemporaryAuthFailure, config, entropy, out);
+        match (allowed, server_final) {
+            (true, Some(server_final)) => self.sasl_success(user, Some(server_final), out),
+            (true, None) => {
+                out.push(Action::AuthFailed(user));
+                self.sasl_failure(SaslFailure::NotAuthorized, config, entropy, out);
+            }
+            (false, _) => {
+                out.push(Action::AuthAbandoned(user));
+                self.sasl_failure(SaslFailure::TemporaryAuthFailure, config, entropy, out);
+            }
         }
     }
 
@@ -787,16 +794,16 @@ impl C2sStream {
             Phase::ScramAwaitingFirst(Mechanism::Plain) => self.plain(&data, config, entropy, out),
             Phase::ScramAwaitingFirst(mechanism) => self.scram_first(mechanism, &data, config, entropy, out),
             Phase::ScramAwaitingFinal(mut server, user) => match server.finish(&data) {
-                // RFC 5802 §5.1: the proof is right; the runtime confirms no ban came meanwhile.
+                // RFC 5802 §5.1: the proof is right, or (a wrong proof, binding or nonce) a
+                // credential failure; either way the runtime first confirms no ban came
+                // meanwhile. A message that does not parse is no verdict.
                 Ok(server_final) => {
-                    out.push(Action::ConfirmSuccess(user.clone()));
-                    self.phase = Phase::AwaitingConfirmation(user, server_final);
+                    out.push(Action::ConfirmVerdict(user.clone()));
+                    self.phase = Phase::AwaitingConfirmation(user, Some(server_final));
                 }
-                // A wrong proof (or binding, or nonce) is a credential failure; a message that
-                // does not parse is not.
                 Err(SaslFailure::NotAuthorized) => {
-                    out.push(Action::AuthFailed(user));
-                    self.sasl_failure(SaslFailure::NotAuthorized, config, entropy, out);
+                    out.push(Action::ConfirmVerdict(user.clone()));
+                    self.phase = Phase::AwaitingConfirmation(user, None);
                 }
                 Err(failure) => {
                     out.push(Action::AuthAbandoned(user));
@@ -1005,7 +1012,7 @@ mod tests {
         stream: C2sStream,
         entropy: Counter,
         config: StreamConfig,
-        /// The answer to `ConfirmSuccess` (false: banned while the attempt was in flight).
+        /// The answer to `ConfirmVerdict` (false: banned while the attempt was in flight).
         confirm: bool,
     }
 
@@ -1037,11 +1044,11 @@ mod tests {
                     match action {
                         Action::Send(bytes) => sent.push_str(&String::from_utf8(bytes).expect("utf8")),
                         Action::RestartStream => self.framer.restart(false),
-                        Action::ConfirmSuccess(user) => {
+                        Action::ConfirmVerdict(user) => {
                             // The runtime's ban check, answered as configured.
                             let mut more = Vec::new();
-                            self.stream.success_confirmed(self.confirm, &self.config, &mut self.entropy, &mut more);
-                            others.push(Action::ConfirmSuccess(user));
+                            self.stream.verdict_confirmed(self.confirm, &self.config, &mut self.entropy, &mut more);
+                            others.push(Action::ConfirmVerdict(user));
                             queue.extend(more);
                         }
                         other => others.push(other),
@@ -1276,7 +1283,10 @@ mod tests {
             assert!(matches!(actions[..], [Action::LookupCredentials { .. }]), "{actions:?}");
             let (sent, actions) = scram_proof(&mut h, &mut client, ScramHash::Sha256);
             assert!(sent.contains("<not-authorized/>"), "{sent}");
-            assert!(matches!(&actions[..], [Action::AuthFailed(user)] if user.as_str() == "alice@localhost"), "{actions:?}");
+            assert!(
+                matches!(&actions[..], [Action::ConfirmVerdict(_), Action::AuthFailed(user)] if user.as_str() == "alice@localhost"),
+                "{actions:?}"
+            );
         }
         assert!(!h.stream.is_closed(), "two negotiation misses and two wrong passwords: one retry left");
         // …and the right one succeeds.
@@ -1318,8 +1328,17 @@ mod tests {
         h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
         let (sent, actions) = scram_proof(&mut h, &mut client, ScramHash::Sha256);
         assert!(sent.contains("<temporary-auth-failure/>") && !sent.contains("<success"), "{sent}");
-        assert!(matches!(&actions[..], [Action::ConfirmSuccess(_), Action::AuthAbandoned(_)]), "{actions:?}");
+        assert!(matches!(&actions[..], [Action::ConfirmVerdict(_), Action::AuthAbandoned(_)]), "{actions:?}");
         assert!(!h.stream.is_authenticated());
+        // …and a wrong proof gets the very same answer: a ban is no password oracle.
+        let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));
+        h.confirm = false;
+        h.feed(HEADER);
+        let mut client = ScramClient::new(ScramHash::Sha256, "alice", "wrong", ClientBinding::NotSupported, "n5");
+        h.feed(&format!("<auth xmlns='{SASL_NAMESPACE}' mechanism='SCRAM-SHA-256'>{}</auth>", BASE64.encode(client.client_first())));
+        let (wrong, actions) = scram_proof(&mut h, &mut client, ScramHash::Sha256);
+        assert_eq!(wrong, sent);
+        assert!(matches!(&actions[..], [Action::ConfirmVerdict(_), Action::AuthAbandoned(_)]), "{actions:?}");
 
         // A throttled attempt is refused before any work, and is no credential failure.
         let mut h = Harness::new(C2sStream::new_direct_tls(bindings()));

@@ -17,11 +17,13 @@
 //! every shard). One `AuthThrottle` lives on each shard; a pair is always decided on the
 //! account's home shard, where its attempts run. Per-address failures are counted here for
 //! the attempts this shard ran (to refuse at once) and, across shards, by the address's
-//! counting shard (`address_failure`), which decides the address ban. So one address gets at
-//! most `shards × max(concurrent_per_address, failed_accounts_per_address_max)` accounts tried
-//! in a window before it is refused: before its first failure only the cap on attempts in
-//! flight applies (so honest logins from one busy address are never refused for each other),
-//! after it every attempt in flight counts.
+//! counting shard (`address_failure`), which decides the address ban. Before its first
+//! failure an address may have any number of attempts in flight (honest logins from one busy
+//! address are never refused for each other; only PLAIN checks are capped, for the hashing
+//! pool's sake), after it every attempt in flight counts; and once a shard has seen
+//! `failed_accounts_per_address_max` failed accounts from an address, no verdict of an
+//! attempt still in flight is given there (`still_allowed`). So one address gets at most
+//! `shards × failed_accounts_per_address_max` wrong-password verdicts in a window.
 //! It does not know about sockets, SASL mechanisms or which shard counts which address.
 
 use std::collections::HashMap;
@@ -160,11 +162,19 @@ impl AuthThrottle {
         Ok(())
     }
 
-    /// SCRAM's final message or a finished PLAIN check: may the attempt still succeed? False
-    /// when the address or the pair was banned while it was in flight.
+    /// SCRAM's final message or a finished PLAIN check: may the attempt's verdict still be
+    /// given? False when the address or the pair was banned while it was in flight, or when
+    /// this shard has seen enough failed accounts from the address for a ban.
     pub fn still_allowed(&self, address: IpAddr, account: &str, now: u64) -> bool {
         let pair_banned = self.pairs.get(&(address, account.to_owned())).and_then(|p| p.banned_until).is_some_and(|until| until > now);
-        !self.is_banned(address, now) && !pair_banned
+        // Enough failed accounts seen here for a ban, which the counting shard may not have
+        // broadcast yet: the verdicts still in flight are not given either.
+        let window = self.config.window_ms;
+        let spraying = self.addresses.get(&address).is_some_and(|entry| {
+            entry.since.is_some_and(|start| now.saturating_sub(start) < window)
+                && entry.failed.len() >= self.config.failed_accounts_per_address_max as usize
+        });
+        !self.is_banned(address, now) && !pair_banned && !spraying
     }
 
     /// The attempt succeeded: it no longer counts, and the pair's earlier typos are forgiven.
@@ -413,6 +423,28 @@ mod tests {
         assert_eq!(throttle.begin(NAT, "next9", false, now), Err(Refusal::Busy));
         assert_eq!(throttle.begin(NAT, "typo", false, now), Ok(()), "an account that failed already adds no new failed account");
         assert!(!throttle.is_banned(NAT, now));
+    }
+
+    #[test]
+    fn verdicts_in_flight_stop_at_the_spray_threshold() {
+        let mut throttle = AuthThrottle::new(config());
+        let now = 1_000_000;
+        // A fresh address starts thirty SCRAM exchanges at once (nothing refuses them: no
+        // failure yet), then its proofs arrive.
+        for n in 0..30 {
+            throttle.begin(NAT, &format!("victim{n}"), false, now).expect("admitted");
+        }
+        let max = config().failed_accounts_per_address_max;
+        for n in 0..max {
+            let account = format!("victim{n}");
+            assert!(throttle.still_allowed(NAT, &account, now), "verdict {n} is given");
+            throttle.failed(NAT, &account, false, now);
+        }
+        // The threshold is reached on this shard: no further verdict, right or wrong, before
+        // the ban's broadcast arrives.
+        assert!(!throttle.still_allowed(NAT, &format!("victim{max}"), now));
+        assert!(throttle.still_allowed(OTHER, "victim0", now));
+        assert!(throttle.still_allowed(NAT, "victim0", now + config().window_ms), "failures expire");
     }
 
     #[test]

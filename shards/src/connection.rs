@@ -970,10 +970,11 @@ impl Connection {
                         }
                     }
                 }
-                Action::ConfirmSuccess(ref user) => {
-                    // The proof is right; SCRAM's final message is checked against the bans too.
+                Action::ConfirmVerdict(ref user) => {
+                    // SCRAM's final message is checked against the bans too, before its verdict
+                    // (right or wrong) is given.
                     let allowed = self.attempt_still_allowed(user);
-                    self.stream.success_confirmed(allowed, &shared.stream, &mut ThreadEntropy, &mut more);
+                    self.stream.verdict_confirmed(allowed, &shared.stream, &mut ThreadEntropy, &mut more);
                 }
                 Action::Register { id, user, password } => {
                     let answer = self.register(&id, &user, password).await;

@@ -185,21 +185,26 @@ fn parallel_guesses_are_counted_when_they_start() {
 }
 
 /// SCRAM's final message is checked against the bans: an exchange started before the address
-/// was banned does not succeed after it, even with the right proof.
+/// was banned does not succeed after it, even with the right proof, and a wrong proof gets the
+/// same answer (else the refusal would tell the sprayer which password was right).
 #[test]
 fn a_ban_stops_a_scram_exchange_in_flight() {
     let server = Server::start_with("[security]\nauth_failed_accounts_per_address = 2\nban_ms = 60000\n");
     server.register("patient", "secret");
-    let mut client = Client::connect(&server);
-    client.starttls();
-    let mut scram = ScramClient::new(ScramHash::Sha256, "patient", "secret", ClientBinding::NotSupported, "inflightnonce");
-    client.send(&format!(
-        "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
-        BASE64.encode(scram.client_first())
-    ));
-    let challenge = client.next().expect("challenge");
-    let server_first = BASE64.decode(element_text(&challenge)).expect("base64");
-    let client_final = scram.handle_server_first(&server_first).expect("server first");
+    // Two exchanges reach server-first: one with the right password, one with a wrong one.
+    let mut exchanges = Vec::new();
+    for (password, nonce) in [("secret", "inflightright"), ("not-it", "inflightwrong")] {
+        let mut client = Client::connect(&server);
+        client.starttls();
+        let mut scram = ScramClient::new(ScramHash::Sha256, "patient", password, ClientBinding::NotSupported, nonce);
+        client.send(&format!(
+            "<auth xmlns='urn:ietf:params:xml:ns:xmpp-sasl' mechanism='SCRAM-SHA-256'>{}</auth>",
+            BASE64.encode(scram.client_first())
+        ));
+        let challenge = client.next().expect("challenge");
+        let server_first = BASE64.decode(element_text(&challenge)).expect("base64");
+        exchanges.push((client, scram.handle_server_first(&server_first).expect("server first")));
+    }
     // Meanwhile the same address sprays two other accounts: it is banned.
     for user in ["spray-a", "spray-b"] {
         let mut sprayer = Client::connect(&server);
@@ -207,9 +212,15 @@ fn a_ban_stops_a_scram_exchange_in_flight() {
         assert!(sprayer.plain(user, "guess").contains("not-authorized"));
     }
     std::thread::sleep(std::time::Duration::from_millis(300));
-    client.send(&format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", BASE64.encode(client_final)));
-    let answer = client.next().expect("answer");
-    assert!(!answer.contains("<success"), "a banned address must not log in: {answer}");
+    let mut answers = Vec::new();
+    for (mut client, client_final) in exchanges {
+        client.send(&format!("<response xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>{}</response>", BASE64.encode(client_final)));
+        answers.push(client.next().expect("answer"));
+    }
+    assert!(!answers[0].contains("<success"), "a banned address must not log in: {}", answers[0]);
+    // The right and the wrong proof get the same answer: the ban is no password oracle.
+    assert!(answers[0].contains("<temporary-auth-failure/>"), "{}", answers[0]);
+    assert_eq!(answers[0], answers[1], "{}", server.log());
 }
 
 #[test]
