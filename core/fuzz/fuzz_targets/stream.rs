@@ -59,7 +59,7 @@ fuzz_target!(|data: &[u8]| {
                     stream.credentials(credentials, &config, &mut entropy, &mut more);
                 }
                 Action::VerifyPlain { .. } => stream.plain_checked(mode & 8 != 0, &config, &mut entropy, &mut more),
-                Action::ConfirmSuccess(_) => stream.success_confirmed(mode & 16 != 0, &config, &mut entropy, &mut more),
+                Action::ConfirmVerdict(_) => stream.verdict_confirmed(mode & 16 != 0, &config, &mut entropy, &mut more),
                 Action::Bind { jid, id } => {
                     let result = if mode & 32 != 0 { Ok(jid) } else { Err("conflict") };
                     stream.bind_result(result, &id, &mut more);
