@@ -614,6 +614,20 @@ impl C2sStream {
                 self.registration_iq(&stanza, config, entropy, out);
                 None
             }
+            Phase::Open
+                if is_client_stanza
+                    && self.user.is_none()
+                    && self.tls.is_some()
+                    && stanza.name == "iq"
+                    && stanza.element().is_ok_and(|e| e.child("query", REGISTER_NAMESPACE).is_some()) =>
+            {
+                // XEP-0077 §3.1: "If the host does not support in-band registration, it MUST
+                // return a <service-unavailable/> error" — a client that offers to create the
+                // account (Pidgin, the peer suite's runner) goes on to log in.
+                let id = stanza.id.as_deref();
+                out.push(Action::Send(error_reply(StanzaKind::Iq, id, None, None, "service-unavailable")));
+                None
+            }
             _ if is_client_stanza => {
                 // RFC 6120 §4.9.3.12: stanzas before authentication (and, §7.1, before bind).
                 self.fail(StreamError::new("not-authorized"), config, entropy, out);

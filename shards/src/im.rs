@@ -67,7 +67,8 @@ pub const SERVER_FEATURES: &[&str] = &[
 ];
 
 /// Features of an account's bare JID (XEP-0313 §7 advertises MAM there).
-pub const ACCOUNT_FEATURES: &[&str] = &[routing::DISCO_INFO_NAMESPACE, MAM_NAMESPACE, STANZA_ID_NAMESPACE, LAST_NAMESPACE, VCARD_NAMESPACE];
+pub const ACCOUNT_FEATURES: &[&str] =
+    &[routing::DISCO_INFO_NAMESPACE, routing::DISCO_ITEMS_NAMESPACE, MAM_NAMESPACE, STANZA_ID_NAMESPACE, LAST_NAMESPACE, VCARD_NAMESPACE];
 
 /// One user's stored state, kept in memory on the home shard.
 #[derive(Debug, Default)]
@@ -518,6 +519,7 @@ fn presence_from_client(
             let status = stanza.element().ok().and_then(|e| e.child("status", confab_core::stream::CLIENT_NAMESPACE).map(Element::text));
             if let Some(session) = shard.session_mut(me) {
                 session.leaving_status = status.map(Into::into);
+                session.unavailable_at_ms = Some(now_ms);
             }
             unavailable_broadcast(shard, me, bytes, fx);
         }
@@ -1317,6 +1319,11 @@ fn own_iq(
         ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => {
             fx.reply.push(account_disco(id, reply_from.as_deref(), me.as_str()));
         }
+        ("get", "query", routing::DISCO_ITEMS_NAMESPACE) if payload.attribute("node").is_none() => {
+            let access = pep::Requester { owner: true, presence_subscribed: true, groups: &[] };
+            let items = pep_node_items(&bare, shard.users.get(&user), &access);
+            fx.reply.push(result(Some(&items)));
+        }
         ("get" | "set", "pubsub", PUBSUB_NAMESPACE | PUBSUB_OWNER_NAMESPACE) => {
             pep_request(shard, me, &user, stanza_type, id, payload, now_ms, fx)
         }
@@ -1345,13 +1352,33 @@ fn own_iq(
             }
         }
         ("get", "query", LAST_NAMESPACE) => {
-            // XEP-0012 §4: asking one's own account while online: 0 seconds.
-            let query = Element::new("query", LAST_NAMESPACE).with_attribute("seconds", "0");
+            // XEP-0012 §4, asking one's own account: as a contact would see it.
+            let (seconds, status) = last_seen(shard, &bare, now_ms).unwrap_or_default();
+            let mut query = Element::new("query", LAST_NAMESPACE).with_attribute("seconds", &seconds.to_string());
+            if !status.is_empty() {
+                query = query.with_text(&status);
+            }
             fx.reply.push(result(Some(&query)));
         }
         _ if !addressed => fx.reply.push(server_iq(shard, stanza_type, id, Some(payload), me.as_str(), now_ms)),
         _ => fx.reply.push(routing::server_iq(stanza_type, id, Some(payload), reply_from.as_deref(), me.as_str(), Some(bare.as_str()))),
     }
+}
+
+/// XEP-0012 §4: seconds since the account was last available and the status text it left
+/// with: 0 while a resource is available; else since the latest unavailable presence of a
+/// session still connected; else since the last logout (stored). None: never seen.
+fn last_seen(shard: &Shard, account: &BareJid, now_ms: u64) -> Option<(u64, String)> {
+    let sessions = shard.sessions.get(account);
+    if sessions.is_some_and(|s| s.iter().any(|s| s.available)) {
+        return Some((0, String::new()));
+    }
+    let latest = sessions.and_then(|s| s.iter().filter_map(|s| Some((s.unavailable_at_ms?, s))).max_by_key(|(at, _)| *at));
+    if let Some((at, session)) = latest {
+        return Some((now_ms.saturating_sub(at) / 1000, session.leaving_status.as_deref().unwrap_or_default().to_owned()));
+    }
+    let (stamp, status) = account.local().and_then(|user| shard.users.get(user)).and_then(|d| d.last_activity.clone())?;
+    Some((now_ms.saturating_sub(stamp) / 1000, status))
 }
 
 /// Whether an iq set with this payload to the user's own account changes stored state.
@@ -1366,6 +1393,20 @@ fn writes_own_state(payload: &Element) -> bool {
             | PUBSUB_OWNER_NAMESPACE
             | REGISTER_NAMESPACE
     ) || (payload.namespace == MAM_NAMESPACE && payload.name == "prefs")
+}
+
+/// XEP-0060 §5.2 on the account's PEP service: the nodes the requester may access (XEP-0163
+/// §7: PEP nodes are discovered on the bare JID).
+fn pep_node_items(owner: &BareJid, data: Option<&UserData>, requester: &pep::Requester<'_>) -> Element {
+    let mut query = Element::new("query", routing::DISCO_ITEMS_NAMESPACE);
+    for (name, node) in data.map(|d| &d.pep).into_iter().flatten() {
+        if pep::check_access(&node.config, requester).is_ok() {
+            query = query.with_child(
+                Element::new("item", routing::DISCO_ITEMS_NAMESPACE).with_attribute("jid", owner.as_str()).with_attribute("node", name),
+            );
+        }
+    }
+    query
 }
 
 fn account_disco(id: &str, from: Option<&str>, to: &str) -> Vec<u8> {
@@ -2067,14 +2108,16 @@ fn inbound_subscription(
     }
     let effect = roster::inbound(current, contact.as_str(), kind);
     let visible = apply_roster_effect(data, user, contact.as_str(), effect.item, effect.changed, fx);
-    if let Some(element) = visible {
-        let version = data.roster_version;
-        push_roster(shard, to_bare, version, &element);
-    }
+    let version = data.roster_version;
+    // §3.1.6: the approval is delivered, then the roster push says what it changed (the
+    // order of §3.1.6's steps and of its examples).
     if effect.deliver {
         // To every available resource; a subscribe request with none available waits as
         // pending-in state and is delivered at the next initial presence.
         deliver_to_own_available(shard, to_bare, &envelope.bytes);
+    }
+    if let Some(element) = visible {
+        push_roster(shard, to_bare, version, &element);
     }
     if let Some(reply) = effect.auto_reply {
         let bytes = presence_bytes(reply.as_type(), to_bare.as_str(), contact.as_str());
@@ -2324,12 +2367,7 @@ fn account_iq(shard: &Shard, owner: &BareJid, envelope: &Envelope, payload: Opti
             if !allowed {
                 return error("forbidden");
             }
-            let online = shard.sessions.get(owner).is_some_and(|s| s.iter().any(|s| s.available));
-            let (seconds, status) = match (online, data.and_then(|d| d.last_activity.clone())) {
-                (true, _) => (0, String::new()),
-                (false, Some((stamp, status))) => (now_ms().saturating_sub(stamp) / 1000, status),
-                (false, None) => return error("item-not-found"),
-            };
+            let Some((seconds, status)) = last_seen(shard, owner, now_ms()) else { return error("item-not-found") };
             let mut query = Element::new("query", LAST_NAMESPACE).with_attribute("seconds", &seconds.to_string());
             if !status.is_empty() {
                 query = query.with_text(&status);
@@ -2338,6 +2376,14 @@ fn account_iq(shard: &Shard, owner: &BareJid, envelope: &Envelope, payload: Opti
         }
         ("get", "query", routing::DISCO_INFO_NAMESPACE) if payload.attribute("node").is_none() => {
             account_disco(id, Some(owner.as_str()), requester)
+        }
+        ("get", "query", routing::DISCO_ITEMS_NAMESPACE) if payload.attribute("node").is_none() => {
+            let data = shard.users.get(user);
+            let contact = data.and_then(|d| d.roster.get(envelope.from.bare().as_str()));
+            let subscribed = contact.is_some_and(|i| matches!(i.subscription, Subscription::From | Subscription::Both));
+            let groups = contact.map(|i| i.groups.as_slice()).unwrap_or_default();
+            let access = pep::Requester { owner: false, presence_subscribed: subscribed, groups };
+            iq_result(id, Some(owner.as_str()), requester, Some(&pep_node_items(owner, data, &access)))
         }
         ("get", "pubsub", PUBSUB_NAMESPACE) => {
             // XEP-0060 §6.5 on someone else's PEP service, by its access model (§6.5.9).

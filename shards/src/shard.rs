@@ -200,8 +200,10 @@ pub(crate) struct Session {
     /// (its `+notify` features, once its caps are known).
     pub(crate) caps_ver: Option<Box<str>>,
     pub(crate) notify: Arc<[String]>,
-    /// The status text of the session's unavailable presence, for XEP-0012 last activity.
+    /// The status text of the session's unavailable presence and when it was sent (ms
+    /// since the epoch), for XEP-0012 last activity.
     pub(crate) leaving_status: Option<Box<str>>,
+    pub(crate) unavailable_at_ms: Option<u64>,
     /// The rooms the session is in, as `room@service/nick` (XEP-0045), bounded by
     /// `muc.rooms_per_session`: each hears of the session's end.
     pub(crate) rooms: Vec<FullJid>,
@@ -223,6 +225,7 @@ impl Session {
             caps_ver: None,
             notify: Arc::from(Vec::new()),
             leaving_status: None,
+            unavailable_at_ms: None,
             rooms: Vec::new(),
         }
     }
@@ -575,13 +578,15 @@ const DISPATCH_ENVELOPES_MAX: usize = 4096;
 /// envelope with a warning rather than stall this shard (two shards waiting on each other's
 /// full inboxes would deadlock).
 pub fn dispatch_now(shard: &ShardRef, envelope: Envelope) {
-    let mut queue = vec![envelope];
+    let mut queue = std::collections::VecDeque::from([envelope]);
     // A delivery may produce replies (errors, results, a probe's presences and last PEP
     // items, a subscription's auto-reply and presence), and those can produce errors, which
     // produce nothing. The bound is far above that fan-out (sessions × nodes); reaching it
-    // means a loop, and what is left is dropped with a warning.
+    // means a loop, and what is left is dropped with a warning. First in, first out: replies
+    // leave in the order they were produced (RFC 6120 §10.1, in-order processing — a
+    // pre-approved subscription's `subscribed` before the presence that follows it).
     let mut rounds = 0;
-    while let Some(envelope) = queue.pop() {
+    while let Some(envelope) = queue.pop_front() {
         rounds += 1;
         if rounds > DISPATCH_ENVELOPES_MAX {
             let shard = shard.borrow();

@@ -102,9 +102,10 @@ fn subscription_requested_while_offline_is_delivered_at_login_and_presence_flows
     // §3.1.5–3.1.6: bob's roster gets alice (from); alice's gets bob (to) and bob's presence.
     let bob_push = b.expect("subscription='from'");
     assert!(bob_push.contains(&format!("jid='{alice}@localhost'")), "{bob_push}");
+    // The approval first, then the push that records it (§3.1.6), then presence.
+    a.expect("type='subscribed'");
     let alice_push = a.expect("subscription='to'");
     assert!(!alice_push.contains("ask="), "{alice_push}");
-    a.expect("type='subscribed'");
     let presence = a.expect("<status>here</status>");
     assert!(presence.contains(&format!("from='{bob}@localhost/b'")), "{presence}");
 
@@ -486,12 +487,22 @@ fn small_services_answer_as_their_xeps_say() {
 
 #[test]
 fn in_band_registration_creates_changes_and_removes_accounts_when_enabled() {
-    // Off by default: not advertised, and an iq before authentication ends the stream.
+    // Off by default: not advertised, and a registration request is answered
+    // service-unavailable (XEP-0077 §3.1) — the stream goes on, so a client that offers to
+    // create the account (Pidgin, Prosody's test runner) logs in next. Any other iq before
+    // authentication still ends the stream (RFC 6120 §4.9.3.12).
     let closed = Server::start();
+    closed.register("existing", "pw");
     let mut c = Client::connect(&closed);
     let features = c.starttls();
     assert!(!features.contains("iq-register"), "{features}");
-    c.send("<iq type='get' id='g'><query xmlns='jabber:iq:register'/></iq>");
+    c.send("<iq type='set' id='g'><query xmlns='jabber:iq:register'><username>existing</username><password>x</password></query></iq>");
+    let refused = c.expect("id='g'");
+    assert!(refused.contains("type='error'") && refused.contains("<service-unavailable"), "{refused}");
+    assert!(c.scram("SCRAM-SHA-256", "existing", "pw").contains("<success"));
+    let mut c = Client::connect(&closed);
+    c.starttls();
+    c.send("<iq type='get' id='v'><query xmlns='jabber:iq:version'/></iq>");
     assert!(c.read_to_close().join("").contains("not-authorized"));
 
     let server = Server::start_with("[registration]\nenabled = true\ninterval_s = 0\n");
@@ -766,4 +777,63 @@ fn stored_state_is_bounded_in_bytes_per_account() {
     friend.send(&format!("<message to='budget@localhost' id='o1' type='chat'><body>{}</body></message>", "o".repeat(70 * 1024)));
     let bounce = friend.expect("id='o1'");
     assert!(bounce.contains("type='error'"), "{bounce}");
+}
+
+/// What the peer suite (Prosody's scripts, tests/peer) showed, pinned here on its own: a
+/// pre-approved subscription is answered in order (RFC 6120 §10.1: `subscribed`, its roster
+/// push, then presence); one's own last activity carries the last unavailable status
+/// (XEP-0012 §4); the account lists its PEP nodes on disco#items (XEP-0060 §5.2) and says so.
+#[test]
+fn preapproval_order_own_last_status_and_account_items() {
+    let server = Server::start();
+    let users = users_on_shards("peer", &[0, 1, 1]);
+    for user in &users {
+        server.register(user, "pw");
+    }
+    let (alice, bob, carol) = (&users[0], &users[1], &users[2]);
+    let mut a = Client::bound(&server, alice, "pw", "a");
+    a.iq("r1", ROSTER_GET);
+    a.send("<presence><status>in</status></presence>");
+    a.expect("<status>in</status>");
+    // §3.4: alice pre-approves bob; bob's request is then approved without asking her.
+    a.send(&format!("<presence to='{bob}@localhost' type='subscribed'/>"));
+    a.expect("approved='true'");
+    let mut b = Client::bound(&server, bob, "pw", "b");
+    b.iq("r1", ROSTER_GET);
+    b.send("<presence/>");
+    b.expect("<presence");
+    b.send(&format!("<presence to='{alice}@localhost' type='subscribe'/>"));
+    let mut seen = Vec::new();
+    while !seen.iter().any(|f: &String| f.contains("<status>in</status>")) {
+        seen.push(b.next().expect("connection open"));
+    }
+    let at = |needle: &str| seen.iter().position(|f| f.contains(needle)).unwrap_or_else(|| panic!("no {needle}: {seen:#?}"));
+    assert!(
+        at("ask='subscribe'") < at("type='subscribed'")
+            && at("type='subscribed'") < at("subscription='to'")
+            && at("subscription='to'") < at("<status>in</status>"),
+        "{seen:#?}"
+    );
+    let approval = &seen[at("type='subscribed'")];
+    assert!(approval.contains(&format!("from='{alice}@localhost'")) && !approval.contains(&format!("{alice}@localhost/")), "{approval}");
+
+    // XEP-0012 §4: asked of one's own account after going unavailable, the status left.
+    b.send("<presence type='unavailable'><status>Goodbye</status></presence>");
+    b.expect("type='unavailable'");
+    let last = b.iq("l1", "<iq type='get' id='l1'><query xmlns='jabber:iq:last'/></iq>");
+    assert!(last.contains(">Goodbye</query>"), "{last}");
+
+    // XEP-0060 §5.2 on the account: its nodes, the ones the requester may access.
+    let info = a.iq("i1", "<iq type='get' id='i1'><query xmlns='http://jabber.org/protocol/disco#info'/></iq>");
+    assert!(info.contains("var='http://jabber.org/protocol/disco#items'"), "{info}");
+    a.iq("p1", "<iq type='set' id='p1'><pubsub xmlns='http://jabber.org/protocol/pubsub'><publish node='http://jabber.org/protocol/tune'><item><tune xmlns='http://jabber.org/protocol/tune'/></item></publish></pubsub></iq>");
+    let own = a.iq("d1", "<iq type='get' id='d1'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>");
+    assert!(own.contains(&format!("jid='{alice}@localhost' node='http://jabber.org/protocol/tune'")), "{own}");
+    let mut c = Client::bound(&server, carol, "pw", "c");
+    let theirs =
+        c.iq("d2", &format!("<iq type='get' id='d2' to='{alice}@localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"));
+    assert!(theirs.contains("type='result'") && !theirs.contains("node="), "presence access model, no subscription: {theirs}");
+    let subscriber =
+        b.iq("d3", &format!("<iq type='get' id='d3' to='{alice}@localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"));
+    assert!(subscriber.contains("node='http://jabber.org/protocol/tune'"), "{subscriber}");
 }
