@@ -32,6 +32,9 @@ pub const MUC_OWNER_NAMESPACE: &str = "http://jabber.org/protocol/muc#owner";
 pub const ROOMCONFIG_FORM: &str = "http://jabber.org/protocol/muc#roomconfig";
 /// XEP-0045 §15.5.4 room information form type.
 pub const ROOMINFO_FORM: &str = "http://jabber.org/protocol/muc#roominfo";
+/// XEP-0045 §7.10: registering with a room (a XEP-0077 query carrying this form).
+pub const REGISTER_NAMESPACE: &str = "jabber:iq:register";
+pub const REGISTER_FORM: &str = "http://jabber.org/protocol/muc#register";
 /// XEP-0249 direct invitations (routed between users; the service only advertises nothing).
 pub const CONFERENCE_NAMESPACE: &str = "jabber:x:conference";
 pub use crate::forms::DATA_FORMS_NAMESPACE;
@@ -249,7 +252,7 @@ impl Out {
     }
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Occupant {
     real: BareJid,
     sessions: Vec<FullJid>,
@@ -484,10 +487,24 @@ impl Room {
                 Some(current) if !self.take_token(&current, now_ms, settings) => {
                     self.error(output, from, Some(nick), stanza, refuse("resource-constraint", "wait"));
                 }
+                Some(current) if current == nick && stanza.child("x", MUC_NAMESPACE).is_some() => {
+                    self.resync(from, nick, stanza, now_ms, output)
+                }
                 Some(current) if current == nick => self.status_change(nick, stanza, output),
                 Some(current) => self.nick_change(from, &current, nick, stanza, output),
                 None => self.join(from, nick, stanza, now_ms, output),
             },
+            // §17.3 (business rules) lets a service answer probes to an occupant JID: an
+            // occupant (and only an occupant: nobody else may learn who is in the room) gets
+            // that occupant's current presence, as the occupant would see it.
+            Some("probe") if self.nicks.contains_key(from) => {
+                if let Some(occupant) = self.occupants.get(nick) {
+                    let show_jid = self.sees_jids(from);
+                    let bytes = self.presence_bytes(nick, occupant, from, show_jid, &[], None);
+                    output.out.push(Out::Session { to: from.clone(), bytes, leaves: false });
+                }
+            }
+            Some("probe") => self.error(output, from, Some(nick), stanza, refuse("not-acceptable", "cancel")),
             Some("unavailable") if self.nicks.contains_key(from) => self.leave(from, stanza, output),
             // The occupant's server says the client is gone (RFC 6120 §8.3): it leaves, as in
             // §7.14 with status 333.
@@ -557,6 +574,8 @@ impl Room {
                 let bytes = self.presence_bytes(nick, occupant, from, true, &[status::SELF], None);
                 output.out.push(Out::Session { to: from.clone(), bytes, leaves: false });
             }
+            // The new session has its own presence (110) already.
+            self.sessions_changed(nick, Some(from), output);
         } else {
             let role = self.default_role(affiliation);
             let occupant = Occupant { real, sessions: vec![from.clone()], role, payload, tokens: f64::MAX, refilled_ms: now_ms };
@@ -581,7 +600,31 @@ impl Room {
             self.broadcast_presence(nick, &own, None, output);
         }
         self.send_history(from, muc.and_then(|x| x.child("history", MUC_NAMESPACE)), now_ms, output);
-        // §7.2.15: the subject last, even when empty.
+        self.send_subject(from, output);
+    }
+
+    /// A join presence from a session that is already an occupant under that nick (a client
+    /// that lost track of the room, e.g. after a failed stream resumption): the presence is
+    /// a status change for the others, and the session gets the room's state again, in
+    /// §7.2.3's order — occupants, its own presence, history, subject — so that it can
+    /// resynchronise. XEP-0045 does not define a second join; this is what clients expect
+    /// of Prosody and ejabberd.
+    fn resync(&mut self, from: &FullJid, nick: &str, stanza: &Element, now_ms: u64, output: &mut Output) {
+        let show_jid = self.sees_jids(from);
+        for (other_nick, other) in &self.occupants {
+            if other_nick != nick {
+                let bytes = self.presence_bytes(other_nick, other, from, show_jid, &[], None);
+                output.out.push(Out::Session { to: from.clone(), bytes, leaves: false });
+            }
+        }
+        self.status_change(nick, stanza, output);
+        let muc = stanza.child("x", MUC_NAMESPACE);
+        self.send_history(from, muc.and_then(|x| x.child("history", MUC_NAMESPACE)), now_ms, output);
+        self.send_subject(from, output);
+    }
+
+    /// §7.2.15: the subject last, even when empty.
+    fn send_subject(&self, from: &FullJid, output: &mut Output) {
         let subject_from = if self.config.subject_by.is_empty() {
             self.jid.as_str().to_owned()
         } else {
@@ -691,15 +734,38 @@ impl Room {
         let Some(occupant) = self.occupants.get_mut(&nick) else { return };
         occupant.sessions.retain(|s| s != from);
         if !occupant.sessions.is_empty() {
-            // Another resource keeps the nick: only this session hears it left.
+            // Another resource keeps the nick: this session hears it left, and those who see
+            // real JIDs get the occupant's presence with the sessions that remain.
             let Some(occupant) = self.occupants.get(&nick) else { return };
-            let bytes = addressed_presence(self.presence_template(&nick, occupant, true, &[status::SELF], true, None, Some(removal)), from);
+            let mut gone = (*occupant).clone();
+            gone.sessions = vec![from.clone()];
+            let bytes = addressed_presence(self.presence_template(&nick, &gone, true, &[status::SELF], true, None, Some(removal)), from);
             output.out.push(Out::Session { to: from.clone(), bytes, leaves: true });
+            self.sessions_changed(&nick, None, output);
             return;
         }
         let Some(mut occupant) = self.occupants.remove(&nick) else { return };
         occupant.sessions.push(from.clone());
         self.announce_removal(&nick, occupant, removal, output);
+    }
+
+    /// A multi-session occupant gained or lost a session: those who see real JIDs (and its
+    /// other sessions) get its presence listing every session (one `<item/>` each; XEP-0045
+    /// leaves multi-session nicks undefined, this is what Prosody sends); for the others
+    /// nothing they can see changed.
+    fn sessions_changed(&self, nick: &str, except: Option<&FullJid>, output: &mut Output) {
+        let Some(occupant) = self.occupants.get(nick) else { return };
+        let to: Vec<FullJid> = self
+            .occupants
+            .iter()
+            .filter(|(other_nick, other)| other_nick.as_str() == nick || self.config.whois_anyone || other.role == Role::Moderator)
+            .flat_map(|(_, other)| other.sessions.iter().cloned())
+            .filter(|session| Some(session) != except)
+            .collect();
+        if !to.is_empty() {
+            let bytes = self.presence_template(nick, occupant, true, &[], false, None, None);
+            output.out.push(Out::Broadcast { bytes, name_end: "<presence".len(), to });
+        }
     }
 
     /// The whole occupant leaves (kick, ban, membership removed): every session of it and
@@ -816,25 +882,46 @@ impl Room {
             // A nick change's unavailable presence keeps the role (§7.6.3): the occupant stays.
             .with_attribute("role", if unavailable && new_nick.is_none() { Role::None.name() } else { occupant.role.name() });
         if show_jid {
-            // The session's full JID when it has one session; the bare JID otherwise.
-            let jid = match occupant.sessions.as_slice() {
-                [one] => one.as_str().to_owned(),
-                _ => occupant.real.as_str().to_owned(),
-            };
+            // The session's full JID; with several sessions, each gets an item of its own
+            // (below), this one names the first.
+            let jid = occupant.sessions.first().map(|s| s.as_str().to_owned()).unwrap_or_else(|| occupant.real.as_str().to_owned());
             item.set_attribute("jid", &jid);
+        }
+        let mut more_items = Vec::new();
+        if show_jid {
+            for session in occupant.sessions.iter().skip(1) {
+                let mut other = Element::new("item", MUC_USER_NAMESPACE);
+                other.attributes = item.attributes.clone();
+                other.set_attribute("jid", session.as_str());
+                more_items.push(other);
+            }
         }
         if let Some(new_nick) = new_nick {
             item.set_attribute("nick", new_nick);
         }
         if let Some(removal) = removal {
             if let Some(actor) = removal.actor {
-                item = item.with_child(Element::new("actor", MUC_USER_NAMESPACE).with_attribute("nick", actor));
+                let mut element = Element::new("actor", MUC_USER_NAMESPACE).with_attribute("nick", actor);
+                // The actor's real JID (XEP-0045 1.16+: `<actor jid/>`) for those who see real
+                // JIDs; an occupant's own copy carries it only in a non-anonymous room.
+                let sees = show_jid && (self.config.whois_anyone || !codes.contains(&status::SELF));
+                if let Some(real) = self.occupants.get(actor).filter(|_| sees) {
+                    let jid = match real.sessions.as_slice() {
+                        [one] => one.as_str().to_owned(),
+                        _ => real.real.as_str().to_owned(),
+                    };
+                    element.set_attribute("jid", &jid);
+                }
+                item = item.with_child(element);
             }
             if let Some(reason) = removal.reason.filter(|r| !r.is_empty()) {
                 item = item.with_child(Element::new("reason", MUC_USER_NAMESPACE).with_text(reason));
             }
         }
         let mut x = Element::new("x", MUC_USER_NAMESPACE).with_child(item);
+        for other in more_items {
+            x = x.with_child(other);
+        }
         for code in codes {
             x = x.with_child(Element::new("status", MUC_USER_NAMESPACE).with_attribute("code", &code.to_string()));
         }
@@ -1106,7 +1193,13 @@ impl Room {
                 self.invitations.pop_front();
             }
             self.invitations.push_back((bare.as_str().to_owned(), Jid::Full(from.clone())));
-            let mut invite = Element::new("invite", MUC_USER_NAMESPACE).with_attribute("from", from.as_str());
+            // §7.8.2 allows the inviter's bare, full or occupant JID: a semi-anonymous room
+            // does not reveal an occupant's real JID to someone who is not even in it.
+            let inviter = match self.nicks.get(from) {
+                Some(nick) if !self.config.whois_anyone => format!("{}/{}", self.jid, nick),
+                _ => from.bare().as_str().to_owned(),
+            };
+            let mut invite = Element::new("invite", MUC_USER_NAMESPACE).with_attribute("from", &inviter);
             if let Some(reason) = reason {
                 invite = invite.with_child(Element::new("reason", MUC_USER_NAMESPACE).with_text(&truncate(&reason, ROOM_TEXT_BYTES_MAX)));
             }
@@ -1189,7 +1282,18 @@ impl Room {
                     Err(refuse("forbidden", "auth"))
                 }
             }
-            ("set", "query", MUC_OWNER_NAMESPACE) => self.owner_set(from, payload, settings, output).map(|()| None),
+            ("get", "query", REGISTER_NAMESPACE) => self.registration_form(from).map(Some),
+            ("set", "query", REGISTER_NAMESPACE) => self.register(from, payload, output).map(|()| None),
+            ("set", "query", MUC_OWNER_NAMESPACE) => {
+                let mark = output.out.len();
+                let answer = self.owner_set(from, payload, settings, output);
+                if answer.is_ok() {
+                    let bytes = iq_result(&id, Some(self.jid.as_str()), from.as_str(), None);
+                    output.out.insert(mark, Out::Session { to: from.clone(), bytes, leaves: false });
+                    return;
+                }
+                answer.map(|()| None)
+            }
             ("get", "query", MAM_NAMESPACE) => {
                 output.out.push(Out::Session {
                     to: from.clone(),
@@ -1325,10 +1429,18 @@ impl Room {
         }
         let affiliation = item.attribute("affiliation").and_then(Affiliation::from_name).ok_or(refuse("bad-request", "modify"))?;
         let mine = self.affiliation_of(&from.bare());
+        // The lists name real JIDs. §9.5 gives the member list to admins, and "if the room is
+        // non-anonymous, a service SHOULD also return the member list to any occupant in a
+        // members-only room ... [and] allow any member to retrieve [it] even if not yet an
+        // occupant". In a non-anonymous room members also see who owns and administers it
+        // (everyone there sees real JIDs anyway; Prosody does the same); the ban list stays
+        // with admins.
+        let open_book =
+            self.config.whois_anyone && (mine >= Affiliation::Member || (self.config.members_only && self.nicks.contains_key(from)));
         let allowed = match affiliation {
             Affiliation::None => return Err(refuse("bad-request", "modify")),
-            Affiliation::Member => mine >= Affiliation::Admin || (self.config.members_only && mine == Affiliation::Member),
-            Affiliation::Outcast | Affiliation::Admin | Affiliation::Owner => mine >= Affiliation::Admin,
+            Affiliation::Member | Affiliation::Admin | Affiliation::Owner => mine >= Affiliation::Admin || open_book,
+            Affiliation::Outcast => mine >= Affiliation::Admin,
         };
         if !allowed {
             return Err(refuse("forbidden", "auth"));
@@ -1467,6 +1579,13 @@ impl Room {
         let nick = nick.or_else(|| self.affiliations.get(&key).and_then(|e| e.nick.clone()));
         if let Some(nick) = &nick {
             self.reserved.insert(nick.clone(), key.clone());
+            // Someone else in the room under the nickname just reserved leaves it (307), so
+            // that its holder can enter under it (as Prosody does; XEP-0045 does not say).
+            if self.occupants.get(nick).is_some_and(|o| o.real != *jid) {
+                let removal =
+                    Removal { code: Some(status::KICKED), actor: None, reason: Some("This nickname is reserved"), affiliation: None };
+                self.remove_occupant(nick, removal, output);
+            }
         }
         let entry = AffiliationEntry { affiliation, nick, reason: reason.to_owned() };
         if self.config.persistent {
@@ -1483,6 +1602,30 @@ impl Room {
     /// What an affiliation change does to the user's occupants (§9.1, §9.4, §9.8, §10.7).
     fn affiliation_changed(&mut self, jid: &BareJid, affiliation: Affiliation, actor: Option<&str>, reason: &str, output: &mut Output) {
         let nicks: Vec<String> = self.occupants.iter().filter(|(_, o)| o.real == *jid).map(|(n, _)| n.clone()).collect();
+        if nicks.is_empty() {
+            // §9.3–§9.8 / §10.3–§10.7: "if the user is not in the room, the service MAY send a
+            // message from the room itself to the room occupants". It names the real JID, so
+            // only those who may see real JIDs get it (everyone in a non-anonymous room, the
+            // moderators otherwise): the member list in their clients stays current.
+            let to: Vec<FullJid> = self
+                .occupants
+                .values()
+                .filter(|o| self.config.whois_anyone || o.role == Role::Moderator)
+                .flat_map(|o| o.sessions.iter().cloned())
+                .collect();
+            if !to.is_empty() {
+                let mut item = Element::new("item", MUC_USER_NAMESPACE)
+                    .with_attribute("affiliation", affiliation.name())
+                    .with_attribute("jid", jid.as_str());
+                if !reason.is_empty() {
+                    item = item.with_child(Element::new("reason", MUC_USER_NAMESPACE).with_text(reason));
+                }
+                let message = Element::new("message", crate::stream::CLIENT_NAMESPACE)
+                    .with_attribute("from", self.jid.as_str())
+                    .with_child(Element::new("x", MUC_USER_NAMESPACE).with_child(item));
+                output.out.push(Out::Broadcast { bytes: message.to_xml().into_bytes(), name_end: "<message".len(), to });
+            }
+        }
         for nick in nicks {
             let code = match affiliation {
                 Affiliation::Outcast => Some(status::BANNED),
@@ -1501,6 +1644,85 @@ impl Room {
             let removal = Removal { code: None, actor, reason: Some(reason), affiliation: None };
             self.broadcast_presence(&nick, &[status::SELF], Some(removal), output);
         }
+    }
+
+    /// §7.10: who may register. "An implementation MAY restrict this privilege and allow
+    /// only room admins to add new members": members, admins and owners register (reserve a
+    /// nickname) or leave the member list; an unaffiliated user may not make itself a member
+    /// (it would keep that membership if the room became members-only), and approval
+    /// requests (§9.9) are not offered.
+    fn may_register(&self, jid: &BareJid) -> bool {
+        self.affiliation_of(jid) >= Affiliation::Member
+    }
+
+    /// §7.10: `<registered/>` with the reserved nickname, or the form to fill.
+    fn registration_form(&self, from: &FullJid) -> Result<Element, Refusal> {
+        let jid = from.bare();
+        if !self.may_register(&jid) {
+            return Err(refuse("not-allowed", "cancel"));
+        }
+        let query = Element::new("query", REGISTER_NAMESPACE);
+        // Registered: a member (or more) with a reserved nickname; a member without one
+        // (made so by an admin or an invitation) may still register a nickname.
+        let registered = self.affiliations.get(jid.as_str()).filter(|e| e.affiliation >= Affiliation::Member).and_then(|e| e.nick.as_ref());
+        if let Some(nick) = registered {
+            return Ok(query
+                .with_child(Element::new("registered", REGISTER_NAMESPACE))
+                .with_child(Element::new("username", REGISTER_NAMESPACE).with_text(nick)));
+        }
+        let mut nick = field("muc#register_roomnick", Some("text-single"), Some("Nickname"), &[]);
+        nick = nick.with_child(Element::new("required", DATA_FORMS_NAMESPACE));
+        let form = Element::new("x", DATA_FORMS_NAMESPACE)
+            .with_attribute("type", "form")
+            .with_child(field("FORM_TYPE", Some("hidden"), None, &[REGISTER_FORM]))
+            .with_child(nick);
+        Ok(query.with_child(form))
+    }
+
+    /// §7.10: a submitted registration form reserves the nickname and makes the user a
+    /// member; XEP-0077 §3.2 `<remove/>` takes a member off the list again (admins and owners
+    /// leave through the admin lists, so that a room never loses its last owner this way).
+    fn register(&mut self, from: &FullJid, query: &Element, output: &mut Output) -> Result<(), Refusal> {
+        let jid = from.bare();
+        if !self.may_register(&jid) {
+            return Err(refuse("not-allowed", "cancel"));
+        }
+        if query.child("remove", REGISTER_NAMESPACE).is_some() {
+            return match self.affiliation_of(&jid) {
+                Affiliation::Member => {
+                    self.set_affiliation(&jid, Affiliation::None, None, "", output);
+                    self.affiliation_changed(&jid, Affiliation::None, None, "", output);
+                    Ok(())
+                }
+                _ => Err(refuse("not-allowed", "cancel")),
+            };
+        }
+        // §7.10: "If the user did not include a valid data form, the room MUST return a
+        // <bad-request/> error".
+        let form = query
+            .child("x", DATA_FORMS_NAMESPACE)
+            .filter(|x| x.attribute("type") == Some("submit"))
+            .ok_or(refuse("bad-request", "modify"))?;
+        let value = |var: &str| {
+            form.elements()
+                .find(|f| f.name == "field" && f.attribute("var") == Some(var))
+                .and_then(|f| f.child("value", DATA_FORMS_NAMESPACE).map(Element::text))
+        };
+        if value("FORM_TYPE").is_some_and(|t| t != REGISTER_FORM) {
+            return Err(refuse("bad-request", "modify"));
+        }
+        let wanted = value("muc#register_roomnick").filter(|n| !n.is_empty()).ok_or(refuse("not-acceptable", "modify"))?;
+        // The nickname becomes an occupant JID's resourcepart (§7.2.1).
+        let nick = crate::jid::prepare_resource(&wanted).map_err(|_| refuse("jid-malformed", "modify"))?;
+        // §7.10: a nickname reserved (or, here, in use) by someone else is a conflict.
+        if self.reserved_by_other(&nick, &jid) || self.occupants.get(&nick).is_some_and(|o| o.real != jid) {
+            return Err(refuse("conflict", "cancel"));
+        }
+        let affiliation = self.affiliation_of(&jid);
+        let reason = self.affiliations.get(jid.as_str()).map(|e| e.reason.clone()).unwrap_or_default();
+        self.set_affiliation(&jid, affiliation, Some(nick), &reason, output);
+        self.affiliation_changed(&jid, affiliation, None, "", output);
+        Ok(())
     }
 
     fn owner_set(&mut self, from: &FullJid, query: &Element, settings: &Settings, output: &mut Output) -> Result<(), Refusal> {
@@ -1530,7 +1752,7 @@ impl Room {
     fn configure(&mut self, form: &Element, settings: &Settings, output: &mut Output) -> Result<(), Refusal> {
         let before = self.config.clone();
         let mut config = self.config.clone();
-        let mut password_protected = config.password.is_some();
+        let mut password_protected = None;
         let mut secret = config.password.clone();
         for field in form.elements().filter(|e| e.name == "field" && e.namespace == DATA_FORMS_NAMESPACE) {
             let Some(var) = field.attribute("var") else { continue };
@@ -1546,7 +1768,7 @@ impl Room {
                 "muc#roomconfig_publicroom" => config.public = flag()?,
                 "muc#roomconfig_membersonly" => config.members_only = flag()?,
                 "muc#roomconfig_moderatedroom" => config.moderated = flag()?,
-                "muc#roomconfig_passwordprotectedroom" => password_protected = flag()?,
+                "muc#roomconfig_passwordprotectedroom" => password_protected = Some(flag()?),
                 "muc#roomconfig_roomsecret" => secret = Some(text()).filter(|s| !s.is_empty()),
                 "muc#roomconfig_enablelogging" => config.logging = flag()?,
                 "muc#roomconfig_changesubject" => config.change_subject = flag()?,
@@ -1582,7 +1804,11 @@ impl Room {
                 _ => {}
             }
         }
-        config.password = if password_protected {
+        // A submitted secret with no `passwordprotectedroom` field protects the room: an owner
+        // who sets a password expects it to be asked for (as Prosody does); the flag alone
+        // still decides when it is submitted.
+        let protected = password_protected.unwrap_or(secret.is_some());
+        config.password = if protected {
             match secret {
                 Some(secret) => Some(secret),
                 // §10.2: a password-protected room needs a password.
@@ -1592,7 +1818,7 @@ impl Room {
             None
         };
         self.config = config;
-        let was_locked = std::mem::replace(&mut self.locked, false);
+        self.locked = false;
         while self.history.len() > self.config.history_length as usize {
             let Some(oldest) = self.history.pop_front() else { break };
             self.history_bytes -= oldest.bytes.len();
@@ -1616,7 +1842,9 @@ impl Room {
             // A temporary room lives only while occupied.
             output.destroyed = self.occupants.is_empty();
         }
-        if !was_locked {
+        {
+            // §10.2.1: every configuration is announced, the first one too (a privacy change
+            // MUST be, and the owner's client learns that the room is now open).
             let mut codes = vec![status::CONFIG_CHANGED];
             if self.logging() != (before.logging && before.persistent) {
                 codes.push(if self.logging() { status::LOGGING } else { status::NOT_LOGGING });
@@ -2322,5 +2550,52 @@ mod tests {
         let reborn =
             Room::create(BareJid::new(Some("room"), "conference.example").expect("jid"), &owner.bare(), &settings(), 1_700_000_000_000);
         assert_eq!(reborn.archive_last, 1_700_000_000_000_000);
+    }
+
+    #[test]
+    fn registration_notices_and_what_the_peer_suite_pinned() {
+        let (owner, member, guest) = (full("owner"), full("member"), full("guest"));
+        let mut room = open_room(&owner);
+        join(&mut room, &guest, "Guest", "", 0);
+        // The first configuration was announced after its result (§10.2.1, §10.2's order).
+        let out = configure(&mut room, &owner, &[("muc#roomconfig_roomsecret", "s3cret")]);
+        let seen = received(&out, &owner);
+        assert!(seen[0].contains("type='result'") && codes(&seen[1]).contains(&104), "{seen:?}");
+        // A secret alone protects the room.
+        let late = full("late");
+        assert!(error_of(&join(&mut room, &late, "Late", "", 0), &late).is_some_and(|e| e.contains("not-authorized")));
+
+        // Out-of-room affiliation change: to moderators only in a semi-anonymous room.
+        let out = admin_set(&mut room, &owner, "<item affiliation='member' jid='member@example'/>");
+        assert!(received(&out, &owner).iter().any(|s| s.starts_with("<message") && s.contains("jid='member@example'")));
+        assert!(received(&out, &guest).is_empty(), "{:?}", received(&out, &guest));
+
+        // §7.10: the guest may not register; the member registers and is registered.
+        let form = |room: &mut Room, who: &FullJid| iq(room, who, "get", &format!("<query xmlns='{REGISTER_NAMESPACE}'/>"));
+        assert!(error_of(&form(&mut room, &guest), &guest).is_some_and(|e| e.contains("not-allowed")));
+        assert!(received(&form(&mut room, &member), &member)[0].contains("muc#register_roomnick"));
+        let submit = format!(
+            "<query xmlns='{REGISTER_NAMESPACE}'><x xmlns='jabber:x:data' type='submit'><field var='muc#register_roomnick'><value>Guest</value></field></x></query>"
+        );
+        assert!(error_of(&iq(&mut room, &member, "set", &submit), &member).is_some_and(|e| e.contains("conflict")));
+        let submit = submit.replace("<value>Guest</value>", "<value>Mem</value>");
+        assert!(error_of(&iq(&mut room, &member, "set", &submit), &member).is_none());
+        assert!(received(&form(&mut room, &member), &member)[0].contains("<username>Mem</username>"));
+        assert_eq!(room.affiliations.get("member@example").and_then(|e| e.nick.as_deref()), Some("Mem"));
+        let out = iq(&mut room, &member, "set", &format!("<query xmlns='{REGISTER_NAMESPACE}'><remove/></query>"));
+        assert!(error_of(&out, &member).is_none() && room.affiliation_of(&member.bare()) == Affiliation::None);
+
+        // Probes: an occupant gets the presence, a stranger an error.
+        let probe = el("<presence type='probe'/>");
+        let out = room.handle(&owner, Some("Guest"), &probe, 0, &settings());
+        assert!(received(&out, &owner).iter().any(|s| s.contains("from='room@conference.example/Guest'") && !s.contains("error")));
+        let out = room.handle(&late, Some("Guest"), &probe, 0, &settings());
+        assert!(error_of(&out, &late).is_some_and(|e| e.contains("not-acceptable")));
+
+        // §8.1: subject with body is a message, not a subject change.
+        let out =
+            room.handle(&guest, None, &el("<message type='groupchat'><subject>New</subject><body>hi</body></message>"), 0, &settings());
+        assert!(received(&out, &owner).iter().any(|s| s.contains("<body>hi</body>")));
+        assert!(room.config.subject.is_empty());
     }
 }

@@ -39,6 +39,8 @@ fn create(client: &mut Client, room: &str, nick: &str) -> Vec<String> {
         &format!("<iq type='set' id='instant' to='{room}@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'/></query></iq>"),
     );
     assert!(result.contains("type='result'"), "{result}");
+    // §10.2.1: the owner hears that the configuration changed (the room is open now).
+    until(client, "code='104'");
     frames
 }
 
@@ -48,9 +50,14 @@ fn configure(client: &mut Client, room: &str, fields: &[(&str, &str)]) -> String
     for (var, value) in fields {
         form.push_str(&format!("<field var='{var}'><value>{value}</value></field>"));
     }
-    // Everything up to the answer: the room's notices to occupants (104) may come first.
+    // Everything up to the answer, then the room's notice to occupants (104), which every
+    // accepted configuration gets (§10.2.1), after the answer (§10.2's order).
     client.send(&format!("<iq type='set' id='cfg' to='{room}@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#owner'><x xmlns='jabber:x:data' type='submit'>{form}</x></query></iq>"));
-    until(client, "id='cfg'").join("\n")
+    let mut frames = until(client, "id='cfg'");
+    if frames.last().is_some_and(|f| f.contains("type='result'")) {
+        frames.extend(until(client, "code='104'"));
+    }
+    frames.join("\n")
 }
 
 fn admin(client: &mut Client, room: &str, id: &str, item: &str) -> String {
@@ -293,7 +300,8 @@ fn moderation_voice_kick_ban_lists_and_their_errors() {
         codes(&gone).contains(&307)
             && codes(&gone).contains(&110)
             && gone.contains("<reason>spam</reason>")
-            && gone.contains("<actor nick='Dee'/>"),
+            // A non-anonymous room (whois anyone): the actor's real JID too (XEP-0045 1.16+).
+            && gone.contains(&format!("<actor nick='Dee' jid='{admin_user}@localhost/r'/>")),
         "{gone}"
     );
     let seen = o.expect("from='mod@conference.localhost/Vic' type='unavailable'");
@@ -346,7 +354,8 @@ fn members_only_password_capacity_and_invitations() {
     let invitation = f.expect("<invite");
     assert!(
         invitation.contains("from='club@conference.localhost'")
-            && invitation.contains(&format!("from='{owner}@localhost/r'"))
+            // The inviter by occupant JID: the room is semi-anonymous (§7.8.2 allows it).
+            && invitation.contains(&format!("from='club@{SERVICE}/Owner'"))
             && invitation.contains("join us"),
         "{invitation}"
     );
@@ -596,4 +605,155 @@ fn iqs_reach_occupants_through_the_room_and_vcards_come_from_the_account() {
     b.expect("type='unavailable'");
     let stranger = b.iq("sp2", &format!("<iq type='get' id='sp2' to='iqs@{SERVICE}/B'><ping xmlns='urn:xmpp:ping'/></iq>"));
     assert!(stranger.contains("<not-acceptable"), "{stranger}");
+}
+
+/// What the peer suite (Prosody's scripts, tests/peer) showed missing, pinned here on its
+/// own: room registration (§7.10), nickname reservation, the out-of-room affiliation notice
+/// (§9.3–§10.7 "MAY send a message from the room itself"), and who may read the lists.
+#[test]
+fn registration_reservation_and_out_of_room_affiliation_notices() {
+    let server = Server::start();
+    let users = users_on_shards("mreg", &[0, 1, 0, 1]);
+    for user in &users {
+        server.register(user, "pw");
+    }
+    let (owner, member, outsider, other) = (&users[0], &users[1], &users[2], &users[3]);
+    let mut o = Client::bound(&server, owner, "pw", "r");
+    let mut m = Client::bound(&server, member, "pw", "r");
+    let mut x = Client::bound(&server, outsider, "pw", "r");
+    create(&mut o, "reg", "Owner");
+    join(&mut x, "reg", "Xan", "");
+    o.expect("from='reg@conference.localhost/Xan'");
+
+    // The member is not in the room: the moderator hears of the change, with the real JID;
+    // an unaffiliated participant of this semi-anonymous room does not.
+    o.send(&format!(
+        "<iq type='set' id='a1' to='reg@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='member' jid='{member}@localhost'/></query></iq>"
+    ));
+    let frames = until(&mut o, "id='a1'");
+    assert!(frames.last().is_some_and(|f| f.contains("type='result'")), "{frames:#?}");
+    let notice = one_with(&frames, &["<message", "affiliation='member'"]);
+    assert!(notice.contains(&format!("jid='{member}@localhost'")), "{notice}");
+    let quiet = x.collect_for(Duration::from_millis(300));
+    assert!(!quiet.iter().any(|f| f.contains(&format!("{member}@localhost"))), "{quiet:?}");
+
+    // §7.10: an unaffiliated user may not register; a member gets the form, registers a
+    // nickname and is told it is registered.
+    let refused = x.iq("g0", &format!("<iq type='get' id='g0' to='reg@{SERVICE}'><query xmlns='jabber:iq:register'/></iq>"));
+    assert!(refused.contains("type='error'") && refused.contains("<not-allowed"), "{refused}");
+    let form = m.iq("g1", &format!("<iq type='get' id='g1' to='reg@{SERVICE}'><query xmlns='jabber:iq:register'/></iq>"));
+    assert!(form.contains("http://jabber.org/protocol/muc#register") && form.contains("var='muc#register_roomnick'"), "{form}");
+    let submit = |nick: &str| {
+        format!(
+            "<iq type='set' id='s1' to='reg@{SERVICE}'><query xmlns='jabber:iq:register'><x xmlns='jabber:x:data' type='submit'><field var='FORM_TYPE'><value>http://jabber.org/protocol/muc#register</value></field><field var='muc#register_roomnick'><value>{nick}</value></field></x></query></iq>"
+        )
+    };
+    let taken = m.iq("s1", &submit("Xan"));
+    assert!(taken.contains("<conflict"), "in use by another occupant: {taken}");
+    let done = m.iq("s1", &submit("Emm"));
+    assert!(done.contains("type='result'"), "{done}");
+    let registered = m.iq("g2", &format!("<iq type='get' id='g2' to='reg@{SERVICE}'><query xmlns='jabber:iq:register'/></iq>"));
+    assert!(registered.contains("<registered/>") && registered.contains("<username>Emm</username>"), "{registered}");
+    let mine = m.iq(
+        "n1",
+        &format!(
+            "<iq type='get' id='n1' to='reg@{SERVICE}'><query xmlns='http://jabber.org/protocol/disco#info' node='x-roomuser-item'/></iq>"
+        ),
+    );
+    assert!(mine.contains("name='Emm'"), "§7.12: {mine}");
+    // The reserved nickname is the member's: another user gets a conflict.
+    let conflict = join_error(&mut x, "reg", "Emm");
+    assert!(conflict.contains("<conflict"), "{conflict}");
+
+    // Reserving a nickname someone else is using removes that occupant (307), so that its
+    // holder can enter.
+    let mut y = Client::bound(&server, other, "pw", "r");
+    join(&mut y, "reg", "Yew", "");
+    o.expect("from='reg@conference.localhost/Yew'");
+    let reserve = admin(&mut o, "reg", "a2", &format!("<item affiliation='member' jid='{member}@localhost' nick='Yew'/>"));
+    assert!(reserve.contains("type='result'"), "{reserve}");
+    let evicted = y.expect("type='unavailable'");
+    assert!(codes(&evicted).contains(&307) && evicted.contains("This nickname is reserved"), "{evicted}");
+
+    // XEP-0077 §3.2 <remove/>: the member leaves the list; the moderator hears it.
+    let removed =
+        m.iq("u1", &format!("<iq type='set' id='u1' to='reg@{SERVICE}'><query xmlns='jabber:iq:register'><remove/></query></iq>"));
+    assert!(removed.contains("type='result'"), "{removed}");
+    let notice = o.expect("affiliation='none' jid=");
+    assert!(notice.contains(&format!("jid='{member}@localhost'")), "{notice}");
+    let again = m.iq("u2", &format!("<iq type='set' id='u2' to='reg@{SERVICE}'><query xmlns='jabber:iq:register'><remove/></query></iq>"));
+    assert!(again.contains("<not-allowed"), "no longer a member: {again}");
+
+    // Lists name real JIDs: in a semi-anonymous room only admins read them; once the room
+    // is non-anonymous, members read the owner and member lists (§9.5 SHOULD), never bans.
+    admin(&mut o, "reg", "a3", &format!("<item affiliation='member' jid='{outsider}@localhost'/>"));
+    let list = |who: &mut Client, affiliation: &str| {
+        who.iq("l1", &format!("<iq type='get' id='l1' to='reg@{SERVICE}'><query xmlns='http://jabber.org/protocol/muc#admin'><item affiliation='{affiliation}'/></query></iq>"))
+    };
+    assert!(list(&mut x, "owner").contains("<forbidden"));
+    configure(&mut o, "reg", &[("muc#roomconfig_whois", "anyone")]);
+    let owners = list(&mut x, "owner");
+    assert!(owners.contains("type='result'") && owners.contains(&format!("jid='{owner}@localhost'")), "{owners}");
+    assert!(list(&mut x, "member").contains(&format!("jid='{outsider}@localhost'")));
+    assert!(list(&mut x, "outcast").contains("<forbidden"));
+}
+
+/// A second join from a session already in the room resynchronises it (others, itself,
+/// history, subject); probes to an occupant JID (§17.3 MAY); a room secret alone protects
+/// the room; a message with a subject and a body is a message (§8.1); one nickname from two
+/// sessions lists both to moderators.
+#[test]
+fn rejoin_probes_secrets_subject_bodies_and_multi_session_nicks() {
+    let server = Server::start();
+    let users = users_on_shards("mrej", &[0, 1, 0]);
+    for user in &users {
+        server.register(user, "pw");
+    }
+    let (owner, guest, stranger) = (&users[0], &users[1], &users[2]);
+    let mut o = Client::bound(&server, owner, "pw", "r");
+    let mut g = Client::bound(&server, guest, "pw", "r");
+    let mut s = Client::bound(&server, stranger, "pw", "r");
+    create(&mut o, "sync", "Owner");
+    join(&mut g, "sync", "Guest", "");
+    o.expect("from='sync@conference.localhost/Guest'");
+
+    // §8.1: "a message with a <subject/> and a <body/> ... SHALL NOT be interpreted as a
+    // subject change": it is a message, kept in history; the subject stays empty.
+    g.send(&format!("<message to='sync@{SERVICE}' type='groupchat'><subject>Greetings</subject><body>Hello all</body></message>"));
+    o.expect("Hello all");
+    g.send(&format!("<presence to='sync@{SERVICE}/Guest'><x xmlns='http://jabber.org/protocol/muc'/></presence>"));
+    let frames = until(&mut g, "id='subject-");
+    let others = frames.iter().position(|f| f.contains("from='sync@conference.localhost/Owner'")).expect("others first");
+    let own = frames.iter().position(|f| f.contains("from='sync@conference.localhost/Guest'") && codes(f).contains(&110)).expect("own");
+    let history = frames.iter().position(|f| f.contains("Hello all") && f.contains("urn:xmpp:delay")).expect("history");
+    let subject = frames.iter().position(|f| f.contains("<subject></subject>") || f.contains("<subject/>")).expect("empty subject");
+    assert!(others < own && own < history && history < subject, "{frames:#?}");
+    // For the others the second join is a presence update.
+    o.expect("from='sync@conference.localhost/Guest'");
+
+    // Probes: an occupant gets the other's presence; a non-occupant learns nothing.
+    o.send(&format!("<presence to='sync@{SERVICE}/Guest' type='probe'/>"));
+    let probed = o.expect("from='sync@conference.localhost/Guest'");
+    assert!(!probed.contains("type='error'") && probed.contains("role='participant'"), "{probed}");
+    s.send(&format!("<presence to='sync@{SERVICE}/Guest' type='probe'/>"));
+    let refused = s.expect("from='sync@conference.localhost/Guest'");
+    assert!(refused.contains("type='error'") && refused.contains("<not-acceptable"), "{refused}");
+
+    // Two sessions, one nickname: the moderator sees both sessions; when one leaves, one.
+    let mut g2 = Client::bound(&server, guest, "pw", "r2");
+    join(&mut g2, "sync", "Guest", "");
+    let both = o.expect("from='sync@conference.localhost/Guest'");
+    assert!(both.contains(&format!("jid='{guest}@localhost/r'")) && both.contains(&format!("jid='{guest}@localhost/r2'")), "{both}");
+    g2.send(&format!("<presence to='sync@{SERVICE}/Guest' type='unavailable'/>"));
+    let left = g2.expect("type='unavailable'");
+    assert!(codes(&left).contains(&110), "{left}");
+    let one = o.expect("from='sync@conference.localhost/Guest'");
+    assert!(!one.contains("type='unavailable'") && !one.contains("/r2'") && one.contains(&format!("jid='{guest}@localhost/r'")), "{one}");
+
+    // A room secret with no passwordprotectedroom field protects the room.
+    configure(&mut o, "sync", &[("muc#roomconfig_roomsecret", "cauldron")]);
+    let denied = join_error(&mut s, "sync", "Stan");
+    assert!(denied.contains("<not-authorized"), "{denied}");
+    let frames = join(&mut s, "sync", "Stan", "<password>cauldron</password>");
+    assert!(frames.iter().any(|f| f.contains("from='sync@conference.localhost/Stan'") && codes(f).contains(&110)), "{frames:#?}");
 }
