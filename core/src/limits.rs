@@ -160,6 +160,10 @@ pub const ARCHIVED_MESSAGE_BYTES_MAX: usize = 64 * 1024;
 /// shard, so the count limit alone would let one sender park 500 × 256 KiB at a victim.
 pub const OFFLINE_BYTES_MAX: usize = 512 * 1024;
 
+/// Bytes of a pending subscription request's extension children kept for its delivery at the
+/// contact's next login (RFC 6121 §3.1.3); a request with more is kept without them.
+pub const SUBSCRIPTION_REQUEST_BYTES_MAX: usize = 4 * 1024;
+
 /// Bytes of `+notify` node names kept for one caps `ver`; an announcement with more is not
 /// cached (its sessions get no PEP notifications), so the cache stays within
 /// `CAPS_CACHE_ENTRIES_MAX` × this.

@@ -59,10 +59,14 @@ pub enum ItemKind {
     /// A room affiliation (XEP-0045 §5.2), keyed by the affiliated bare JID, owned by the
     /// room's bare JID: value: `muc::AffiliationEntry`.
     RoomAffiliation,
+    /// The extension children (serialised XML) of a contact's pending subscription request
+    /// (RFC 6121 §3.1.3: delivered when the user next comes online, as it was sent: a
+    /// XEP-0172 `<nick/>`, say), keyed by the contact's bare JID.
+    SubscriptionRequest,
 }
 
 impl ItemKind {
-    pub const ALL: [ItemKind; 11] = [
+    pub const ALL: [ItemKind; 12] = [
         ItemKind::Roster,
         ItemKind::RosterVersion,
         ItemKind::Block,
@@ -74,6 +78,7 @@ impl ItemKind {
         ItemKind::PepNode,
         ItemKind::RoomConfig,
         ItemKind::RoomAffiliation,
+        ItemKind::SubscriptionRequest,
     ];
 
     /// The on-disk code.
@@ -91,6 +96,7 @@ impl ItemKind {
             ItemKind::PepNode => 10,
             ItemKind::RoomConfig => 11,
             ItemKind::RoomAffiliation => 12,
+            ItemKind::SubscriptionRequest => 13,
         }
     }
 

@@ -89,6 +89,8 @@ pub struct UserData {
     pub last_activity: Option<(u64, String)>,
     /// XEP-0163 nodes by name.
     pub pep: BTreeMap<String, pep::Node>,
+    /// The extension children of pending subscription requests, by contact (RFC 6121 §3.1.3).
+    pub subscription_requests: BTreeMap<String, String>,
 }
 
 impl UserData {
@@ -132,6 +134,9 @@ impl UserData {
             }
             // Rooms are loaded by muc.rs; an account never owns these.
             ItemKind::RoomConfig | ItemKind::RoomAffiliation => return Err("room state stored for an account".into()),
+            ItemKind::SubscriptionRequest => {
+                self.subscription_requests.insert(key.to_owned(), text()?);
+            }
             ItemKind::LastActivity => {
                 let stamp = read_u64(value.get(..8).unwrap_or_default())?;
                 let status = String::from_utf8(value.get(8..).unwrap_or_default().to_vec()).map_err(|e| e.to_string())?;
@@ -158,6 +163,7 @@ impl UserData {
                 value.extend_from_slice(status.as_bytes());
                 value
             }),
+            ItemKind::SubscriptionRequest => self.subscription_requests.get(key).map(|xml| xml.clone().into_bytes()),
             ItemKind::RoomConfig | ItemKind::RoomAffiliation => None,
         }
     }
@@ -181,6 +187,7 @@ impl UserData {
             }
             ItemKind::PepNode => drop(self.pep.remove(key)),
             ItemKind::LastActivity => self.last_activity = None,
+            ItemKind::SubscriptionRequest => drop(self.subscription_requests.remove(key)),
             ItemKind::RoomConfig | ItemKind::RoomAffiliation => {}
         }
         Ok(())
@@ -210,7 +217,8 @@ impl UserData {
             .map(|item| item.id.len() + item.payload.len() + ENTRY_OVERHEAD_BYTES)
             .sum();
         let offline: usize = self.offline.values().map(Vec::len).sum();
-        roster + blocklist + private + pep + offline + self.vcard.as_ref().map_or(0, String::len)
+        let requests: usize = self.subscription_requests.iter().map(|(jid, xml)| jid.len() + xml.len()).sum();
+        roster + blocklist + private + pep + offline + requests + self.vcard.as_ref().map_or(0, String::len)
     }
 
     /// Is `address` blocked (XEP-0191 §3.5 with XEP-0016 §2.1 matching)?
@@ -606,12 +614,15 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
         // XEP-0191 §3.3: nothing from a JID blocked since it asked.
         for item in data.roster.values().filter(|item| item.pending_in && !data.is_blocked(&item.jid)) {
             // Refused: the request stays pending and comes again at the next initial presence.
-            offer_or_count(
-                shard,
-                sender,
-                SessionMessage::Stanza(presence_bytes("subscribe", &item.jid, bare.as_str())),
-                Counter::PresenceInboxFull,
-            );
+            let mut request = presence_bytes("subscribe", &item.jid, bare.as_str());
+            if let Some(children) = data.subscription_requests.get(&item.jid) {
+                // `<presence …/>` becomes `<presence …>children</presence>`.
+                request.truncate(request.len() - 2);
+                request.push(b'>');
+                request.extend_from_slice(children.as_bytes());
+                request.extend_from_slice(b"</presence>");
+            }
+            offer_or_count(shard, sender, SessionMessage::Stanza(request), Counter::PresenceInboxFull);
         }
     }
     // XEP-0160 §3: offline messages go to the first resource that is available with a
@@ -926,6 +937,12 @@ fn apply_roster_effect(
     fx: &mut Effects,
 ) -> Option<Element> {
     let was_visible = data.roster.get(contact).is_some_and(|i| !i.hidden);
+    if !item.as_ref().is_some_and(|i| i.pending_in) && data.subscription_requests.contains_key(contact) {
+        // The request was answered (or withdrawn): its kept children go with it.
+        fx.undo.push(before(data, user, ItemKind::SubscriptionRequest, contact));
+        data.subscription_requests.remove(contact);
+        fx.records.push(Record::ItemDelete { user: user.to_owned(), kind: ItemKind::SubscriptionRequest, key: contact.to_owned() });
+    }
     fx.undo.push(before(data, user, ItemKind::Roster, contact));
     let pushed = match item {
         Some(item) if !item.is_empty_state() => {
@@ -2107,8 +2124,23 @@ fn inbound_subscription(
         return;
     }
     let effect = roster::inbound(current, contact.as_str(), kind);
+    let noted = kind == SubscriptionStanza::Subscribe && effect.deliver;
     let visible = apply_roster_effect(data, user, contact.as_str(), effect.item, effect.changed, fx);
     let version = data.roster_version;
+    if noted {
+        // §3.1.3: the request waits, with what it carried, for the user's next login.
+        let children = parse_element(&envelope.bytes).map(|e| e.elements().map(Element::to_xml).collect::<String>()).unwrap_or_default();
+        if !children.is_empty() && children.len() <= confab_core::limits::SUBSCRIPTION_REQUEST_BYTES_MAX {
+            fx.undo.push(before(data, user, ItemKind::SubscriptionRequest, contact.as_str()));
+            data.subscription_requests.insert(contact.as_str().to_owned(), children.clone());
+            fx.records.push(Record::ItemPut {
+                user: user.to_owned(),
+                kind: ItemKind::SubscriptionRequest,
+                key: contact.as_str().to_owned(),
+                value: children.into_bytes(),
+            });
+        }
+    }
     // §3.1.6: the approval is delivered, then the roster push says what it changed (the
     // order of §3.1.6's steps and of its examples).
     if effect.deliver {

@@ -837,3 +837,41 @@ fn preapproval_order_own_last_status_and_account_items() {
         b.iq("d3", &format!("<iq type='get' id='d3' to='{alice}@localhost'><query xmlns='http://jabber.org/protocol/disco#items'/></iq>"));
     assert!(subscriber.contains("node='http://jabber.org/protocol/tune'"), "{subscriber}");
 }
+
+/// RFC 6121 §3.1.3: a request made while the contact is offline reaches the contact at the
+/// next login as it was sent — with its XEP-0172 `<nick/>` (what Conversations and Gajim show
+/// for a stranger) — across a restart too; once answered, nothing of it is kept.
+#[test]
+fn a_waiting_subscription_request_keeps_what_it_carried() {
+    let mut server = Server::start();
+    let users = users_on_shards("keep", &[0, 1]);
+    for user in &users {
+        server.register(user, "pw");
+    }
+    let (alice, bob) = (&users[0], &users[1]);
+    let mut a = Client::bound(&server, alice, "pw", "a");
+    a.send(&format!(
+        "<presence to='{bob}@localhost' type='subscribe'><nick xmlns='http://jabber.org/protocol/nick'>Alice A.</nick></presence>"
+    ));
+    a.iq("r1", ROSTER_GET);
+    drop(a);
+    server.restart();
+
+    let mut b = Client::bound(&server, bob, "pw", "b");
+    b.send("<presence/>");
+    let request = b.expect("type='subscribe'");
+    assert!(
+        request.contains(&format!("from='{alice}@localhost'"))
+            && request.contains("<nick xmlns='http://jabber.org/protocol/nick'>Alice A.</nick>"),
+        "{request}"
+    );
+    b.send(&format!("<presence to='{alice}@localhost' type='subscribed'/>"));
+    b.iq("r1", ROSTER_GET);
+    drop(b);
+    // Answered: a later login brings no request again.
+    let mut b = Client::bound(&server, bob, "pw", "b2");
+    b.send("<presence/>");
+    let seen = b.collect_for(Duration::from_millis(500));
+    assert!(!seen.iter().any(|f| f.contains("type='subscribe'")), "{seen:?}");
+    assert!(!server.log().contains("unreadable stored item"), "{}", server.log());
+}
