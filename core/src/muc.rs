@@ -1721,7 +1721,12 @@ impl Room {
         let affiliation = self.affiliation_of(&jid);
         let reason = self.affiliations.get(jid.as_str()).map(|e| e.reason.clone()).unwrap_or_default();
         self.set_affiliation(&jid, affiliation, Some(nick), &reason, output);
-        self.affiliation_changed(&jid, affiliation, None, "", output);
+        // The affiliation is unchanged (only members register): the user's occupants say so
+        // again, their roles untouched (a granted voice or moderation stays).
+        let nicks: Vec<String> = self.occupants.iter().filter(|(_, o)| o.real == jid).map(|(n, _)| n.clone()).collect();
+        for nick in nicks {
+            self.broadcast_presence(&nick, &[status::SELF], None, output);
+        }
         Ok(())
     }
 
@@ -2580,8 +2585,19 @@ mod tests {
         assert!(error_of(&iq(&mut room, &member, "set", &submit), &member).is_some_and(|e| e.contains("conflict")));
         let submit = submit.replace("<value>Guest</value>", "<value>Mem</value>");
         assert!(error_of(&iq(&mut room, &member, "set", &submit), &member).is_none());
-        assert!(received(&form(&mut room, &member), &member)[0].contains("<username>Mem</username>"));
+        let shown = received(&form(&mut room, &member), &member);
+        assert!(shown[0].contains("<username>Mem</username>"), "{shown:?}");
         assert_eq!(room.affiliations.get("member@example").and_then(|e| e.nick.as_deref()), Some("Mem"));
+        // Registering again from inside the room, as a moderator: the role stays.
+        join(&mut room, &member, "Mem", "<password>s3cret</password>", 0);
+        admin_set(&mut room, &owner, "<item nick='Mem' role='moderator'/>");
+        let again = submit.replace("<value>Mem</value>", "<value>Mem2</value>");
+        let out = iq(&mut room, &member, "set", &again);
+        assert!(received(&out, &member).iter().any(|s| s.contains("role='moderator'") && codes(s).contains(&110)));
+        assert_eq!(room.role_of(&member), Role::Moderator);
+        assert_eq!(room.affiliations.get("member@example").and_then(|e| e.nick.as_deref()), Some("Mem2"));
+        let out = room.handle(&member, None, &el("<presence type='unavailable'/>"), 0, &settings());
+        assert!(received(&out, &member).iter().any(|s| s.contains("type='unavailable'")));
         let out = iq(&mut room, &member, "set", &format!("<query xmlns='{REGISTER_NAMESPACE}'><remove/></query>"));
         assert!(error_of(&out, &member).is_none() && room.affiliation_of(&member.bare()) == Affiliation::None);
 

@@ -2111,6 +2111,7 @@ fn inbound_subscription(
     fx: &mut Effects,
 ) {
     let roster_max = shard.shared.config.limits.roster_items;
+    let account_bytes = shard.shared.config.limits.account_bytes;
     if !shard.partition.is_writable() {
         // The contact's side cannot be recorded: its sender is told (RFC 6120 §8.3.3.18).
         fx.envelopes.extend(bounce(&envelope, "resource-constraint"));
@@ -2130,7 +2131,11 @@ fn inbound_subscription(
     if noted {
         // §3.1.3: the request waits, with what it carried, for the user's next login.
         let children = parse_element(&envelope.bytes).map(|e| e.elements().map(Element::to_xml).collect::<String>()).unwrap_or_default();
-        if !children.is_empty() && children.len() <= confab_core::limits::SUBSCRIPTION_REQUEST_BYTES_MAX {
+        // Within the request bound and the account's byte budget; past either, the request
+        // still waits, without its children.
+        let fits = children.len() <= confab_core::limits::SUBSCRIPTION_REQUEST_BYTES_MAX
+            && data.stored_bytes() + contact.as_str().len() + children.len() <= account_bytes;
+        if !children.is_empty() && fits {
             fx.undo.push(before(data, user, ItemKind::SubscriptionRequest, contact.as_str()));
             data.subscription_requests.insert(contact.as_str().to_owned(), children.clone());
             fx.records.push(Record::ItemPut {
