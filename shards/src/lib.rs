@@ -38,6 +38,7 @@ pub const SERVER_SECRET_BYTES: usize = 32;
 
 /// Runs the server until the process is stopped.
 pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    ports_free(&config)?;
     std::fs::create_dir_all(&config.data_dir)?;
     let secret = server_secret(&config.data_dir)?;
     let tls = tls::TlsContext::load(config.tls.cert.as_deref(), config.tls.key.as_deref(), &config.domain, &config.data_dir)?;
@@ -88,6 +89,18 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
     tracing::info!(domain = %shared.config.domain, shards, c2s = ?shared.config.listen.c2s, c2s_tls = ?shared.config.listen.c2s_tls, "confab started");
     for handle in handles {
         handle.join()?;
+    }
+    Ok(())
+}
+
+/// The shards listen with SO_REUSEPORT, which would let a second server on the same port (a
+/// stale one, or a second start by mistake) silently take a share of the connections, each
+/// with its own accounts and rooms. A plain bind first — which fails while anyone listens
+/// there, SO_REUSEPORT or not — refuses to start beside one.
+fn ports_free(config: &Config) -> Result<(), String> {
+    for address in [config.listen.c2s, config.listen.c2s_tls].into_iter().flatten() {
+        std::net::TcpListener::bind(address)
+            .map_err(|error| format!("cannot listen on {address}: {error} (is another server running there?)"))?;
     }
     Ok(())
 }

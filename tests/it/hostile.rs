@@ -243,3 +243,53 @@ fn a_client_that_stops_reading_pins_bounded_memory_and_nothing_is_lost_silently(
     assert_eq!(status, 200, "{counters}");
     assert!(counters.get("dropped_session_inbox_full").is_some(), "{counters}");
 }
+
+/// The shards listen with SO_REUSEPORT: without a check, a second server started on the same
+/// port (a stale one, a second start by mistake) would silently take a share of the
+/// connections — each with its own accounts and rooms, the first users' rooms "vanishing"
+/// for half of the others. It refuses to start instead, and the first keeps serving.
+#[test]
+fn a_second_server_on_the_same_port_refuses_to_start() {
+    let server = Server::start();
+    server.register("solo", "pw");
+    let dir = std::env::temp_dir().join(format!("confab-it-second-{}-{}", std::process::id(), server.c2s));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let http = crate::support::free_port();
+    let tls = crate::support::free_port();
+    std::fs::write(
+        dir.join("confab.toml"),
+        format!(
+            "domain = \"{DOMAIN}\"\ndata_dir = \"{}\"\n[listen]\nc2s = \"127.0.0.1:{}\"\nc2s_tls = \"127.0.0.1:{tls}\"\nhttp = \"127.0.0.1:{http}\"\n",
+            dir.display(),
+            server.c2s
+        ),
+    )
+    .expect("config");
+    let mut second = std::process::Command::new(crate::support::binary())
+        .args(["serve", "--config"])
+        .arg(dir.join("confab.toml"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = second.try_wait().expect("wait") {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = second.kill();
+            panic!("a second server started on port {} beside the first", server.c2s);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().expect("stderr"), &mut stderr).expect("read");
+    assert!(!status.success() && stderr.contains(&format!("127.0.0.1:{}", server.c2s)) && stderr.contains("in use"), "{status:?} {stderr}");
+    // Every connection still reaches the one server (its account is there every time).
+    for _ in 0..8 {
+        Client::bound(&server, "solo", "pw", "r");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
