@@ -95,15 +95,38 @@ pub fn serve(config: Config) -> Result<(), Box<dyn std::error::Error>> {
 
 /// The shards listen with SO_REUSEPORT, which would let a second server on the same port (a
 /// stale one, or a second start by mistake) silently take a share of the connections, each
-/// with its own accounts and rooms. A plain bind first — which fails while anyone listens
-/// there, SO_REUSEPORT or not — refuses to start beside one.
+/// with its own accounts and rooms. So a port that is busy is asked who is there: a live
+/// server answers the bytes of a stream header (a stream header back, or a TLS alert and a
+/// close) and this one refuses to start. A server that was just killed can leave its
+/// listeners behind for as long as its clients keep their connections (io_uring tears the
+/// ring down in the kernel after the process is gone): they accept but never answer, and a
+/// restart after a crash goes on.
 fn ports_free(config: &Config) -> Result<(), String> {
+    use std::io::{Read as _, Write as _};
     for address in [config.listen.c2s, config.listen.c2s_tls].into_iter().flatten() {
-        std::net::TcpListener::bind(address)
-            .map_err(|error| format!("cannot listen on {address}: {error} (is another server running there?)"))?;
+        if std::net::TcpListener::bind(address).is_ok() {
+            continue;
+        }
+        let wait = std::time::Duration::from_millis(PORT_PROBE_ANSWER_MS);
+        let Ok(mut probe) = std::net::TcpStream::connect_timeout(&address, wait) else { continue };
+        let header = format!(
+            "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' to='{}' version='1.0'>",
+            config.domain
+        );
+        let _ = probe.set_read_timeout(Some(wait));
+        let _ = probe.write_all(header.as_bytes());
+        let mut byte = [0u8; 1];
+        if probe.read(&mut byte).is_ok() {
+            return Err(format!(
+                "cannot listen on {address}: address already in use by a server that answers (is another server running there?)"
+            ));
+        }
     }
     Ok(())
 }
+
+/// How long a busy client port's listener has to answer at start (see `ports_free`).
+pub const PORT_PROBE_ANSWER_MS: u64 = 1_000;
 
 /// One shard's life: listeners (SO_REUSEPORT spreads accepts over shards), and the inbox.
 async fn run_shard(shard: ShardRef, inbox: async_channel::Receiver<ShardMessage>) {
