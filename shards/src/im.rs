@@ -297,7 +297,17 @@ fn token() -> String {
 }
 
 fn presence_bytes(stanza_type: &str, from: &str, to: &str) -> Vec<u8> {
-    format!("<presence type='{}' from='{}' to='{}'/>", stanza_type, escape_attribute(from), escape_attribute(to)).into_bytes()
+    presence_with(stanza_type, from, to, "")
+}
+
+/// `presence_bytes` with children (serialised XML, e.g. a kept request's `<nick/>`).
+fn presence_with(stanza_type: &str, from: &str, to: &str, children: &str) -> Vec<u8> {
+    let (from, to) = (escape_attribute(from), escape_attribute(to));
+    if children.is_empty() {
+        format!("<presence type='{stanza_type}' from='{from}' to='{to}'/>").into_bytes()
+    } else {
+        format!("<presence type='{stanza_type}' from='{from}' to='{to}'>{children}</presence>").into_bytes()
+    }
 }
 
 fn presence_envelope(to: Jid, from: Jid, stanza_type: Option<&str>, bytes: Vec<u8>) -> Envelope {
@@ -614,14 +624,9 @@ fn available_from_client(shard: &mut Shard, me: &FullJid, stanza: &Stanza<'_>, f
         // XEP-0191 §3.3: nothing from a JID blocked since it asked.
         for item in data.roster.values().filter(|item| item.pending_in && !data.is_blocked(&item.jid)) {
             // Refused: the request stays pending and comes again at the next initial presence.
-            let mut request = presence_bytes("subscribe", &item.jid, bare.as_str());
-            if let Some(children) = data.subscription_requests.get(&item.jid) {
-                // `<presence …/>` becomes `<presence …>children</presence>`.
-                request.truncate(request.len() - 2);
-                request.push(b'>');
-                request.extend_from_slice(children.as_bytes());
-                request.extend_from_slice(b"</presence>");
-            }
+            // As it was sent: with the children kept for it (a XEP-0172 `<nick/>`, say).
+            let children = data.subscription_requests.get(&item.jid).map(String::as_str).unwrap_or_default();
+            let request = presence_with("subscribe", &item.jid, bare.as_str(), children);
             offer_or_count(shard, sender, SessionMessage::Stanza(request), Counter::PresenceInboxFull);
         }
     }

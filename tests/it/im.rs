@@ -83,9 +83,7 @@ fn subscription_requested_while_offline_is_delivered_at_login_and_presence_flows
     let server = Server::start();
     let users = users_on_shards("sub", &[0, 1]);
     let (alice, bob) = (&users[0], &users[1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let mut a = Client::login(&server, alice, "pw", "a");
     a.iq("r1", ROSTER_GET);
     // Bob is offline: the request waits (RFC 6121 §3.1.3).
@@ -154,9 +152,7 @@ fn offline_messages_carry_a_delay_respect_the_cap_and_survive_a_restart() {
     let mut server = Server::start_with("[limits]\noffline_messages = 2\n");
     let users = users_on_shards("off", &[1, 0]);
     let (sender, recipient) = (&users[0], &users[1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     {
         let mut s = Client::login(&server, sender, "pw", "s");
         s.send(&format!("<message to='{recipient}@localhost' type='chat' id='m1'><body>first</body></message>"));
@@ -220,9 +216,7 @@ fn carbons_copy_sent_and_received_messages_to_other_resources() {
     let server = Server::start();
     let users = users_on_shards("carb", &[0, 1]);
     let (ann, bob) = (&users[0], &users[1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let mut one = Client::login(&server, ann, "pw", "one");
     let mut two = Client::login(&server, ann, "pw", "two");
     let mut b = Client::login(&server, bob, "pw", "b");
@@ -253,9 +247,7 @@ fn archive_query_pages_filters_and_rejects_unknown_ids() {
     let server = Server::start();
     let users = users_on_shards("mam", &[1, 0]);
     let (ann, bob) = (&users[0], &users[1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let mut a = Client::login(&server, ann, "pw", "a");
     let mut b = Client::login(&server, bob, "pw", "b");
     for n in 1..=5 {
@@ -316,9 +308,7 @@ fn blocked_contacts_cannot_reach_the_user_and_are_told() {
     let server = Server::start();
     let users = users_on_shards("blk", &[0, 1]);
     let (cat, bob) = (&users[0], &users[1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let mut c = Client::login(&server, cat, "pw", "c");
     let mut b = Client::login(&server, bob, "pw", "b");
     let list = c.iq("l1", "<iq type='get' id='l1'><blocklist xmlns='urn:xmpp:blocking'/></iq>");
@@ -352,9 +342,7 @@ fn stream_management_acks_and_resumes_without_losing_a_message() {
     let server = Server::start();
     let users = users_on_shards("sm", &[0, 1]);
     let (sam, bob) = (&users[0], &users[1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     // <enable/> before bind is refused (XEP-0198 §3).
     let mut early = Client::authenticated(&server, sam, "pw");
     let features = early.open_stream();
@@ -557,9 +545,7 @@ fn pep_notifies_interested_contacts_answers_by_access_model_and_keeps_bookmarks_
     let mut server = Server::start();
     let users = users_on_shards("pep", &[0, 1, 0]);
     let (ann, bob, carl) = (&users[0], &users[1], &users[2]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     for (a, b) in [(ann, bob), (bob, ann)] {
         let item = serde_json::json!({"localuser": a, "localhost": "localhost", "user": b, "host": "localhost", "nick": "", "group": "", "subs": "both"});
         assert_eq!(server.api("add_rosteritem", item).0, 200);
@@ -787,9 +773,7 @@ fn stored_state_is_bounded_in_bytes_per_account() {
 fn preapproval_order_own_last_status_and_account_items() {
     let server = Server::start();
     let users = users_on_shards("peer", &[0, 1, 1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let (alice, bob, carol) = (&users[0], &users[1], &users[2]);
     let mut a = Client::bound(&server, alice, "pw", "a");
     a.iq("r1", ROSTER_GET);
@@ -845,9 +829,7 @@ fn preapproval_order_own_last_status_and_account_items() {
 fn a_waiting_subscription_request_keeps_what_it_carried() {
     let mut server = Server::start();
     let users = users_on_shards("keep", &[0, 1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let (alice, bob) = (&users[0], &users[1]);
     let mut a = Client::bound(&server, alice, "pw", "a");
     a.send(&format!(

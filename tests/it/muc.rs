@@ -79,9 +79,7 @@ fn one_with<'a>(frames: &'a [String], needles: &[&str]) -> &'a String {
 fn create_join_talk_history_subject_private_nick_change_and_leave() {
     let server = Server::start();
     let users = users_on_shards("mucu", &[0, 1, 1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let (ann, bob, cy) = (&users[0], &users[1], &users[2]);
     let mut a = Client::bound(&server, ann, "pw", "r");
     let mut b = Client::bound(&server, bob, "pw", "r");
@@ -239,9 +237,7 @@ fn join_error(client: &mut Client, room: &str, nick: &str) -> String {
 fn moderation_voice_kick_ban_lists_and_their_errors() {
     let server = Server::start();
     let users = users_on_shards("modu", &[0, 1, 0]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let (owner, visitor, admin_user) = (&users[0], &users[1], &users[2]);
     let mut o = Client::bound(&server, owner, "pw", "r");
     let mut v = Client::bound(&server, visitor, "pw", "r");
@@ -328,9 +324,7 @@ fn moderation_voice_kick_ban_lists_and_their_errors() {
 fn members_only_password_capacity_and_invitations() {
     let server = Server::start();
     let users = users_on_shards("memu", &[0, 1, 1, 0]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let (owner, friend, stranger, other) = (&users[0], &users[1], &users[2], &users[3]);
     let mut o = Client::bound(&server, owner, "pw", "r");
     let mut f = Client::bound(&server, friend, "pw", "r");
@@ -427,9 +421,7 @@ fn members_only_password_capacity_and_invitations() {
 fn persistent_room_survives_restart_with_members_history_and_archive() {
     let mut server = Server::start();
     let users = users_on_shards("peru", &[1, 0]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let (owner, member) = (&users[0], &users[1]);
     {
         let mut o = Client::bound(&server, owner, "pw", "r");
@@ -500,9 +492,7 @@ fn persistent_room_survives_restart_with_members_history_and_archive() {
 fn destroy_with_alternate_venue_and_temporary_rooms_vanish() {
     let server = Server::start();
     let users = users_on_shards("desu", &[0, 1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let mut o = Client::bound(&server, &users[0], "pw", "r");
     let mut g = Client::bound(&server, &users[1], "pw", "r");
     create(&mut o, "old", "Owner");
@@ -573,9 +563,7 @@ fn occupant_rate_and_rooms_per_session_are_limited() {
 fn iqs_reach_occupants_through_the_room_and_vcards_come_from_the_account() {
     let server = Server::start();
     let users = users_on_shards("iqu", &[0, 1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let mut a = Client::bound(&server, &users[0], "pw", "r");
     let mut b = Client::bound(&server, &users[1], "pw", "r");
     let set = b.iq("v", "<iq type='set' id='v'><vCard xmlns='vcard-temp'><FN>Bea</FN></vCard></iq>");
@@ -614,9 +602,7 @@ fn iqs_reach_occupants_through_the_room_and_vcards_come_from_the_account() {
 fn registration_reservation_and_out_of_room_affiliation_notices() {
     let server = Server::start();
     let users = users_on_shards("mreg", &[0, 1, 0, 1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let (owner, member, outsider, other) = (&users[0], &users[1], &users[2], &users[3]);
     let mut o = Client::bound(&server, owner, "pw", "r");
     let mut m = Client::bound(&server, member, "pw", "r");
@@ -706,9 +692,7 @@ fn registration_reservation_and_out_of_room_affiliation_notices() {
 fn rejoin_probes_secrets_subject_bodies_and_multi_session_nicks() {
     let server = Server::start();
     let users = users_on_shards("mrej", &[0, 1, 0]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let (owner, guest, stranger) = (&users[0], &users[1], &users[2]);
     let mut o = Client::bound(&server, owner, "pw", "r");
     let mut g = Client::bound(&server, guest, "pw", "r");

@@ -6,9 +6,7 @@ use crate::support::{users_on_shards, Client, Server};
 fn messages_cross_shards_and_stay_on_one() {
     let server = Server::start();
     let users = users_on_shards("user", &[0, 1, 0]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let mut a = Client::login(&server, &users[0], "pw", "r");
     let mut b = Client::login(&server, &users[1], "pw", "r");
     let mut c = Client::login(&server, &users[2], "pw", "r");
@@ -29,9 +27,7 @@ fn messages_cross_shards_and_stay_on_one() {
 fn bare_jid_messages_go_to_the_highest_priority_resource() {
     let server = Server::start();
     let users = users_on_shards("pri", &[0, 1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let mut sender = Client::login(&server, &users[0], "pw", "s");
     let mut low = Client::login(&server, &users[1], "pw", "low");
     let mut high = Client::login(&server, &users[1], "pw", "high");
@@ -118,9 +114,7 @@ fn server_iqs() {
 fn forwarded_stanzas_are_well_formed_for_their_recipient() {
     let server = Server::start();
     let users = users_on_shards("wf", &[0, 1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let mut receiver = Client::login(&server, &users[1], "pw", "r");
     let mut sender = Client::authenticated(&server, &users[0], "pw");
     sender.send(
@@ -151,9 +145,7 @@ fn forwarded_stanzas_are_well_formed_for_their_recipient() {
 fn iq_rules_normalised_from_and_the_origin_of_server_errors() {
     let server = Server::start();
     let users = users_on_shards("iqr", &[0, 1]);
-    for user in &users {
-        server.register(user, "pw");
-    }
+    server.register_all(&users, "pw");
     let mut a = Client::login(&server, &users[0], "pw", "Phone");
     let mut b = Client::login(&server, &users[1], "pw", "r");
     let peer = format!("{}@localhost/r", users[1]);

@@ -14,9 +14,7 @@ fn slixmpp_clients_chat_over_starttls_with_scram() {
     require_slixmpp();
     let server = Server::start();
     let users = users_on_shards("slix", &[0, 1]);
-    for user in &users {
-        server.register(user, "pw-slix");
-    }
+    server.register_all(&users, "pw-slix");
     let script = format!("{}/slixmpp_chat.py", env!("CARGO_MANIFEST_DIR"));
     let output = std::process::Command::new(PYTHON)
         .arg(script)
@@ -41,9 +39,7 @@ fn slixmpp_clients_use_roster_carbons_offline_archive_blocking_and_resumption() 
     // alice and carol live on shard 0, bob on shard 1: every message between two users crosses
     // shards, and alice's two resources share one.
     let users = users_on_shards("im", &[0, 1, 0]);
-    for user in &users {
-        server.register(user, "pw-im");
-    }
+    server.register_all(&users, "pw-im");
     run_scenario(&server, "slixmpp_im.py", &[&users[0], "pw-im", &users[1], "pw-im", &users[2], "pw-im"]);
 }
 
@@ -72,9 +68,7 @@ fn slixmpp_clients_create_configure_invite_talk_and_kick_in_a_room() {
     // The owner on shard 0, the member and the participant on shard 1: the room's fan-out
     // crosses shards wherever the room lives.
     let users = users_on_shards("muc", &[0, 1, 1]);
-    for user in &users {
-        server.register(user, "pw-muc");
-    }
+    server.register_all(&users, "pw-muc");
     run_scenario(&server, "slixmpp_muc.py", &[&users[0], "pw-muc", &users[1], "pw-muc", &users[2], "pw-muc"]);
 }
 
@@ -92,9 +86,7 @@ fn go_sendxmpp_sendxmpp_and_slixmpp_work_with_the_defaults() {
     }
     let server = Server::start();
     let users = users_on_shards("real", &[0, 1]);
-    for user in &users {
-        server.register(user, "pw-real");
-    }
+    server.register_all(&users, "pw-real");
     let output = std::process::Command::new(PYTHON)
         .arg(format!("{}/slixmpp_real_clients.py", env!("CARGO_MANIFEST_DIR")))
         .args(["127.0.0.1", &server.c2s.to_string(), &server.c2s_tls.to_string()])

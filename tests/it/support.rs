@@ -203,6 +203,13 @@ impl Server {
         assert_eq!(status, 200, "register {user}: {body}");
     }
 
+    /// Creates every account of `users` with the same password.
+    pub fn register_all(&self, users: &[String], password: &str) {
+        for user in users {
+            self.register(user, password);
+        }
+    }
+
     pub fn ca(&self) -> CertificateDer<'static> {
         CertificateDer::from_pem_file(self.store_dir.join("cert.pem")).expect("generated certificate")
     }
