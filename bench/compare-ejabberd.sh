@@ -10,6 +10,7 @@
 # (login: p99 > 100 ms or any failure; chat: p99 > 10 ms or any loss).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 NAME=${1:-compare-$(date -u +%Y%m%d)}
 OUT=results/$NAME
@@ -36,21 +37,9 @@ LOADGEN=$PWD/target/release/confab-loadgen
 
 # --- Confab --------------------------------------------------------------------------------
 CONFAB_DIR=$(mktemp -d /tmp/confab-bench.XXXXXX)
-cat > "$CONFAB_DIR/confab.toml" <<EOF
-domain = "localhost"
-data_dir = "$CONFAB_DIR/data"
-shards = 2
-[listen]
-c2s = "127.0.0.1:25222"
-c2s_tls = "127.0.0.1:25223"
-http = "127.0.0.1:25280"
-[log]
-level = "warn"
-EOF
+confab_config "$CONFAB_DIR"
 start_confab() {
-  (ulimit -n 20000; exec target/release/confab serve --config "$CONFAB_DIR/confab.toml" >"$CONFAB_DIR/log" 2>&1) &
-  for _ in $(seq 100); do curl -s -o /dev/null -XPOST http://127.0.0.1:25280/api/status && break; sleep 0.1; done
-  CONFAB_PID=$(pgrep -f "confab serve --config $CONFAB_DIR/confab.toml" | head -1)
+  confab_start target/release/confab "$CONFAB_DIR"
 }
 stop_confab() { pkill -f "confab serve --config $CONFAB_DIR/confab.toml" || true; sleep 0.5; }
 

@@ -25,6 +25,7 @@
 # mod_admin_extra, which add_rosteritem lives in). Each server starts from an empty database.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 NAME=${1:-im-$(date -u +%Y%m%d)}
 OUT=results/$NAME
@@ -59,23 +60,9 @@ CONFAB=$TARGET/release/confab
 
 # --- Confab --------------------------------------------------------------------------------
 CONFAB_DIR=$(mktemp -d /tmp/confab-im.XXXXXX)
-cat > "$CONFAB_DIR/confab.toml" <<EOF
-domain = "localhost"
-data_dir = "$CONFAB_DIR/data"
-shards = 2
-[listen]
-c2s = "127.0.0.1:25222"
-c2s_tls = "127.0.0.1:25223"
-http = "127.0.0.1:25280"
-[log]
-level = "warn"
-EOF
+confab_config "$CONFAB_DIR"
 sed "s|$CONFAB_DIR|/tmp/confab-im.XXXXXX|" "$CONFAB_DIR/confab.toml" > "$OUT/confab.toml"
-start_confab() {
-  (ulimit -n 20000; exec "$CONFAB" serve --config "$CONFAB_DIR/confab.toml" >"$CONFAB_DIR/log" 2>&1) &
-  CONFAB_PID=$!
-  for _ in $(seq 100); do curl -s -o /dev/null -XPOST http://127.0.0.1:25280/api/status && break; sleep 0.1; done
-}
+start_confab() { confab_start "$CONFAB" "$CONFAB_DIR"; }
 stop_confab() { kill "$CONFAB_PID" 2>/dev/null || true; wait "$CONFAB_PID" 2>/dev/null || true; rm -rf "$CONFAB_DIR/data"; }
 
 # --- ejabberd ------------------------------------------------------------------------------

@@ -26,6 +26,7 @@
 # `flock /tmp/ejabberd.lock`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 NAME=${1:-muc-$(date -u +%Y%m%d)}
 OUT=results/$NAME
@@ -64,28 +65,13 @@ CONFAB=$TARGET/release/confab
 
 # --- Confab --------------------------------------------------------------------------------
 CONFAB_DIR=$(mktemp -d /tmp/confab-muc.XXXXXX)
-cat > "$CONFAB_DIR/confab.toml" <<EOF
-domain = "localhost"
-data_dir = "$CONFAB_DIR/data"
-shards = 2
-[listen]
-c2s = "127.0.0.1:25222"
-c2s_tls = "127.0.0.1:25223"
-http = "127.0.0.1:25280"
-[log]
-level = "warn"
-[muc]
+confab_config "$CONFAB_DIR" "[muc]
 max_users = 2000                 # per-room occupant cap (service-wide), also the default for new rooms
 occupant_messages_per_s = 1000   # per-occupant rate limit (the default is low)
-occupant_burst = 1000
-EOF
+occupant_burst = 1000"
 sed "s|$CONFAB_DIR|/tmp/confab-muc.XXXXXX|" "$CONFAB_DIR/confab.toml" > "$OUT/confab.toml"
 CONFAB_PID=
-start_confab() {
-  (ulimit -n 20000; exec "$CONFAB" serve --config "$CONFAB_DIR/confab.toml" >"$CONFAB_DIR/log" 2>&1) &
-  CONFAB_PID=$!
-  for _ in $(seq 100); do curl -s -o /dev/null -XPOST http://127.0.0.1:25280/api/status && break; sleep 0.1; done
-}
+start_confab() { confab_start "$CONFAB" "$CONFAB_DIR"; }
 stop_confab() {
   [ -n "$CONFAB_PID" ] || return 0
   kill "$CONFAB_PID" 2>/dev/null || true; wait "$CONFAB_PID" 2>/dev/null || true; CONFAB_PID=

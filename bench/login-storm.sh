@@ -20,6 +20,7 @@
 # storm's login results. Writes results/<name>/README.md and the raw JSON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 
 NAME=${1:-login-storm-$(date -u +%Y-%m-%d)}
 OUT=results/$NAME
@@ -48,19 +49,8 @@ api() { curl -s -XPOST -H 'Content-Type: application/json' -d "${2:-{\}}" "http:
 run_server() {
   local label=$1 binary=$2 dir storm mechanism rate
   dir=$(mktemp -d /tmp/confab-storm.XXXXXX)
-  cat > "$dir/confab.toml" <<EOF
-domain = "localhost"
-data_dir = "$dir/data"
-shards = 2
-[listen]
-c2s = "127.0.0.1:25222"
-c2s_tls = "127.0.0.1:25223"
-http = "127.0.0.1:25280"
-[log]
-level = "warn"
-EOF
-  (ulimit -n 20000; exec "$binary" serve --config "$dir/confab.toml" >"$dir/log" 2>&1) &
-  for _ in $(seq 100); do api status >/dev/null 2>&1 && break; sleep 0.1; done
+  confab_config "$dir"
+  confab_start "$binary" "$dir"
   api register '{"user":"probe","host":"localhost","password":"probe-pw"}' >/dev/null
   # Provision the storm's accounts (and warm up): a few logins.
   "$LOADGEN" run --scenario login --server 127.0.0.1:25222 --domain localhost --users "$STORM_USERS" \
